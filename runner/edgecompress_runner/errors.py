@@ -1,0 +1,51 @@
+"""Failure classes of a run, each with the process exit code the operator keys on.
+
+The codes are part of the contract with the operator's Job podFailurePolicy: bad spec/input
+and failed gates end the Job at once, infrastructure errors are retried.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    SUCCEEDED = 0
+    UNEXPECTED = 1
+    INVALID_INPUT = 20
+    GATES_FAILED = 21
+    INFRASTRUCTURE = 22
+
+
+class RunnerError(Exception):
+    """Base class: a failure with a message meant for the user."""
+
+    exit_code = ExitCode.UNEXPECTED
+    reason = "Error"
+
+
+class SpecError(RunnerError, ValueError):
+    """The job spec is invalid; nothing was started."""
+
+    exit_code = ExitCode.INVALID_INPUT
+    reason = "InvalidSpec"
+
+
+class InputError(RunnerError, ValueError):
+    """The model or dataset cannot be used as given."""
+
+    exit_code = ExitCode.INVALID_INPUT
+    reason = "InvalidInput"
+
+
+class UnsupportedLayerError(InputError):
+    """A layer cannot be handled by a tfmot step; the message says what to do instead."""
+
+    reason = "UnsupportedLayer"
+
+
+class InfrastructureError(RunnerError):
+    """Storage, network or resource trouble; retrying may help."""
+
+    exit_code = ExitCode.INFRASTRUCTURE
+    reason = "InfrastructureError"

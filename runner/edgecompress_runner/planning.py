@@ -1,0 +1,46 @@
+"""Pure planning helpers: no TensorFlow, unit-tested without a model."""
+
+from __future__ import annotations
+
+import math
+
+from .errors import InputError
+from .spec import PruneStep
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(samples / batch_size))
+
+
+def pruning_plan(step: PruneStep, total_steps: int, index: int) -> tuple[int, int, int]:
+    """(begin, end, frequency) checked against the optimizer steps fine-tuning will run.
+
+    tfmot prunes at steps begin + k * frequency up to end; a frequency wider than that window
+    never prunes and silently leaves the model dense, so it is rejected here. The default
+    frequency prunes about ten times, the last time within 2 % of the window before ``end``.
+    """
+    last_step = total_steps - 1
+    where = f"steps[{index}]"
+    end = step.end_step if step.end_step is not None else last_step
+    if step.begin_step >= last_step:
+        raise InputError(
+            f"{where}.beginStep: {step.begin_step} is not before the last fine-tuning step {last_step}; "
+            "pruning would never run"
+        )
+    if end > last_step:
+        raise InputError(
+            f"{where}.endStep: {end} is after the last fine-tuning step {last_step} "
+            f"({step.fine_tune.epochs} epochs); the target sparsity would not be reached"
+        )
+    window = end - step.begin_step
+    if step.frequency is not None:
+        if step.frequency > window:
+            raise InputError(
+                f"{where}.frequency: {step.frequency} exceeds the pruning window of {window} steps; "
+                "pruning would never happen (0 % sparsity)"
+            )
+        return step.begin_step, end, step.frequency
+    most = max(1, window // 10)
+    slack = max(1, window // 50)
+    frequency = max(candidate for candidate in range(1, most + 1) if window % candidate <= slack)
+    return step.begin_step, end, frequency

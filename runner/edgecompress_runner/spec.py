@@ -1,0 +1,477 @@
+"""The CompressionJob spec: the single source of truth for the runner, the CRD and the docs.
+
+Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+Every cross-field rule lives in ``CompressionJobSpec._check_plan`` so that a bad spec is
+rejected before any download or training starts.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from .errors import SpecError
+
+API_GROUP = "edgecompress.io"
+API_VERSION = "v1alpha1"
+KIND = "CompressionJob"
+
+URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.*|file://.+|[^:]+)$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_enum_values=True,
+        frozen=True,
+    )
+
+
+class ModelFormat(str, Enum):
+    KERAS = "keras"
+    H5 = "h5"
+    SAVEDMODEL = "savedmodel"
+
+
+class ModelSource(_Strict):
+    """Where a trained model lives and how it was saved."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        description="Location of the model: s3://bucket/key, file:///path or a plain local path.",
+    )
+    format: ModelFormat = Field(
+        description=(
+            "How the model was saved: 'keras' (a tf-keras .keras file), 'h5' (HDF5) or "
+            "'savedmodel' (a SavedModel directory packed as .tar.gz, .tgz or .zip). "
+            "A SavedModel can only be converted and post-training quantized, not fine-tuned."
+        )
+    )
+
+
+class DatasetSource(_Strict):
+    """The data used for fine-tuning, calibration and evaluation."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        description=(
+            "A NumPy .npz file with arrays x_train, y_train, x_eval, y_eval. The y_* labels are "
+            "optional: without them, fine-tuning follows the input model's outputs and evaluation "
+            "reports fidelity instead of accuracy."
+        ),
+    )
+
+
+class FineTune(_Strict):
+    """Training settings used by steps that fine-tune the model."""
+
+    epochs: int = Field(default=2, ge=1, le=1000, description="Fine-tuning epochs.")
+    batch_size: int = Field(default=32, ge=1, le=65536, description="Mini-batch size.")
+    learning_rate: float = Field(
+        default=1e-4, gt=0, le=1, description="Adam learning rate for fine-tuning."
+    )
+
+
+class _LayerwiseStep(_Strict):
+    skip_layers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names of layers this step must leave untouched (they stay float / dense). "
+            "Use it for sensitive layers and for layers tfmot cannot handle."
+        ),
+    )
+    skip_first_and_last: bool = Field(
+        default=False,
+        description="Also leave the first and the last layer with weights untouched.",
+    )
+
+
+class PruningSchedule(str, Enum):
+    POLYNOMIAL_DECAY = "polynomialDecay"
+    CONSTANT_SPARSITY = "constantSparsity"
+
+
+class PruneStep(_LayerwiseStep):
+    """Magnitude pruning (tfmot prune_low_magnitude), fine-tuned, then stripped."""
+
+    type: Literal["prune"] = Field(description="Step type.")
+    schedule: PruningSchedule = Field(
+        default=PruningSchedule.POLYNOMIAL_DECAY,
+        description="Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity.",
+    )
+    initial_sparsity: float = Field(
+        default=0.0, ge=0, lt=1, description="Starting sparsity for polynomialDecay."
+    )
+    target_sparsity: float = Field(
+        default=0.5, gt=0, lt=1, description="Fraction of weights set to zero at the end."
+    )
+    begin_step: int = Field(default=0, ge=0, description="Optimizer step at which pruning starts.")
+    end_step: int | None = Field(
+        default=None,
+        ge=1,
+        description="Optimizer step at which the target is reached (default: last fine-tuning step).",
+    )
+    frequency: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Prune every N optimizer steps. Default: chosen so that pruning happens at least "
+            "ten times during fine-tuning. A value larger than the pruning window is rejected "
+            "at run time because it would silently reach 0 % sparsity."
+        ),
+    )
+    pattern: Literal["unstructured", "2:4"] = Field(
+        default="unstructured",
+        description="'2:4' keeps two of every four weights (structured sparsity, target 0.5).",
+    )
+    fine_tune: FineTune = Field(default_factory=FineTune, description="Fine-tuning settings.")
+
+
+class CentroidInit(str, Enum):
+    KMEANS_PLUS_PLUS = "kmeansPlusPlus"
+    LINEAR = "linear"
+    DENSITY_BASED = "densityBased"
+    RANDOM = "random"
+
+
+class ClusterStep(_LayerwiseStep):
+    """Weight clustering (tfmot cluster_weights), fine-tuned, then stripped."""
+
+    type: Literal["cluster"] = Field(description="Step type.")
+    number_of_clusters: int = Field(
+        default=16, ge=2, le=256, description="Distinct weight values per layer."
+    )
+    centroid_init: CentroidInit = Field(
+        default=CentroidInit.KMEANS_PLUS_PLUS, description="How cluster centroids are initialised."
+    )
+    fine_tune: FineTune = Field(default_factory=FineTune, description="Fine-tuning settings.")
+
+
+class QatStep(_LayerwiseStep):
+    """Int8 quantization-aware training.
+
+    After prune or cluster steps the sparsity- / cluster-preserving schemes are used so the
+    earlier gains survive.
+    """
+
+    type: Literal["qat"] = Field(description="Step type.")
+    fine_tune: FineTune = Field(default_factory=FineTune, description="Fine-tuning settings.")
+
+
+class PtqMode(str, Enum):
+    DYNAMIC = "dynamic"
+    FLOAT16 = "float16"
+    INT8 = "int8"
+    INT16X8 = "int16x8"
+
+
+class PtqStep(_LayerwiseStep):
+    """Post-training quantization by the LiteRT converter; always the last step.
+
+    Skipped layers are kept float through the converter's quantization denylist.
+    """
+
+    type: Literal["ptq"] = Field(description="Step type.")
+    mode: PtqMode = Field(
+        description=(
+            "dynamic (int8 weights, float activations), float16 (half-precision weights), "
+            "int8 (full integer from representative samples), int16x8 (int16 activations, "
+            "int8 weights)."
+        )
+    )
+    representative_samples: int = Field(
+        default=200,
+        ge=1,
+        le=100000,
+        description="Training samples used to calibrate activation ranges (int8, int16x8).",
+    )
+    integer_io: bool = Field(
+        default=False,
+        alias="integerIO",
+        description="int8 only: make the model's input and output int8 instead of float32.",
+    )
+
+
+class DistillStep(_Strict):
+    """Knowledge distillation: trains a smaller student from the input model (the teacher).
+
+    The student replaces the model for all later steps.
+    """
+
+    type: Literal["distill"] = Field(description="Step type.")
+    student: ModelSource = Field(description="The untrained or pre-trained student model.")
+    temperature: float = Field(
+        default=4.0, gt=0, le=100, description="Softmax temperature for the soft targets."
+    )
+    alpha: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Weight of the hard-label loss; 1 - alpha weighs the teacher's soft targets.",
+    )
+    fine_tune: FineTune = Field(
+        default_factory=lambda: FineTune(epochs=10, learning_rate=1e-3),
+        description="Student training settings.",
+    )
+
+
+Step = Annotated[
+    Union[PruneStep, ClusterStep, QatStep, PtqStep, DistillStep],
+    Field(discriminator="type"),
+]
+TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill"})
+
+
+class Metric(str, Enum):
+    AUTO = "auto"
+    ACCURACY = "accuracy"
+    FIDELITY = "fidelity"
+
+
+class Latency(_Strict):
+    """How latency is measured with the LiteRT interpreter (XNNPACK)."""
+
+    threads: int = Field(default=1, ge=1, le=64, description="Interpreter threads.")
+    runs: int = Field(default=50, ge=1, le=100000, description="Timed single-sample invocations.")
+    warmup: int = Field(default=5, ge=0, le=1000, description="Untimed invocations first.")
+
+
+class Evaluation(_Strict):
+    """How the baseline and the result .tflite are compared."""
+
+    metric: Metric = Field(
+        default=Metric.AUTO,
+        description=(
+            "accuracy (top-1 versus y_eval), fidelity (top-1 agreement and mean absolute error "
+            "versus the float baseline), or auto: accuracy when labels exist, else fidelity."
+        ),
+    )
+    samples: int = Field(
+        default=1000, ge=1, le=1000000, description="Evaluation samples taken from x_eval."
+    )
+    latency: Latency = Field(default_factory=Latency, description="Latency measurement.")
+
+
+class Gates(_Strict):
+    """Conditions the result must meet; every unset gate is not checked."""
+
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Largest allowed drop of top-1 accuracy (absolute, 0.01 = one point). With the "
+            "fidelity metric, 1 - top-1 agreement with the baseline is compared instead."
+        ),
+    )
+    min_size_reduction: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Smallest allowed size reduction, 1 - result/baseline (0.75 = 4x smaller).",
+    )
+    size_basis: Literal["bytes", "gzip"] = Field(
+        default="bytes",
+        description=(
+            "Compare file sizes as stored (bytes) or gzip-compressed (gzip: what pruning alone "
+            "saves in a compressed download)."
+        ),
+    )
+    max_latency_ms: float | None = Field(
+        default=None, gt=0, description="Largest allowed median (p50) latency in milliseconds."
+    )
+
+
+class Output(_Strict):
+    """Where the artifacts go."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        description=(
+            "A folder: s3://bucket/prefix/ or a local path. It receives model.tflite, "
+            "then report.json (written last: its presence means the run finished)."
+        ),
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="Replace the result of an earlier run found at this location.",
+    )
+
+
+class CompressionJobSpec(_Strict):
+    """What to compress, how, how to check it, and where the result goes."""
+
+    model: ModelSource = Field(description="The trained input model.")
+    dataset: DatasetSource | None = Field(
+        default=None,
+        description="Data for fine-tuning, calibration and evaluation (needed by all but float16/dynamic-only jobs).",
+    )
+    steps: list[Step] = Field(
+        min_length=1,
+        max_length=16,
+        description="Compression steps in order. ptq, when present, must be the last.",
+    )
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="Evaluation settings.")
+    gates: Gates = Field(default_factory=Gates, description="Pass/fail conditions.")
+    output: Output = Field(description="Where the .tflite and report.json are written.")
+
+    @model_validator(mode="after")
+    def _check_plan(self) -> "CompressionJobSpec":
+        problems = plan_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def plan_problems(spec: CompressionJobSpec) -> list[str]:
+    """Every cross-field rule, each broken rule as a message naming the field."""
+    problems: list[str] = []
+    kinds = [step.type for step in spec.steps]
+    last = len(kinds) - 1
+    for index, step in enumerate(spec.steps):
+        where = f"spec.steps[{index}]"
+        if step.type == "ptq" and index != last:
+            problems.append(f"{where}: ptq must be the last step (found {kinds[index + 1]!r} after it)")
+        if step.type == "distill" and index != 0:
+            problems.append(f"{where}: distill must be the first step, it replaces the model")
+        if step.type in TRAINING_STEP_TYPES and spec.dataset is None:
+            problems.append(f"{where}: {step.type} fine-tunes the model and needs spec.dataset")
+        if step.type in {"prune", "cluster", "qat"} and spec.model.format == ModelFormat.SAVEDMODEL:
+            problems.append(
+                f"{where}: {step.type} needs a Keras model (format keras or h5); "
+                "a SavedModel can only be converted with ptq"
+            )
+        if isinstance(step, PtqStep):
+            if step.mode in (PtqMode.INT8, PtqMode.INT16X8) and spec.dataset is None:
+                problems.append(f"{where}.mode: {step.mode} needs spec.dataset for representative samples")
+            if step.integer_io and step.mode != PtqMode.INT8:
+                problems.append(f"{where}.integerIO: only valid with mode int8, not {step.mode}")
+        if isinstance(step, PruneStep):
+            if step.pattern == "2:4" and step.target_sparsity != 0.5:
+                problems.append(f"{where}.targetSparsity: pattern 2:4 means exactly 0.5, not {step.target_sparsity}")
+            if step.schedule == PruningSchedule.POLYNOMIAL_DECAY and step.initial_sparsity >= step.target_sparsity:
+                problems.append(f"{where}.initialSparsity: must be below targetSparsity")
+            if step.end_step is not None and step.end_step <= step.begin_step:
+                problems.append(f"{where}.endStep: must be greater than beginStep")
+        if isinstance(step, DistillStep) and step.student.format == ModelFormat.SAVEDMODEL:
+            problems.append(f"{where}.student.format: the student must be trainable (keras or h5)")
+    for kind in ("ptq", "qat", "distill"):
+        if kinds.count(kind) > 1:
+            problems.append(f"spec.steps: at most one {kind} step, found {kinds.count(kind)}")
+    if "qat" in kinds:
+        after_qat = kinds[kinds.index("qat") + 1 :]
+        if any(kind != "ptq" for kind in after_qat):
+            problems.append("spec.steps: only ptq may follow qat (the model is already quantized)")
+    return problems
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = "spec"
+    step_tags = {"prune", "cluster", "qat", "ptq", "distill"}
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif index > 0 and loc[index - 1] != "type" and part in step_tags and isinstance(loc[index - 1], int):
+            continue
+        else:
+            path += f".{part}"
+    return path
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "value_error" and not item["loc"]:
+            lines.append(message)
+        else:
+            lines.append(f"{_field_path(tuple(item['loc']))}: {message}")
+    return "; ".join(lines)
+
+
+def parse_spec(document: dict[str, Any]) -> CompressionJobSpec:
+    """Validate a whole CompressionJob object or just its spec."""
+    if not isinstance(document, dict):
+        raise SpecError(f"the job must be a mapping, not {type(document).__name__}")
+    if "kind" in document or "apiVersion" in document:
+        if document.get("kind") != KIND:
+            raise SpecError(f"kind: expected {KIND!r}, got {document.get('kind')!r}")
+        expected = f"{API_GROUP}/{API_VERSION}"
+        if document.get("apiVersion") != expected:
+            raise SpecError(f"apiVersion: expected {expected!r}, got {document.get('apiVersion')!r}")
+        if not isinstance(document.get("spec"), dict):
+            raise SpecError("spec: a CompressionJob needs a spec mapping")
+        document = document["spec"]
+    try:
+        return CompressionJobSpec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+
+
+def load_spec_text(text: str) -> CompressionJobSpec:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"the job is not valid YAML: {error}") from None
+    return parse_spec(document)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec with camelCase names (the CRD is generated from this)."""
+    return CompressionJobSpec.model_json_schema(by_alias=True)
+
+
+__all__ = [
+    "CompressionJobSpec",
+    "DistillStep",
+    "ClusterStep",
+    "PruneStep",
+    "PtqStep",
+    "QatStep",
+    "PtqMode",
+    "ModelFormat",
+    "load_spec_text",
+    "parse_spec",
+    "spec_json_schema",
+]
+
+
+def spec_reference_markdown() -> str:
+    """The field reference in the README, generated from the schema (a test keeps them equal)."""
+    schema = spec_json_schema()
+    definitions = schema["$defs"]
+    rows: list[str] = ["| field | type | default | description |", "| --- | --- | --- | --- |"]
+
+    def type_of(body: dict[str, Any]) -> str:
+        if "$ref" in body:
+            return body["$ref"].rsplit("/", 1)[-1]
+        if "enum" in body:
+            return " \\| ".join(str(value) for value in body["enum"])
+        if "const" in body:
+            return str(body["const"])
+        if "anyOf" in body:
+            return " \\| ".join(type_of(option) for option in body["anyOf"] if option.get("type") != "null")
+        if body.get("type") == "array":
+            items = body.get("items", {})
+            return f"list of {type_of(items) if 'oneOf' not in items else 'step'}"
+        return str(body.get("type", "object"))
+
+    def walk(properties: dict[str, Any], prefix: str, required: list[str]) -> None:
+        for name, body in properties.items():
+            default = body.get("default", "required" if name in required else "")
+            text = body.get("description", "").replace("\n", " ")
+            rows.append(f"| `{prefix}{name}` | {type_of(body)} | {'' if default is None or isinstance(default, (dict, list)) else default} | {text} |")
+
+    walk(schema["properties"], "spec.", schema.get("required", []))
+    for name in sorted(definitions):
+        definition = definitions[name]
+        if "properties" in definition:
+            rows.append(f"| **{name}** | | | {definition.get('description', '').splitlines()[0]} |")
+            walk(definition["properties"], "  ", definition.get("required", []))
+    return "\n".join(rows) + "\n"

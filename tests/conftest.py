@@ -1,0 +1,166 @@
+"""Shared fixtures: a trained digits model, small datasets, a job runner, and a real MinIO server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+MINIO_MODULE = "github.com/minio/minio@latest"
+
+
+@dataclass(frozen=True)
+class JobRun:
+    exit_code: int
+    summary: dict[str, Any]
+    output: Path
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.output / "report.json").read_text())
+
+
+def run_job(document: dict[str, Any], workdir: Path) -> JobRun:
+    """Runs a job document through the CLI's own entry (in-process, so TensorFlow loads once)."""
+    from edgecompress_runner.cli import execute
+    from edgecompress_runner.spec import load_spec_text
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary_file = workdir / "summary.json"
+    text = yaml.safe_dump(document)
+    code = execute(lambda: load_spec_text(text), workdir / "work", summary_file, "log")
+    summary = json.loads(summary_file.read_text())
+    assert len(summary_file.read_bytes()) < 4096
+    output = document.get("output", {}).get("uri", "")
+    return JobRun(code, summary, Path(output) if output and "://" not in output else Path())
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, np.ndarray]:
+    from edgecompress_runner.example import digits_arrays
+
+    return digits_arrays()
+
+
+@pytest.fixture(scope="session")
+def small_digits_npz(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, np.ndarray]) -> Path:
+    """600 training and 200 evaluation samples: enough to fine-tune quickly."""
+    path = tmp_path_factory.mktemp("data") / "digits-small.npz"
+    np.savez(path, x_train=digits["x_train"][:600], y_train=digits["y_train"][:600],
+             x_eval=digits["x_eval"][:200], y_eval=digits["y_eval"][:200])
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, np.ndarray]) -> Path:
+    from edgecompress_runner.example import digits_cnn, train_classifier
+
+    path = tmp_path_factory.mktemp("models") / "digits.keras"
+    train_classifier(digits_cnn(), digits, epochs=6).save(path)
+    return path
+
+
+def job(model: Path, dataset: Path | None, output: Path, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "model": {"uri": str(model), "format": "h5" if model.suffix == ".h5" else "keras"},
+        "steps": steps,
+        "evaluation": {"samples": 200, "latency": {"runs": 20, "warmup": 2}},
+        "output": {"uri": str(output)},
+    }
+    if dataset is not None:
+        document["dataset"] = {"uri": str(dataset)}
+    document.update(extra)
+    return document
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def minio_binary() -> Path:
+    """The MinIO server, built from Go modules once and kept in the Go bin folder."""
+    gopath = subprocess.run(["go", "env", "GOPATH"], check=True, capture_output=True, text=True).stdout.strip()
+    binary = Path(gopath) / "bin" / "minio"
+    if not binary.exists():
+        subprocess.run(["go", "install", MINIO_MODULE], check=True, timeout=1800)
+    return binary
+
+
+@dataclass(frozen=True)
+class MinioServer:
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def client(self, access_key: str | None = None, secret_key: str | None = None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    binary = minio_binary()
+    data = tmp_path_factory.mktemp("minio")
+    port, console = _free_port(), _free_port()
+    env = {**os.environ, "MINIO_ROOT_USER": "edgecompress", "MINIO_ROOT_PASSWORD": "edgecompress-secret",
+           "MINIO_BROWSER": "off"}
+    log = (data.parent / "minio.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), "server", str(data), "--address", f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/minio/health/live", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"MinIO did not start; see {log.name}")
+            time.sleep(0.3)
+    try:
+        yield MinioServer(endpoint, "edgecompress", "edgecompress-secret")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_env(minio: MinioServer, monkeypatch: pytest.MonkeyPatch) -> MinioServer:
+    """Credentials and endpoint passed the way a pod gets them: standard AWS environment variables."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", minio.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return minio
