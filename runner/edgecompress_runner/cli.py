@@ -153,3 +153,7 @@ def schema_command() -> None:
     from .spec import spec_json_schema
 
     click.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

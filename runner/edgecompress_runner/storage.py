@@ -107,7 +107,8 @@ def s3_client(max_attempts: int = 5) -> "S3Client":
         read_timeout=120,
         s3={"addressing_style": "path" if endpoint else "auto"},
     )
-    return boto3.client("s3", config=config)
+    # A new session per client: the default session caches credentials for the process.
+    return boto3.session.Session().client("s3", config=config)
 
 
 class S3Storage:
@@ -118,8 +119,23 @@ class S3Storage:
 
     def download(self, uri: str, destination: Path) -> None:
         bucket, key = split_s3_uri(uri)
-        with _s3_errors(uri):
-            self._client.download_file(bucket, key, str(destination))
+        try:
+            with _s3_errors(uri):
+                self._client.download_file(bucket, key, str(destination))
+        except InputError as error:
+            if _is_missing(error):
+                self._require_bucket(bucket, uri)
+            raise
+
+    def _require_bucket(self, bucket: str, uri: str) -> None:
+        """S3 answers a HEAD of a missing bucket's key with a bare 404; tell the two apart."""
+        try:
+            with _s3_errors(uri):
+                self._client.head_bucket(Bucket=bucket)
+        except InputError as error:
+            if _is_missing(error):
+                raise InputError(f"{uri}: bucket {bucket!r} does not exist") from None
+            raise
 
     def upload(self, source: Path, uri: str) -> None:
         bucket, key = split_s3_uri(uri)
@@ -127,14 +143,13 @@ class S3Storage:
             self._client.upload_file(str(source), bucket, key)
 
     def exists(self, uri: str) -> bool:
-        from botocore.exceptions import ClientError
-
         bucket, key = split_s3_uri(uri)
         try:
             with _s3_errors(uri):
                 self._client.head_object(Bucket=bucket, Key=key)
         except InputError as error:
-            if isinstance(error.__cause__, ClientError) and _error_code(error.__cause__) in _MISSING_CODES:
+            if _is_missing(error):
+                self._require_bucket(bucket, uri)
                 return False
             raise
         return True
@@ -145,7 +160,12 @@ class S3Storage:
             self._client.delete_object(Bucket=bucket, Key=key)
 
 
-def _error_code(error: Exception) -> str:
+def _is_missing(error: InputError) -> bool:
+    cause = error.__cause__
+    return cause is not None and _error_code(cause) in _MISSING_CODES
+
+
+def _error_code(error: BaseException) -> str:
     response = getattr(error, "response", {}) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
