@@ -57,8 +57,8 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
     except RunnerError as error:
         return _fail(error.exit_code, error.reason, str(error), summary_file)
     except MemoryError:
-        error = InfrastructureError("out of memory; give the runner more memory or use fewer samples")
-        return _fail(error.exit_code, "OutOfMemory", str(error), summary_file)
+        message = "out of memory; give the runner more memory or use fewer samples"
+        return _fail(InfrastructureError.exit_code, "OutOfMemory", message, summary_file)
     except Exception as error:
         log.exception("unexpected failure")
         return _fail(ExitCode.UNEXPECTED, "InternalError", f"{type(error).__name__}: {error}", summary_file)

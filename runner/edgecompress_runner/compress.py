@@ -388,7 +388,7 @@ def distill(
     hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     kl = keras.losses.KLDivergence()
 
-    @tf.function
+    @tf.function  # type: ignore[untyped-decorator]
     def train_batch(xb: Any, yb: Any, tb: Any) -> Any:
         with tf.GradientTape() as tape:
             out = student(xb, training=True)

@@ -78,14 +78,16 @@ def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         return x.astype(np.float32)
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    quantized: np.ndarray = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    return quantized
 
 
 def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return y.astype(np.float32)
     scale, zero_point = detail["quantization"]
-    return (y.astype(np.float32) - zero_point) * scale
+    dequantized: np.ndarray = (y.astype(np.float32) - zero_point) * scale
+    return dequantized
 
 
 def predict(interpreter: Any, x: np.ndarray) -> np.ndarray:

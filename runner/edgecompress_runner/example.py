@@ -67,7 +67,7 @@ def write_example_inputs(folder: Path) -> tuple[Path, Path]:
     model_path, dataset_path = folder / "model.keras", folder / "digits.npz"
     if not model_path.exists():
         train_classifier(digits_cnn(), arrays).save(model_path)
-    np.savez(dataset_path, **arrays)
+    np.savez(dataset_path, **arrays)  # type: ignore[arg-type]
     return model_path, dataset_path
 
 

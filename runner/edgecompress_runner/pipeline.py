@@ -99,7 +99,7 @@ def run(
         dataset_file = work_dir / "dataset.npz"
         inputs["dataset"] = _fetch(spec.dataset.uri, dataset_file, storages)
         dataset = load_dataset(dataset_file, spec.dataset.uri)
-    metric = spec.evaluation.metric
+    metric = str(spec.evaluation.metric)
     if metric == "auto":
         metric = "accuracy" if dataset is not None and dataset.has_labels else "fidelity"
     if metric == "accuracy" and (dataset is None or not dataset.has_labels):
@@ -119,7 +119,7 @@ def run(
         if any(dim is None for dim in expected_shape):
             raise InputError(f"spec.dataset: the model input {expected_shape} has unknown sizes; give a dataset")
         rng = np.random.default_rng(0)
-        x_eval = rng.random((UNLABELED_EVAL_SAMPLES, *expected_shape), dtype=np.float32)  # type: ignore[misc]
+        x_eval = rng.random((UNLABELED_EVAL_SAMPLES, *[int(dim or 0) for dim in expected_shape]), dtype=np.float32)
         y_eval = None
     latency = spec.evaluation.latency
     labels = y_eval if metric == "accuracy" else None
@@ -139,7 +139,7 @@ def run(
         progress.start(phase, fine_tune.epochs if fine_tune and step.type != "ptq" else 0)
         phase_started = time.monotonic()
         if step.type == "ptq":
-            ptq = step  # type: ignore[assignment]
+            ptq = step
             continue
         assert dataset is not None
         x_train, y_train = training_arrays(dataset, phase)
@@ -148,21 +148,21 @@ def run(
             assert student_file is not None
             student = model_io.load_model(student_file, step.student.format, step.student.uri, work_dir)
             check_input_shape(dataset, tuple(student.keras_model.input_shape[1:]), step.student.uri)
-            keras_model, result = compress.distill(model, student.keras_model, step, x_train, y_train, progress)
+            keras_model, step_result = compress.distill(model, student.keras_model, step, x_train, y_train, progress)
         elif step.type == "prune":
-            keras_model, result = compress.prune(model, step, index, x_train, y_train, progress)  # type: ignore[arg-type]
-            pruned_layers = list(result["sparsity"]["layers"])
+            keras_model, step_result = compress.prune(model, step, index, x_train, y_train, progress)
+            pruned_layers = list(step_result["sparsity"]["layers"])
         elif step.type == "cluster":
-            keras_model, result = compress.cluster(
-                model, step, index, x_train, y_train, bool(pruned_layers), progress  # type: ignore[arg-type]
+            keras_model, step_result = compress.cluster(
+                model, step, index, x_train, y_train, bool(pruned_layers), progress
             )
             clustered = True
         else:
-            keras_model, result = compress.qat(
-                model, step, index, x_train, y_train, pruned_layers, clustered, progress  # type: ignore[arg-type]
+            keras_model, step_result = compress.qat(
+                model, step, index, x_train, y_train, pruned_layers, clustered, progress
             )
             qat_applied = True
-        step_results.append(result)
+        step_results.append(step_result)
         timings[phase] = time.monotonic() - phase_started
 
     progress.start("convert")

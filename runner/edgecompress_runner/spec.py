@@ -450,7 +450,7 @@ def spec_reference_markdown() -> str:
 
     def type_of(body: dict[str, Any]) -> str:
         if "$ref" in body:
-            return body["$ref"].rsplit("/", 1)[-1]
+            return str(body["$ref"]).rsplit("/", 1)[-1]
         if "enum" in body:
             return " \\| ".join(str(value) for value in body["enum"])
         if "const" in body:
