@@ -26,7 +26,9 @@ from edgecompress_runner.spec import parse_spec
 from edgecompress_runner.tfcompat import keras, tf, tfmot
 
 
-def handwritten(model_path: Path, data: dict[str, np.ndarray], prune_epochs: int, qat_epochs: int) -> tuple[bytes, float]:
+def handwritten(
+    model_path: Path, data: dict[str, np.ndarray], prune_epochs: int, qat_epochs: int, frequency: int
+) -> tuple[bytes, float]:
     """What people write by hand (kept close to the tfmot guides on purpose); returns .tflite and sparsity."""
     model = keras.models.load_model(model_path, compile=False)
     x, y = data["x_train"], data["y_train"]
@@ -34,7 +36,7 @@ def handwritten(model_path: Path, data: dict[str, np.ndarray], prune_epochs: int
     end_step = math.ceil(len(x) / batch_size) * prune_epochs
     pruning_params = {
         "pruning_schedule": tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.50, final_sparsity=0.80, begin_step=0, end_step=end_step
+            initial_sparsity=0.50, final_sparsity=0.80, begin_step=0, end_step=end_step, frequency=frequency
         )
     }
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, **pruning_params)
@@ -69,6 +71,10 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument(
+        "--script-frequency", type=int, default=100,
+        help="pruning frequency of the hand-written script (100 is PolynomialDecay's default)",
+    )
     args = parser.parse_args()
 
     data = digits_arrays()
@@ -87,7 +93,9 @@ def main() -> None:
     runner_sparsity = outcome.report["steps"][1]["sparsity"]["overall"]
 
     started = time.monotonic()
-    script_bytes, script_sparsity = handwritten(model_path, data, args.prune_epochs, args.qat_epochs)
+    script_bytes, script_sparsity = handwritten(
+        model_path, data, args.prune_epochs, args.qat_epochs, args.script_frequency
+    )
     script_seconds = time.monotonic() - started
 
     measured = {}
@@ -105,7 +113,8 @@ def main() -> None:
          f"{runner.latency_p50_ms / script.latency_p50_ms:.2f}x"),
     ]
     print(f"edgecompress bench: runner vs hand-written tfmot | {platform.node()} | {platform.processor() or platform.machine()}"
-          f" | {tf.__version__} | prune {args.prune_epochs} + QAT {args.qat_epochs} epochs | {args.threads} thread(s)")
+          f" | {tf.__version__} | prune {args.prune_epochs} + QAT {args.qat_epochs} epochs | {args.threads} thread(s)"
+          f" | script frequency {args.script_frequency}")
     print(f"float baseline: {outcome.report['baseline']['size_bytes']:,} bytes, accuracy {outcome.report['baseline']['accuracy']:.4f}")
     widths = [max(len(row[i]) for row in rows + [("metric", "runner", "tfmot script", "runner/script")]) for i in range(4)]
     for row in [("metric", "runner", "tfmot script", "runner/script"), *rows]:

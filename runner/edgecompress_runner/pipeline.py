@@ -99,7 +99,7 @@ def run(
         dataset_file = work_dir / "dataset.npz"
         inputs["dataset"] = _fetch(spec.dataset.uri, dataset_file, storages)
         dataset = load_dataset(dataset_file, spec.dataset.uri)
-    metric = str(spec.evaluation.metric)
+    metric: str = spec.evaluation.metric
     if metric == "auto":
         metric = "accuracy" if dataset is not None and dataset.has_labels else "fidelity"
     if metric == "accuracy" and (dataset is None or not dataset.has_labels):

@@ -29,6 +29,7 @@ class _Strict(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         use_enum_values=True,
+        validate_default=True,
         frozen=True,
     )
 

@@ -47,6 +47,9 @@ def test_valid_spec_parses_with_defaults() -> None:
     assert isinstance(ptq, PtqStep) and ptq.integer_io and ptq.representative_samples == 200
     assert spec.evaluation.latency.threads == 1
     assert spec.gates.max_latency_ms is None
+    # Defaults are validated too, so enum fields always hold their plain wire values.
+    assert type(spec.evaluation.metric) is str and spec.evaluation.metric == "auto"
+    assert type(spec.steps[0].schedule) is str
 
 
 def test_whole_custom_resource_is_accepted() -> None:
