@@ -71,6 +71,19 @@ def test_qat_after_prune_keeps_sparsity(digits_model: Path, small_digits_npz: Pa
     assert zero_fraction(weight_tensors(run.output / "model.tflite")) >= 0.68
 
 
+def test_prune_cluster_qat_preserve_earlier_gains(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
+    steps = [{"type": "prune", "targetSparsity": 0.5, "fineTune": {"epochs": 2}},
+             {"type": "cluster", "numberOfClusters": 8, "fineTune": {"epochs": 1}},
+             {"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
+    run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
+    _, clustered, qat, _ = run.report["steps"]
+    assert clustered["preserveSparsity"] and clustered["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
+    assert max(clustered["uniqueWeights"].values()) <= 8
+    assert qat["scheme"] == "Default8BitClusterPreserveQuantizeScheme"
+    assert qat["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
+    assert zero_fraction(weight_tensors(run.output / "model.tflite")) >= 0.48
+
+
 def test_int8_is_at_least_3_5x_smaller_than_float(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
     steps = [{"type": "ptq", "mode": "int8", "integerIO": True, "representativeSamples": 100}]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
