@@ -181,6 +181,8 @@ def run(
     final_mode = ptq.mode if ptq else ("qat" if qat_applied else "float")
     sparse = bool(pruned_layers) and final_mode in ("float", "float16")
     calibration = dataset.x_train if dataset is not None else None
+    if final_mode in ("int8", "int16x8") and calibration is None:
+        raise InputError(f"{where}.mode: {final_mode} calibrates on x_train, which the dataset does not have")
     qat_float_layers = qat_applied and bool(step_results[-1]["skippedLayers"])
     result_bytes, conversion = convert.convert(
         converter, ptq, qat_applied, sparse, calibration, denylist, float_layers=qat_float_layers

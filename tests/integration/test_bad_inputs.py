@@ -68,8 +68,9 @@ def test_input_shape_does_not_match_dataset(digits_model: Path, tmp_path: Path) 
         ({"x_train": np.zeros((5, 8, 8, 1)), "y_train": np.zeros(4), "x_eval": np.zeros((5, 8, 8, 1)),
           "y_eval": np.zeros(5)}, r"x_train has 5 samples but y_train has 4"),
         ({"x_eval": np.zeros((5, 8, 8, 1)), "images": np.zeros(3)}, r"unexpected arrays \['images'\]"),
+        ({"x_eval": np.zeros((5, 8, 8, 1))}, r"spec\.steps\[0\]\.mode: int8 calibrates on x_train"),
     ],
-    ids=["empty", "no-eval", "label-count", "unknown-array"],
+    ids=["empty", "no-eval", "label-count", "unknown-array", "no-calibration-data"],
 )
 def test_bad_datasets(arrays: dict[str, np.ndarray], message: str, digits_model: Path, tmp_path: Path) -> None:
     dataset = tmp_path / "bad.npz"
