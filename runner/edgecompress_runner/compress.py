@@ -52,13 +52,13 @@ def training_targets(
     if y.dtype.kind in "iu" and y.ndim == 1 and classes > 1:
         if y.min() < 0 or y.max() >= classes:
             raise InputError(
-                f"step {step}: labels range {int(y.min())}..{int(y.max())} but the model has {classes} outputs"
+                f"{step}: labels range {int(y.min())}..{int(y.max())} but the model has {classes} outputs"
             )
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
         return TrainingTargets(x, y, loss, ["accuracy"])
     if y.shape[1:] != sample_predictions.shape[1:]:
         raise InputError(
-            f"step {step}: labels have shape {y.shape[1:]} but the model outputs {sample_predictions.shape[1:]}"
+            f"{step}: labels have shape {y.shape[1:]} but the model outputs {sample_predictions.shape[1:]}"
         )
     if outputs_are_probabilities(y.astype(np.float32)):
         loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits)
@@ -89,7 +89,7 @@ def layers_to_skip(model: Any, skip_layers: list[str], skip_first_and_last: bool
     names = {layer.name for layer in model.layers}
     unknown = sorted(set(skip_layers) - names)
     if unknown:
-        raise InputError(f"step {step}: skipLayers names unknown layers {unknown}; the model has {sorted(names)}")
+        raise InputError(f"{step}: skipLayers names unknown layers {unknown}; the model has {sorted(names)}")
     skipped = set(skip_layers)
     if skip_first_and_last:
         weighted = weighted_layer_names(model)
@@ -114,7 +114,7 @@ def wrap_layers(
     if unsupported:
         described = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in unsupported)
         raise UnsupportedLayerError(
-            f"step {step}: tfmot cannot {action} layer {described}; list it in this step's "
+            f"{step}: tfmot cannot {action} layer {described}; list it in this step's "
             "skipLayers to keep it as it is"
         )
     wrapped: list[str] = []

@@ -80,5 +80,5 @@ def check_input_shape(dataset: Dataset, expected: tuple[int | None, ...], source
 
 def training_arrays(dataset: Dataset, step: str) -> tuple[np.ndarray, np.ndarray | None]:
     if dataset.x_train is None:
-        raise InputError(f"step {step}: the dataset has no x_train array to fine-tune on")
+        raise InputError(f"{step}: the dataset has no x_train array to fine-tune on")
     return dataset.x_train, dataset.y_train

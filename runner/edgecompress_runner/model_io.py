@@ -30,7 +30,7 @@ class LoadedModel:
 
     def require_keras(self, step: str) -> Any:
         if self.keras_model is None:
-            raise InputError(f"step {step}: {self.source} is a SavedModel, which cannot be fine-tuned")
+            raise InputError(f"{step}: {self.source} is a SavedModel, which cannot be fine-tuned")
         return self.keras_model
 
 
@@ -65,6 +65,13 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path) -> Lo
     version = _saved_keras_version(path, model_format)
     if version and version.startswith("3."):
         raise _keras3_hint(source, version)
+    unknown = _unknown_classes(path) if model_format == ModelFormat.KERAS else []
+    if unknown:
+        raise InputError(
+            f"{source}: the model uses classes the runner cannot import: {', '.join(unknown)}. "
+            "The runner loads only built-in tf-keras classes (custom or subclassed classes need your "
+            "code): rebuild the model from built-in layers, or export a SavedModel and use only a ptq step"
+        )
     suffix = ".keras" if model_format == ModelFormat.KERAS else ".h5"
     named = path.with_suffix(suffix)
     if named != path:
@@ -75,7 +82,46 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path) -> Lo
         raise InputError(
             f"{source}: cannot load as a {model_format} model ({type(error).__name__}: {_first_line(error)})"
         ) from None
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise UnsupportedLayerError(
+            f"{source}: {type(model).__name__} is a subclassed model; tfmot and the converter need a "
+            "Sequential or functional model. Rebuild it with the functional API, or export a "
+            "SavedModel and use only a ptq step"
+        )
     return LoadedModel(source=source, keras_model=model)
+
+
+def _unknown_classes(path: Path) -> list[str]:
+    """Class names in a .keras file's config that neither tf-keras nor its registry provides."""
+    if not zipfile.is_zipfile(path):
+        return []
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            return []
+        config = json.loads(archive.read("config.json"))
+    unknown: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name, module = node.get("class_name"), node.get("module")
+            if isinstance(name, str) and "config" in node:
+                registered = node.get("registered_name")
+                if registered and registered != name:
+                    if keras.saving.get_registered_object(registered) is None:
+                        unknown.add(registered)
+                elif isinstance(module, str) and module.split(".")[0] == "keras":
+                    submodule = module.partition(".")[2]
+                    namespace = getattr(keras, submodule, None) if submodule else keras
+                    if namespace is not None and not hasattr(namespace, name):
+                        unknown.add(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return sorted(unknown)
 
 
 def _first_line(error: BaseException) -> str:
@@ -105,17 +151,11 @@ def _unpack_saved_model(archive_path: Path, source: str, work_dir: Path) -> Path
 
 
 def check_tfmot_structure(model: Any, step: str) -> None:
-    """tfmot wraps layers of Sequential and functional models only, one level deep."""
-    is_graph = isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
-    if not is_graph:
-        raise UnsupportedLayerError(
-            f"step {step}: {type(model).__name__} is a subclassed model; tfmot only handles "
-            "Sequential and functional models. Rebuild it with the functional API"
-        )
+    """tfmot wraps the layers of a model one level deep (load_model already refused subclassed models)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise UnsupportedLayerError(
-                f"step {step}: layer {layer.name!r} is a nested model, which tfmot cannot wrap. "
+                f"{step}: layer {layer.name!r} is a nested model, which tfmot cannot wrap. "
                 "Flatten it into the outer model (e.g. build the outer model from its layers' outputs)"
             )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,8 @@ def run(
     sinks: list[Sink] | None = None,
 ) -> RunOutcome:
     """Runs the job; raises RunnerError subclasses for anything that stops it."""
-    from . import compress, convert, evaluate, model_io
-    from .data import check_input_shape, load_dataset, training_arrays
+    from . import convert, evaluate, model_io
+    from .data import check_input_shape, load_dataset
     from .gates import evaluate_gates
     from .tfcompat import tf
 
@@ -128,42 +128,9 @@ def run(
     )
     timings["baseline"] = time.monotonic() - phase_started
 
-    keras_model = loaded.keras_model
-    step_results: list[dict[str, Any]] = []
-    pruned_layers: list[str] = []
-    clustered = qat_applied = False
-    ptq: PtqStep | None = None
-    for index, step in enumerate(spec.steps):
-        phase = f"steps[{index}] {step.type}"
-        fine_tune = getattr(step, "fine_tune", None)
-        progress.start(phase, fine_tune.epochs if fine_tune and step.type != "ptq" else 0)
-        phase_started = time.monotonic()
-        if step.type == "ptq":
-            ptq = step
-            continue
-        assert dataset is not None
-        x_train, y_train = training_arrays(dataset, phase)
-        model = loaded.require_keras(phase) if keras_model is None else keras_model
-        if isinstance(step, DistillStep):
-            assert student_file is not None
-            student = model_io.load_model(student_file, step.student.format, step.student.uri, work_dir)
-            check_input_shape(dataset, tuple(student.keras_model.input_shape[1:]), step.student.uri)
-            keras_model, step_result = compress.distill(model, student.keras_model, step, x_train, y_train, progress)
-        elif step.type == "prune":
-            keras_model, step_result = compress.prune(model, step, index, x_train, y_train, progress)
-            pruned_layers = list(step_result["sparsity"]["layers"])
-        elif step.type == "cluster":
-            keras_model, step_result = compress.cluster(
-                model, step, index, x_train, y_train, bool(pruned_layers), progress
-            )
-            clustered = True
-        else:
-            keras_model, step_result = compress.qat(
-                model, step, index, x_train, y_train, pruned_layers, clustered, progress
-            )
-            qat_applied = True
-        step_results.append(step_result)
-        timings[phase] = time.monotonic() - phase_started
+    applied = _apply_steps(spec, loaded, dataset, student_file, work_dir, progress, timings)
+    keras_model, step_results, ptq = applied.keras_model, applied.results, applied.ptq
+    pruned_layers, qat_applied = applied.pruned_layers, applied.qat_applied
 
     progress.start("convert")
     phase_started = time.monotonic()
@@ -237,6 +204,68 @@ def run(
     output.upload(report_file, report_uri)
     progress.finish()
     return RunOutcome(report=report, summary=summary_from_report(report, report_uri, sha256_of(report_file)))
+
+
+@dataclass
+class AppliedSteps:
+    """The model after the training steps, and what later conversion needs to know of them."""
+
+    keras_model: Any
+    results: list[dict[str, Any]] = field(default_factory=list)
+    pruned_layers: list[str] = field(default_factory=list)
+    clustered: bool = False
+    qat_applied: bool = False
+    ptq: PtqStep | None = None
+
+
+def _apply_steps(
+    spec: CompressionJobSpec,
+    loaded: Any,
+    dataset: Any,
+    student_file: Path | None,
+    work_dir: Path,
+    progress: Progress,
+    timings: dict[str, float],
+) -> AppliedSteps:
+    """Runs the training steps in order; the ptq step is only recorded (conversion applies it)."""
+    from . import compress, model_io
+    from .data import check_input_shape, training_arrays
+
+    applied = AppliedSteps(keras_model=loaded.keras_model)
+    for index, step in enumerate(spec.steps):
+        phase = f"steps[{index}] {step.type}"
+        fine_tune = getattr(step, "fine_tune", None)
+        progress.start(phase, fine_tune.epochs if fine_tune and step.type != "ptq" else 0)
+        phase_started = time.monotonic()
+        if step.type == "ptq":
+            applied.ptq = step
+            continue
+        assert dataset is not None
+        x_train, y_train = training_arrays(dataset, phase)
+        model = loaded.require_keras(phase) if applied.keras_model is None else applied.keras_model
+        if isinstance(step, DistillStep):
+            assert student_file is not None
+            student = model_io.load_model(student_file, step.student.format, step.student.uri, work_dir)
+            check_input_shape(dataset, tuple(student.keras_model.input_shape[1:]), step.student.uri)
+            applied.keras_model, step_result = compress.distill(
+                model, student.keras_model, step, x_train, y_train, progress
+            )
+        elif step.type == "prune":
+            applied.keras_model, step_result = compress.prune(model, step, index, x_train, y_train, progress)
+            applied.pruned_layers = list(step_result["sparsity"]["layers"])
+        elif step.type == "cluster":
+            applied.keras_model, step_result = compress.cluster(
+                model, step, index, x_train, y_train, bool(applied.pruned_layers), progress
+            )
+            applied.clustered = True
+        else:
+            applied.keras_model, step_result = compress.qat(
+                model, step, index, x_train, y_train, applied.pruned_layers, applied.clustered, progress
+            )
+            applied.qat_applied = True
+        applied.results.append(step_result)
+        timings[phase] = time.monotonic() - phase_started
+    return applied
 
 
 def _json_default(value: Any) -> Any:

@@ -160,3 +160,48 @@ def test_finished_output_is_not_overwritten(digits_model: Path, small_digits_npz
     assert "already holds a finished run" in run.summary["message"]
     assert (output / "report.json").read_text() == '{"gatesPassed": true}'
     assert not (output / "model.tflite").exists()
+
+
+def test_subclassed_model_is_named(small_digits_npz: Path, tmp_path: Path) -> None:
+    from edgecompress_runner.tfcompat import keras
+
+    @keras.saving.register_keras_serializable(package="edgecompress_tests")
+    class TinySubclassed(keras.Model):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.flatten = keras.layers.Flatten()
+            self.dense = keras.layers.Dense(10)
+
+        def call(self, inputs: Any) -> Any:
+            return self.dense(self.flatten(inputs))
+
+    model = TinySubclassed()
+    model(np.zeros((1, 8, 8, 1), np.float32))
+    path = tmp_path / "subclassed.keras"
+    model.save(path)
+    assert_rejected(job(path, small_digits_npz, tmp_path / "out", [{"type": "qat"}]), tmp_path,
+                    r"subclassed\.keras: TinySubclassed is a subclassed model; tfmot and the converter need "
+                    r"a Sequential or functional model", reason="UnsupportedLayer")
+
+
+def test_unregistered_custom_class_gets_a_hint(small_digits_npz: Path, tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    from edgecompress_runner.tfcompat import keras
+
+    inputs = keras.layers.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    saved = tmp_path / "plain.keras"
+    model.save(saved)
+    custom = tmp_path / "custom.keras"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(custom, "w") as target:
+        for item in source.namelist():
+            data = source.read(item)
+            if item == "config.json":
+                config = json.loads(data)
+                config["config"]["layers"][-1]["class_name"] = "MyCustomDense"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    assert_rejected(job(custom, small_digits_npz, tmp_path / "out", [{"type": "ptq", "mode": "dynamic"}]), tmp_path,
+                    r"custom\.keras: the model uses classes the runner cannot import: MyCustomDense\.")
