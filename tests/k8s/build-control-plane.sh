@@ -31,6 +31,9 @@ cp "$here/tools.go" "$work/"
 cd "$work"
 GOFLAGS=-mod=mod go mod tidy >/dev/null
 mkdir -p "$out"
-CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$out/" \
+minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+version_pkg=k8s.io/component-base/version
+ldflags="-s -w -X $version_pkg.gitVersion=$K8S_VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
+CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -o "$out/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
 echo "$out"
