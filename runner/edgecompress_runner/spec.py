@@ -45,6 +45,7 @@ class ModelSource(_Strict):
 
     uri: str = Field(
         pattern=URI_PATTERN,
+        max_length=2048,
         description="Location of the model: s3://bucket/key, file:///path or a plain local path.",
     )
     format: ModelFormat = Field(
@@ -61,6 +62,7 @@ class DatasetSource(_Strict):
 
     uri: str = Field(
         pattern=URI_PATTERN,
+        max_length=2048,
         description=(
             "A NumPy .npz file with arrays x_train, y_train, x_eval, y_eval. The y_* labels are "
             "optional: without them, fine-tuning follows the input model's outputs and evaluation "
@@ -80,8 +82,9 @@ class FineTune(_Strict):
 
 
 class _LayerwiseStep(_Strict):
-    skip_layers: list[str] = Field(
+    skip_layers: list[Annotated[str, Field(max_length=253)]] = Field(
         default_factory=list,
+        max_length=256,
         description=(
             "Names of layers this step must leave untouched (they stay float / dense). "
             "Use it for sensitive layers and for layers tfmot cannot handle."
@@ -294,6 +297,7 @@ class Output(_Strict):
 
     uri: str = Field(
         pattern=URI_PATTERN,
+        max_length=2048,
         description=(
             "A folder: s3://bucket/prefix/ or a local path. It receives model.tflite, "
             "then report.json (written last: its presence means the run finished)."
@@ -302,6 +306,77 @@ class Output(_Strict):
     overwrite: bool = Field(
         default=False,
         description="Replace the result of an earlier run found at this location.",
+    )
+
+
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class Credentials(_Strict):
+    """Where the runner pod gets its S3 credentials."""
+
+    secret_name: str = Field(
+        pattern=K8S_NAME_PATTERN,
+        max_length=253,
+        description=(
+            "A Secret in the job's namespace whose keys become the runner's environment: "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_SESSION_TOKEN, "
+            "AWS_DEFAULT_REGION, AWS_ENDPOINT_URL. Without it the pod uses its workload identity."
+        ),
+    )
+
+
+class Toleration(_Strict):
+    """A Kubernetes toleration for the runner pod."""
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key; empty with Exists matches all.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default).")
+    value: str | None = Field(default=None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class Resources(_Strict):
+    """Compute resources of the runner container (Kubernetes quantities)."""
+
+    requests: dict[str, str] = Field(
+        default_factory=dict, max_length=16, description="Requested resources, e.g. cpu: '4', memory: 16Gi."
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict, max_length=16, description="Resource limits, e.g. memory: 24Gi."
+    )
+
+
+class Execution(_Strict):
+    """How the operator runs the runner as a batch Job; unset fields take the operator's defaults."""
+
+    image: str | None = Field(default=None, max_length=512, description="Runner image.")
+    gpus: int | None = Field(
+        default=None, ge=0, le=16, description="nvidia.com/gpu to request (operator default 1; 0 runs on CPU)."
+    )
+    resources: Resources | None = Field(default=None, description="CPU / memory requests and limits.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=32, description="Node labels the runner pod must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations, e.g. for tainted GPU nodes."
+    )
+    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pod.")
+    service_account_name: str | None = Field(
+        default=None, max_length=253, description="ServiceAccount of the pod (workload identity for S3)."
+    )
+    backoff_limit: int | None = Field(
+        default=None, ge=0, le=20, description="Retries after infrastructure failures (Job backoffLimit)."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Wall-clock limit of the whole Job in seconds."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the finished Job (not the artifacts) after this many seconds."
     )
 
 
@@ -321,6 +396,19 @@ class CompressionJobSpec(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Evaluation settings.")
     gates: Gates = Field(default_factory=Gates, description="Pass/fail conditions.")
     output: Output = Field(description="Where the .tflite and report.json are written.")
+    credentials: Credentials | None = Field(default=None, description="S3 credentials for the runner pod.")
+    execution: Execution | None = Field(
+        default=None, description="Kubernetes settings of the runner Job (ignored by a local run)."
+    )
+    suspend: bool = Field(
+        default=False, description="Suspend the runner Job (true) or let it run (false); the only mutable field."
+    )
+    queue_name: str | None = Field(
+        default=None,
+        pattern=K8S_NAME_PATTERN,
+        max_length=63,
+        description="Kueue LocalQueue: sets the kueue.x-k8s.io/queue-name label on the Job.",
+    )
 
     @model_validator(mode="after")
     def _check_plan(self) -> "CompressionJobSpec":

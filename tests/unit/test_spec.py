@@ -115,6 +115,11 @@ REJECTIONS = [
     ("negative latency", with_changes(gates={"maxLatencyMs": -1}), r"spec\.gates\.maxLatencyMs"),
     ("zero epochs", with_changes(steps=[{"type": "qat", "fineTune": {"epochs": 0}}]), r"spec\.steps\[0\]\.fineTune\.epochs"),
     ("unknown metric", with_changes(evaluation={"metric": "f1"}), r"spec\.evaluation\.metric"),
+    ("bad secret name", with_changes(credentials={"secretName": "S3_Creds"}), r"spec\.credentials\.secretName"),
+    ("negative gpus", with_changes(execution={"gpus": -1}), r"spec\.execution\.gpus"),
+    ("bad toleration", with_changes(execution={"tolerations": [{"operator": "Maybe"}]}),
+     r"spec\.execution\.tolerations\[0\]\.operator"),
+    ("bad queue name", with_changes(queueName="GPU queue"), r"spec\.queueName"),
 ]
 
 
@@ -142,7 +147,9 @@ def test_document_level_rejections(text: str, message: str) -> None:
 
 def test_schema_uses_camel_case_and_describes_fields() -> None:
     schema = spec_json_schema()
-    assert set(schema["properties"]) == {"model", "dataset", "steps", "evaluation", "gates", "output"}
+    assert set(schema["properties"]) == {
+        "model", "dataset", "steps", "evaluation", "gates", "output", "credentials", "execution", "suspend", "queueName"
+    }
     prune = schema["$defs"]["PruneStep"]["properties"]
     assert "targetSparsity" in prune and "target_sparsity" not in prune
     undocumented = [

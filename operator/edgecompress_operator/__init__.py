@@ -1,0 +1,1 @@
+"""edgecompress operator: the CompressionJob CRD and its kopf controller."""
