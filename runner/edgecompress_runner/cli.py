@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import click
 from .errors import ExitCode, InfrastructureError, RunnerError
 from .progress import JsonLineFormatter
 from .report import failure_summary
+from .spec import JOB_ENV
 
 log = logging.getLogger("edgecompress")
 
@@ -104,15 +106,24 @@ def main() -> None:
 
 
 @main.command("run")
-@click.argument("job_file", type=click.File("r"))
+@click.argument("job_file", type=click.File("r"), required=False)
 @_summary_option
 @_work_dir_option
 @_progress_option
 def run_command(job_file: Any, summary_file: Path | None, work_dir: Path | None, progress: str) -> None:
-    """Run the CompressionJob in JOB_FILE (a whole CompressionJob YAML or just its spec; - for stdin)."""
+    """Run the CompressionJob in JOB_FILE (a whole CompressionJob YAML or just its spec; - for stdin).
+
+    Without JOB_FILE the job is read from the EDGECOMPRESS_JOB environment variable (how the
+    operator passes it to the runner pod).
+    """
     from .spec import load_spec_text
 
-    text = job_file.read()
+    if job_file is not None:
+        text = job_file.read()
+    elif os.environ.get(JOB_ENV):
+        text = os.environ[JOB_ENV]
+    else:
+        raise click.UsageError(f"give JOB_FILE or set {JOB_ENV}")
     sys.exit(execute(lambda: load_spec_text(text), work_dir, summary_file, progress))
 
 

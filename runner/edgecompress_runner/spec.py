@@ -19,6 +19,8 @@ from .errors import SpecError
 API_GROUP = "edgecompress.io"
 API_VERSION = "v1alpha1"
 KIND = "CompressionJob"
+# The runner pod receives its job in this environment variable (set by the operator).
+JOB_ENV = "EDGECOMPRESS_JOB"
 
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.*|file://.+|[^:]+)$"
 

@@ -139,3 +139,26 @@ def test_kubectl_explain_uses_the_schema_descriptions(control_plane: ControlPlan
     assert explained.returncode == 0, explained.stderr
     assert "Compression steps in order. ptq, when present, must be the last." in explained.stdout
     assert "targetSparsity" in explained.stdout
+
+
+def test_runner_job_is_valid_and_restricted(control_plane: ControlPlane) -> None:
+    """The Job the operator builds passes the real apiserver's validation and the restricted PSS."""
+    from edgecompress_operator.config import Config
+    from edgecompress_operator.manifests import build_job
+
+    control_plane.kubectl("create", "namespace", "restricted-ns")
+    control_plane.kubectl("label", "namespace", "restricted-ns", "pod-security.kubernetes.io/enforce=restricted",
+                          "pod-security.kubernetes.io/warn=restricted")
+    document = changed("pss")
+    document["metadata"]["namespace"] = "restricted-ns"
+    document["spec"]["queueName"] = "gpu-queue"
+    control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document))
+    uid = control_plane.kubectl("get", "cpj", "pss", "-n", "restricted-ns", "-o", "jsonpath={.metadata.uid}").stdout
+    manifest = build_job("pss", "restricted-ns", uid, parse_spec(document["spec"]), Config(runner_image="runner:1"))
+    created = control_plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(manifest),
+                                    check=False)
+    assert created.returncode == 0, created.stderr
+    assert "would violate PodSecurity" not in created.stderr, created.stderr
+    accepted = json.loads(created.stdout)
+    assert accepted["spec"]["podFailurePolicy"] == manifest["spec"]["podFailurePolicy"]
+    assert accepted["metadata"]["ownerReferences"][0]["uid"] == uid

@@ -34,3 +34,16 @@ def test_validate_command_reports_the_field(tmp_path: Path) -> None:
     finished = subprocess.run(["edgecompress-runner", "validate", str(job)], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 20
     assert "spec.steps[0].mode: int8 needs spec.dataset" in finished.stderr
+
+
+def test_run_reads_the_job_from_the_environment_like_a_pod(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "EDGECOMPRESS_JOB": '{"model": {"uri": "/m.keras", "format": "keras"}, "steps": []}'}
+    summary = tmp_path / "termination-log"
+    finished = subprocess.run(["edgecompress-runner", "run", "--summary-file", str(summary)],
+                              capture_output=True, text=True, timeout=120, env=env)
+    assert finished.returncode == 20
+    result = json.loads(summary.read_text())
+    assert result["reason"] == "InvalidSpec" and "spec.steps: List should have at least 1 item" in result["message"]
+    assert "spec.output: Field required" in result["message"]

@@ -1,0 +1,49 @@
+"""Operator configuration: one typed object read from EDGECOMPRESS_* environment variables.
+
+Each field maps 1:1 to a Helm value (``operator.config.<fieldName>``). ``load_config()`` runs at
+start-up and fails fast with the offending variable named.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """The operator's environment is invalid; it refuses to start."""
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGECOMPRESS_", frozen=True, extra="ignore")
+
+    runner_image: str = Field(min_length=1, description="Image of the runner Jobs (EDGECOMPRESS_RUNNER_IMAGE).")
+    runner_command: list[str] = Field(
+        default_factory=lambda: ["edgecompress-runner"],
+        description="Command of the runner container, as JSON (EDGECOMPRESS_RUNNER_COMMAND).",
+    )
+    gpu_resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource name of a GPU.")
+    default_gpus: int = Field(default=1, ge=0, le=16, description="GPUs per runner when the spec sets none.")
+    default_cpu_request: str = Field(default="1", description="CPU request of a runner.")
+    default_memory_request: str = Field(default="4Gi", description="Memory request of a runner.")
+    default_memory_limit: str = Field(default="16Gi", description="Memory limit of a runner.")
+    default_backoff_limit: int = Field(default=2, ge=0, le=20, description="Job backoffLimit default.")
+    default_active_deadline_seconds: int = Field(default=86400, ge=60, description="Job activeDeadlineSeconds default.")
+    default_ttl_seconds_after_finished: int = Field(
+        default=7 * 86400, ge=0, description="Job ttlSecondsAfterFinished default."
+    )
+    default_service_account_name: str | None = Field(default=None, description="Runner ServiceAccount default.")
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=10000, description="Runner Jobs running at once, cluster-wide.")
+    watch_namespace: str | None = Field(default=None, description="Only this namespace (default: all).")
+    metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of /metrics.")
+    health_port: int = Field(default=8081, ge=1, le=65535, description="Port of /healthz (liveness and readiness).")
+
+
+def load_config() -> Config:
+    try:
+        return Config()  # type: ignore[call-arg]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"EDGECOMPRESS_{str(item['loc'][0]).upper()}: {item['msg']}" for item in error.errors()
+        )
+        raise ConfigError(f"invalid operator configuration: {problems}") from None

@@ -1,0 +1,152 @@
+"""Pure builders of the objects the operator creates; no API calls, unit-tested without a cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from edgecompress_runner.errors import ExitCode
+from edgecompress_runner.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, CompressionJobSpec
+
+from .config import Config
+
+RUNNER_CONTAINER = "runner"
+TERMINATION_LOG = "/dev/termination-log"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOB_LABEL = f"{API_GROUP}/compressionjob"
+RUNNER_UID = 10001
+
+
+def job_name(name: str, uid: str) -> str:
+    """Deterministic per CompressionJob object (name + uid), at most 63 characters."""
+    suffix = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    return f"{name[: 63 - len(suffix) - 1].rstrip('-.')}-{suffix}"
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
+    execution = spec.execution
+    requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
+    limits = {"memory": config.default_memory_limit}
+    if execution is not None and execution.resources is not None:
+        requests.update(execution.resources.requests)
+        limits.update(execution.resources.limits)
+    gpus = execution.gpus if execution is not None and execution.gpus is not None else config.default_gpus
+    if gpus:
+        requests[config.gpu_resource_name] = str(gpus)
+        limits[config.gpu_resource_name] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
+    """The batch/v1 Job that runs the runner for one CompressionJob.
+
+    Exit codes 20 (bad spec/input) and 21 (gates failed) fail the Job at once; pod disruptions
+    (preemption, drain) do not count against backoffLimit; infrastructure failures are retried.
+    """
+    execution = spec.execution
+    labels = {
+        "app.kubernetes.io/name": "edgecompress",
+        "app.kubernetes.io/component": "runner",
+        "app.kubernetes.io/managed-by": "edgecompress-operator",
+        JOB_LABEL: name,
+    }
+    if spec.queue_name:
+        labels[QUEUE_LABEL] = spec.queue_name
+    env = [
+        {"name": JOB_ENV, "value": json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True))},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "TMPDIR", "value": "/tmp"},
+    ]
+    container: dict[str, Any] = {
+        "name": RUNNER_CONTAINER,
+        "image": (execution.image if execution and execution.image else config.runner_image),
+        "command": list(config.runner_command),
+        "args": ["run", "--summary-file", TERMINATION_LOG, "--progress", "log"],
+        "env": env,
+        "resources": _resources(spec, config),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    }
+    if spec.credentials is not None:
+        container["envFrom"] = [{"secretRef": {"name": spec.credentials.secret_name}}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    service_account = (execution.service_account_name if execution else None) or config.default_service_account_name
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    if execution is not None:
+        if execution.node_selector:
+            pod_spec["nodeSelector"] = dict(execution.node_selector)
+        if execution.tolerations:
+            pod_spec["tolerations"] = [
+                toleration.model_dump(mode="json", by_alias=True, exclude_none=True) for toleration in execution.tolerations
+            ]
+        if execution.priority_class_name:
+            pod_spec["priorityClassName"] = execution.priority_class_name
+
+    def pick(value: int | None, default: int) -> int:
+        return default if value is None else value
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, uid),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "suspend": spec.suspend,
+            "backoffLimit": pick(execution.backoff_limit if execution else None, config.default_backoff_limit),
+            "activeDeadlineSeconds": pick(
+                execution.active_deadline_seconds if execution else None, config.default_active_deadline_seconds
+            ),
+            "ttlSecondsAfterFinished": pick(
+                execution.ttl_seconds_after_finished if execution else None, config.default_ttl_seconds_after_finished
+            ),
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": RUNNER_CONTAINER,
+                            "operator": "In",
+                            "values": [int(ExitCode.INVALID_INPUT), int(ExitCode.GATES_FAILED)],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,132 @@
+"""The runner Job and the operator Config, built and checked without a cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from edgecompress_operator.config import Config, ConfigError, load_config
+from edgecompress_operator.manifests import JOB_ENV, QUEUE_LABEL, build_job, job_name
+from edgecompress_runner.errors import ExitCode
+from edgecompress_runner.spec import parse_spec
+
+UID = "5f1c2a9e-0c1d-4a53-9a6e-1d2b3c4d5e6f"
+SPEC: dict[str, Any] = {
+    "model": {"uri": "s3://models/digits.keras", "format": "keras"},
+    "dataset": {"uri": "s3://data/digits.npz"},
+    "steps": [{"type": "prune"}, {"type": "ptq", "mode": "int8"}],
+    "output": {"uri": "s3://models/out/"},
+}
+
+
+def config(**overrides: Any) -> Config:
+    return Config(runner_image="registry.example/edgecompress-runner:0.1.0", **overrides)
+
+
+def job(**spec_changes: Any) -> dict[str, Any]:
+    return build_job("digits", "ml", UID, parse_spec({**SPEC, **spec_changes}), config())
+
+
+def container(manifest: dict[str, Any]) -> dict[str, Any]:
+    [runner] = manifest["spec"]["template"]["spec"]["containers"]
+    return runner  # type: ignore[no-any-return]
+
+
+def test_job_name_is_deterministic_and_short() -> None:
+    assert job_name("digits", UID) == job_name("digits", UID)
+    assert job_name("digits", UID) != job_name("digits", UID.replace("5", "6"))
+    long_name = job_name("a" * 253, UID)
+    assert len(long_name) <= 63 and long_name.startswith("aaaa")
+    assert job(**{})["metadata"]["name"] == job_name("digits", UID)
+
+
+def test_owner_reference_makes_the_job_go_with_the_custom_resource() -> None:
+    [owner] = job()["metadata"]["ownerReferences"]
+    assert owner == {"apiVersion": "edgecompress.io/v1alpha1", "kind": "CompressionJob", "name": "digits",
+                     "uid": UID, "controller": True, "blockOwnerDeletion": True}
+
+
+def test_pod_failure_policy_fails_fast_on_runner_verdicts_and_ignores_disruptions() -> None:
+    rules = job()["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob"
+    assert rules[0]["onExitCodes"]["values"] == [ExitCode.INVALID_INPUT, ExitCode.GATES_FAILED]
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert job()["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_spec_reaches_the_runner_unchanged() -> None:
+    env = {item["name"]: item.get("value") for item in container(job())["env"]}
+    assert parse_spec(json.loads(env[JOB_ENV])) == parse_spec(SPEC)
+    assert container(job())["args"] == ["run", "--summary-file", "/dev/termination-log", "--progress", "log"]
+
+
+@pytest.mark.parametrize(
+    ("execution", "gpu"),
+    [(None, "1"), ({"gpus": 0}, None), ({"gpus": 2}, "2")],
+)
+def test_gpus_default_and_override(execution: dict[str, Any] | None, gpu: str | None) -> None:
+    manifest = job(execution=execution) if execution else job()
+    resources = container(manifest)["resources"]
+    assert resources["limits"].get("nvidia.com/gpu") == gpu
+    assert resources["requests"]["memory"] == "4Gi"
+
+
+def test_execution_settings_override_operator_defaults() -> None:
+    manifest = job(execution={
+        "image": "mirror/runner:1", "nodeSelector": {"gpu": "a100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "batch-low", "serviceAccountName": "compress", "backoffLimit": 0,
+        "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60,
+        "resources": {"requests": {"cpu": "8"}, "limits": {"memory": "32Gi"}},
+    }, credentials={"secretName": "s3"}, queueName="gpu-queue", suspend=True)
+    pod = manifest["spec"]["template"]["spec"]
+    assert container(manifest)["image"] == "mirror/runner:1"
+    assert pod["nodeSelector"] == {"gpu": "a100"} and pod["priorityClassName"] == "batch-low"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["serviceAccountName"] == "compress"
+    assert manifest["spec"]["backoffLimit"] == 0 and manifest["spec"]["activeDeadlineSeconds"] == 600
+    assert manifest["spec"]["ttlSecondsAfterFinished"] == 60 and manifest["spec"]["suspend"] is True
+    assert container(manifest)["resources"]["requests"]["cpu"] == "8"
+    assert container(manifest)["resources"]["limits"]["memory"] == "32Gi"
+    assert container(manifest)["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert manifest["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
+
+
+def test_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = job()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(job())["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    assert "serviceAccountName" not in pod and "envFrom" not in container(job())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, r"EDGECOMPRESS_RUNNER_IMAGE: Field required"),
+        ({"EDGECOMPRESS_RUNNER_IMAGE": "x", "EDGECOMPRESS_MAX_CONCURRENT_JOBS": "0"},
+         r"EDGECOMPRESS_MAX_CONCURRENT_JOBS: Input should be greater than or equal to 1"),
+        ({"EDGECOMPRESS_RUNNER_IMAGE": "x", "EDGECOMPRESS_DEFAULT_GPUS": "many"}, r"EDGECOMPRESS_DEFAULT_GPUS"),
+    ],
+)
+def test_config_fails_fast_naming_the_variable(env: dict[str, str], message: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("EDGECOMPRESS_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        load_config()
+
+
+def test_config_reads_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECOMPRESS_RUNNER_IMAGE", "runner:1")
+    monkeypatch.setenv("EDGECOMPRESS_MAX_CONCURRENT_JOBS", "2")
+    monkeypatch.setenv("EDGECOMPRESS_RUNNER_COMMAND", '["python", "-m", "edgecompress_runner.cli"]')
+    loaded = load_config()
+    assert loaded.max_concurrent_jobs == 2 and loaded.default_gpus == 1
+    assert loaded.runner_command == ["python", "-m", "edgecompress_runner.cli"]
