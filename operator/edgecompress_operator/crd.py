@@ -159,6 +159,9 @@ def _spec_rules(fields: list[str]) -> list[dict[str, str]]:
         {"rule": f"!self.steps.exists(s, s.type == 'qat') || {last}.type == 'qat' || "
                  f"(size(self.steps) >= 2 && self.steps[size(self.steps) - 2].type == 'qat' && {last}.type == 'ptq')",
          "message": "only ptq may follow qat (the model is already quantized)", "fieldPath": ".steps"},
+        {"rule": "!self.steps.exists(s, s.type == 'qat') || !self.steps.exists(s, s.type == 'ptq' && "
+                 "((has(s.skipLayers) && size(s.skipLayers) > 0) || (has(s.skipFirstAndLast) && s.skipFirstAndLast)))",
+         "message": "after qat, list the layers to keep float on the qat step, not on ptq", "fieldPath": ".steps"},
         {"rule": f"has(self.dataset) || !self.steps.exists(s, s.type in [{training}])",
          "message": "prune, cluster, qat and distill fine-tune the model and need spec.dataset",
          "fieldPath": ".dataset"},

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import InputError
 from .progress import Progress, Sink
 from .report import comparison, summary_from_report, versions
-from .spec import CompressionJobSpec, DistillStep, PtqStep
+from .spec import API_GROUP, API_VERSION, CompressionJobSpec, DistillStep, PtqStep
 from .storage import Storage, join_uri, sha256_of, storage_for
 
 TFLITE_NAME = "model.tflite"
@@ -99,6 +99,12 @@ def run(
         dataset_file = work_dir / "dataset.npz"
         inputs["dataset"] = _fetch(spec.dataset.uri, dataset_file, storages)
         dataset = load_dataset(dataset_file, spec.dataset.uri)
+        last = spec.steps[-1]
+        if isinstance(last, PtqStep) and last.mode in ("int8", "int16x8") and dataset.x_train is None:
+            raise InputError(
+                f"spec.steps[{len(spec.steps) - 1}].mode: {last.mode} calibrates on x_train, "
+                "which the dataset does not have"
+            )
     metric: str = spec.evaluation.metric
     if metric == "auto":
         metric = "accuracy" if dataset is not None and dataset.has_labels else "fidelity"
@@ -137,19 +143,12 @@ def run(
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model) if keras_model is not None else loaded.converter()
     denylist: list[str] = []
     where = f"spec.steps[{len(spec.steps) - 1}]"
-    if qat_applied and ptq is not None and (ptq.skip_layers or ptq.skip_first_and_last):
-        raise InputError(
-            f"{where}.skipLayers: after qat, layers are kept float by the qat step's skipLayers "
-            "(the converter takes QAT's quantization as it is); move the list there"
-        )
     if ptq is not None and (ptq.skip_layers or ptq.skip_first_and_last):
         graph = baseline_bytes if keras_model is None else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
         denylist = convert.denylisted_nodes(graph, ptq.skip_layers, ptq.skip_first_and_last, where)
     final_mode = ptq.mode if ptq else ("qat" if qat_applied else "float")
     sparse = bool(pruned_layers) and final_mode in ("float", "float16")
     calibration = dataset.x_train if dataset is not None else None
-    if final_mode in ("int8", "int16x8") and calibration is None:
-        raise InputError(f"{where}.mode: {final_mode} calibrates on x_train, which the dataset does not have")
     qat_float_layers = qat_applied and bool(step_results[-1]["skippedLayers"])
     result_bytes, conversion = convert.convert(
         converter, ptq, qat_applied, sparse, calibration, denylist, float_layers=qat_float_layers
@@ -175,7 +174,7 @@ def run(
     phase_started = time.monotonic()
     tflite_record = {"uri": tflite_uri, "sha256": sha256_of(tflite_file), "bytes": tflite_file.stat().st_size}
     report: dict[str, Any] = {
-        "apiVersion": "edgecompress.io/v1alpha1",
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "CompressionReport",
         "spec": spec.model_dump(mode="json", by_alias=True),
         "inputs": inputs,

@@ -459,6 +459,12 @@ def plan_problems(spec: CompressionJobSpec) -> list[str]:
         after_qat = kinds[kinds.index("qat") + 1 :]
         if any(kind != "ptq" for kind in after_qat):
             problems.append("spec.steps: only ptq may follow qat (the model is already quantized)")
+        for index, step in enumerate(spec.steps):
+            if isinstance(step, PtqStep) and (step.skip_layers or step.skip_first_and_last):
+                problems.append(
+                    f"spec.steps[{index}].skipLayers: after qat, list the layers to keep float on the "
+                    "qat step (the converter takes QAT's quantization as it is)"
+                )
     return problems
 
 

@@ -76,6 +76,8 @@ MISTAKES = [
      "ptq must be the last step"),
     ("prune-after-qat", changed("prune-after-qat", steps=[{"type": "qat"}, {"type": "prune"}]),
      "only ptq may follow qat"),
+    ("ptq-skip-after-qat", changed("ptq-skip-after-qat", steps=[{"type": "qat"}, ptq("int8", skipLayers=["fc1"])]),
+     "after qat, list the layers to keep float on the qat step"),
     ("distill-not-first", changed("distill-not-first", steps=[
         {"type": "prune"}, {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}}]),
      "distill must be the first step"),

@@ -96,6 +96,8 @@ REJECTIONS = [
      r"at most one ptq step"),
     ("prune after qat", with_changes(steps=[{"type": "qat"}, {"type": "prune"}]), r"only ptq may follow qat"),
     ("two qat", with_changes(steps=[{"type": "qat"}, {"type": "qat"}]), r"at most one qat step"),
+    ("ptq skip after qat", with_changes(steps=[{"type": "qat"}, {"type": "ptq", "mode": "int8", "skipLayers": ["x"]}]),
+     r"spec\.steps\[1\]\.skipLayers: after qat, list the layers to keep float on the qat step"),
     ("distill not first", with_changes(steps=[{"type": "prune"}, {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}}]),
      r"steps\[1\]: distill must be the first step"),
     ("savedmodel student", with_changes(steps=[{"type": "distill", "student": {"uri": "/s.tgz", "format": "savedmodel"}}]),
