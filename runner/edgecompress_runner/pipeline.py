@@ -149,9 +149,8 @@ def run(
     final_mode = ptq.mode if ptq else ("qat" if qat_applied else "float")
     sparse = bool(pruned_layers) and final_mode in ("float", "float16")
     calibration = dataset.x_train if dataset is not None else None
-    qat_float_layers = qat_applied and bool(step_results[-1]["skippedLayers"])
     result_bytes, conversion = convert.convert(
-        converter, ptq, qat_applied, sparse, calibration, denylist, float_layers=qat_float_layers
+        converter, ptq, qat_applied, sparse, calibration, denylist, float_layers=applied.qat_kept_float
     )
     if ptq is not None:
         step_results.append(
@@ -214,6 +213,7 @@ class AppliedSteps:
     pruned_layers: list[str] = field(default_factory=list)
     clustered: bool = False
     qat_applied: bool = False
+    qat_kept_float: bool = False
     ptq: PtqStep | None = None
 
 
@@ -262,6 +262,7 @@ def _apply_steps(
                 model, step, index, x_train, y_train, applied.pruned_layers, applied.clustered, progress
             )
             applied.qat_applied = True
+            applied.qat_kept_float = bool(step_result["skippedLayers"])
         applied.results.append(step_result)
         timings[phase] = time.monotonic() - phase_started
     return applied

@@ -78,19 +78,18 @@ def fit_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-_COMPACT_KEYS = ("size_bytes", "gzip_bytes", "accuracy", "top1_agreement", "latency_p50_ms", "latency_p95_ms")
+_COMPACT_NAMES = {
+    "size_bytes": "sizeBytes",
+    "gzip_bytes": "gzipBytes",
+    "accuracy": "accuracy",
+    "top1_agreement": "top1Agreement",
+    "latency_p50_ms": "latencyP50Ms",
+    "latency_p95_ms": "latencyP95Ms",
+}
 
 
 def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
-    names = {
-        "size_bytes": "sizeBytes",
-        "gzip_bytes": "gzipBytes",
-        "accuracy": "accuracy",
-        "top1_agreement": "top1Agreement",
-        "latency_p50_ms": "latencyP50Ms",
-        "latency_p95_ms": "latencyP95Ms",
-    }
-    return {names[key]: metrics[key] for key in _COMPACT_KEYS if key in metrics}
+    return {name: metrics[key] for key, name in _COMPACT_NAMES.items() if key in metrics}
 
 
 def summary_table(report: dict[str, Any]) -> str:
