@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.controlplane import ControlPlane, build_binaries
+from tests.k8s.node_agent import NodeAgent
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "compressionjobs.edgecompress.io.yaml"
 
@@ -28,3 +29,13 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def node_agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
+    agent = NodeAgent(control_plane.kubeconfig)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()

@@ -88,7 +88,8 @@ class ControlPlane:
         self.kubeconfig = self.root / "kubeconfig"
         self.kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\n"
-            f"clusters: [{{name: local, cluster: {{server: '{self.server}', insecure-skip-tls-verify: true}}}}]\n"
+            f"clusters: [{{name: local, cluster: {{server: '{self.server}', "
+            f"certificate-authority: '{self.root / 'certs' / 'apiserver.crt'}'}}}}]\n"
             f"users: [{{name: admin, user: {{token: {ADMIN_TOKEN}}}}}]\n"
             "contexts: [{name: local, context: {cluster: local, user: admin, namespace: default}}]\n"
             "current-context: local\n"

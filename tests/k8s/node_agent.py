@@ -1,0 +1,209 @@
+"""A tiny kubelet for tests: one Node whose pods run as local processes (there is no container runtime).
+
+It registers a Ready Node, binds pending pods to it (there is no scheduler either), runs each
+container's command and args as a local process with the container's environment (values,
+Secret references, envFrom Secrets), and reports phase, exit code and termination message in the
+pod's status. ``image_commands`` maps an image to the local command that stands in for its
+entrypoint when the container gives no command. Deleting a pod stops its process.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Running:
+    process: subprocess.Popen[bytes]
+    message_file: Path
+    started: str
+
+
+@dataclass
+class NodeAgent:
+    kubeconfig: Path
+    node_name: str = "edgecompress-test-node"
+    image_commands: dict[str, list[str]] = field(default_factory=dict)
+    capacity: dict[str, str] = field(default_factory=lambda: {"cpu": "8", "memory": "32Gi", "pods": "50"})
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="node-agent-")))
+    _running: dict[str, _Running] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.core = client.CoreV1Api(api_client)
+        self._register_node()
+        self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for running in self._running.values():
+            if running.process.poll() is None:
+                running.process.kill()
+
+    def _register_node(self) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name}},
+        }
+        try:
+            self.core.create_node(node)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+        status = {
+            "status": {
+                "capacity": self.capacity,
+                "allocatable": self.capacity,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "test node agent", "lastHeartbeatTime": _now(),
+                                "lastTransitionTime": _now()}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            }
+        }
+        self.core.patch_node_status(self.node_name, status)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sync()
+            except client.ApiException:
+                pass
+            self._stop.wait(0.3)
+
+    def _sync(self) -> None:
+        pods = self.core.list_pod_for_all_namespaces().items
+        seen = set()
+        for pod in pods:
+            key = f"{pod.metadata.namespace}/{pod.metadata.name}/{pod.metadata.uid}"
+            seen.add(key)
+            if pod.metadata.deletion_timestamp is not None:
+                self._delete(pod, key)
+            elif not pod.spec.node_name and pod.status.phase == "Pending":
+                self._bind(pod)
+            elif pod.spec.node_name == self.node_name:
+                if key not in self._running and pod.status.phase == "Pending":
+                    self._launch(pod, key)
+                elif key in self._running:
+                    self._report_exit(pod, key)
+        for key in list(self._running):
+            if key not in seen:
+                self._kill(key)
+
+    def _bind(self, pod: Any) -> None:
+        body = {"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": pod.metadata.name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name}}
+        try:
+            self.core.create_namespaced_pod_binding(pod.metadata.name, pod.metadata.namespace, body,
+                                                    _preload_content=False)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+
+    def _secret(self, namespace: str, name: str) -> dict[str, str]:
+        secret = self.core.read_namespaced_secret(name, namespace)
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    def _environment(self, pod: Any, container: Any) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.log_dir)}
+        for source in container.env_from or []:
+            if source.secret_ref is not None:
+                env.update(self._secret(pod.metadata.namespace, source.secret_ref.name))
+        for item in container.env or []:
+            if item.value is not None:
+                env[item.name] = item.value
+            elif item.value_from is not None and item.value_from.secret_key_ref is not None:
+                reference = item.value_from.secret_key_ref
+                env[item.name] = self._secret(pod.metadata.namespace, reference.name)[reference.key]
+        return env
+
+    def _launch(self, pod: Any, key: str) -> None:
+        container = pod.spec.containers[0]
+        command = list(container.command or self.image_commands.get(container.image, []))
+        message_file = self.log_dir / f"{pod.metadata.uid}.termination-log"
+        message_file.touch()
+        declared = container.termination_message_path or "/dev/termination-log"
+        args = [str(message_file) if arg == declared else arg for arg in (container.args or [])]
+        environment = self._environment(pod, container)
+        environment = {name: value.replace(declared, str(message_file)) for name, value in environment.items()}
+        log = (self.log_dir / f"{pod.metadata.namespace}.{pod.metadata.name}.log").open("wb")
+        started = _now()
+        try:
+            process = subprocess.Popen(command + args, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                       cwd=self.log_dir)
+        except OSError as error:
+            self._set_status(pod, "Failed", container.name, started, 127, f"cannot start {command}: {error}")
+            return
+        self._running[key] = _Running(process, message_file, started)
+        self._patch_status(pod, {
+            "phase": "Running",
+            "startTime": started,
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{
+                "name": container.name, "image": container.image, "imageID": "", "ready": True,
+                "restartCount": 0, "started": True, "state": {"running": {"startedAt": started}},
+            }],
+        })
+
+    def _report_exit(self, pod: Any, key: str) -> None:
+        running = self._running[key]
+        code = running.process.poll()
+        if code is None or pod.status.phase in ("Succeeded", "Failed"):
+            return
+        message = running.message_file.read_text(errors="replace")[:4096]
+        container = pod.spec.containers[0]
+        self._set_status(pod, "Succeeded" if code == 0 else "Failed", container.name, running.started, code, message)
+
+    def _set_status(self, pod: Any, phase: str, container: str, started: str, code: int, message: str) -> None:
+        self._patch_status(pod, {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+            "containerStatuses": [{
+                "name": container, "image": pod.spec.containers[0].image, "imageID": "", "ready": False,
+                "restartCount": 0, "started": False,
+                "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                         "message": message, "startedAt": started, "finishedAt": _now()}},
+            }],
+        })
+
+    def _patch_status(self, pod: Any, status: dict[str, Any]) -> None:
+        self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+
+    def _kill(self, key: str) -> None:
+        running = self._running.pop(key)
+        if running.process.poll() is None:
+            running.process.terminate()
+            try:
+                running.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+
+    def _delete(self, pod: Any, key: str) -> None:
+        if key in self._running:
+            self._kill(key)
+        try:
+            self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
