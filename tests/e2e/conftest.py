@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,33 @@ def node_agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
         yield agent
     finally:
         agent.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_process(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The operator as a user runs it (kopf run), against the test control plane."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "EDGECOMPRESS_RUNNER_IMAGE": "edgecompress-runner:test",
+        "EDGECOMPRESS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "edgecompress_runner.cli"]),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "-m", "edgecompress_operator.main"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,1 @@
+"""Handler bodies; main.py holds only the kopf decorators that call them."""
