@@ -60,6 +60,10 @@ class NodeAgent:
             if running.process.poll() is None:
                 running.process.kill()
 
+    def live_processes(self) -> int:
+        """Pod processes still running."""
+        return sum(running.process.poll() is None for running in self._running.values())
+
     def _register_node(self) -> None:
         node = {
             "apiVersion": "v1",
