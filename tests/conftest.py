@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.processes import stop_process
+
 MINIO_MODULE = "github.com/minio/minio@latest"
 
 
@@ -60,6 +62,14 @@ def small_digits_npz(tmp_path_factory: pytest.TempPathFactory, digits: dict[str,
     path = tmp_path_factory.mktemp("data") / "digits-small.npz"
     np.savez(path, x_train=digits["x_train"][:600], y_train=digits["y_train"][:600],
              x_eval=digits["x_eval"][:200], y_eval=digits["y_eval"][:200])
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, np.ndarray]) -> Path:
+    """All of the digits (1437 train, 360 eval): for runs whose accuracy gates must hold every time."""
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, **digits)  # type: ignore[arg-type]
     return path
 
 
@@ -146,11 +156,7 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
     try:
         yield MinioServer(endpoint, "edgecompress", "edgecompress-secret")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
         shutil.rmtree(data, ignore_errors=True)
 

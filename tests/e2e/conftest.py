@@ -11,6 +11,7 @@ import pytest
 
 from tests.k8s.controlplane import ControlPlane, build_binaries
 from tests.k8s.node_agent import NodeAgent
+from tests.processes import stop_process
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "compressionjobs.edgecompress.io.yaml"
 
@@ -65,8 +66,4 @@ def operator_process(control_plane: ControlPlane, tmp_path_factory: pytest.TempP
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, timeout=30)

@@ -34,12 +34,12 @@ def wait_for_phase(plane: ControlPlane, name: str, phases: set[str], timeout: fl
 
 
 @pytest.fixture(scope="module")
-def demo_bucket(control_plane: ControlPlane, minio: MinioServer, digits_model: Path, small_digits_npz: Path) -> Any:
+def demo_bucket(control_plane: ControlPlane, minio: MinioServer, digits_model: Path, digits_npz: Path) -> Any:
     """The example's bucket with its model and data, and the Secret the example names."""
     s3 = minio.client()
     s3.create_bucket(Bucket="edgecompress-demo")
     s3.upload_file(str(digits_model), "edgecompress-demo", "models/digits.keras")
-    s3.upload_file(str(small_digits_npz), "edgecompress-demo", "datasets/digits.npz")
+    s3.upload_file(str(digits_npz), "edgecompress-demo", "datasets/digits.npz")
     control_plane.kubectl(
         "create", "secret", "generic", "edgecompress-s3",
         f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",

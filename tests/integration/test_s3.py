@@ -45,9 +45,9 @@ def s3_job(model_uri: str, dataset_uri: str, output_uri: str, steps: list) -> di
 
 
 def test_cli_run_writes_artifacts_to_s3(s3_env: MinioServer, bucket: str, digits_model: Path,
-                                       small_digits_npz: Path, tmp_path: Path) -> None:
+                                       digits_npz: Path, tmp_path: Path) -> None:
     model_uri = upload(s3_env, digits_model, bucket, "models/digits.keras")
-    data_uri = upload(s3_env, small_digits_npz, bucket, "data/digits.npz")
+    data_uri = upload(s3_env, digits_npz, bucket, "data/digits.npz")
     steps = [{"type": "prune", "targetSparsity": 0.6, "fineTune": {"epochs": 1}},
              {"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
     document = {
@@ -74,7 +74,7 @@ def test_cli_run_writes_artifacts_to_s3(s3_env: MinioServer, bucket: str, digits
     assert summary["artifacts"]["tflite"]["sha256"] == report["outputs"]["tflite"]["sha256"]
     assert summary["artifacts"]["report"]["sha256"] == hashlib.sha256(report_bytes).hexdigest()
     assert report["inputs"]["model"]["sha256"] == hashlib.sha256(digits_model.read_bytes()).hexdigest()
-    assert report["inputs"]["dataset"]["sha256"] == hashlib.sha256(small_digits_npz.read_bytes()).hexdigest()
+    assert report["inputs"]["dataset"]["sha256"] == hashlib.sha256(digits_npz.read_bytes()).hexdigest()
     assert report_object["LastModified"] >= tflite["LastModified"]
     assert report["gatesPassed"] and summary["result"] == "Succeeded"
     assert report["steps"][1]["sparsity"]["overall"] == pytest.approx(0.6, abs=0.02)

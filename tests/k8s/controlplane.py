@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.processes import stop_process
+
 HERE = Path(__file__).resolve().parent
 ADMIN_TOKEN = "edgecompress-admin-token"
 
@@ -136,9 +138,4 @@ class ControlPlane:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)

@@ -22,6 +22,8 @@ from typing import Any
 
 from kubernetes import client, config
 
+from tests.processes import stop_process
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -195,13 +197,7 @@ class NodeAgent:
         self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
     def _kill(self, key: str) -> None:
-        running = self._running.pop(key)
-        if running.process.poll() is None:
-            running.process.terminate()
-            try:
-                running.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                running.process.kill()
+        stop_process(self._running.pop(key).process, timeout=10)
 
     def _delete(self, pod: Any, key: str) -> None:
         if key in self._running:
