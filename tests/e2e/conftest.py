@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,27 +44,45 @@ def node_agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
         agent.stop()
 
 
-@pytest.fixture(scope="session")
-def operator_process(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The operator as a user runs it (kopf run), against the test control plane."""
-    import json
-    import os
-    import subprocess
-    import sys
+class OperatorProcess:
+    """The operator as a user runs it (kopf run), against the test control plane; restartable."""
 
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(control_plane.kubeconfig),
-        "EDGECOMPRESS_RUNNER_IMAGE": "edgecompress-runner:test",
-        "EDGECOMPRESS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "edgecompress_runner.cli"]),
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "-m", "edgecompress_operator.main"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            stop_process(process, timeout=30)
+    def __init__(self, control_plane: ControlPlane, log_dir: Path) -> None:
+        import json
+        import os
+        import sys
+
+        self.log_dir = log_dir
+        self.starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.command = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
+                        "-m", "edgecompress_operator.main"]
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(control_plane.kubeconfig),
+            "EDGECOMPRESS_RUNNER_IMAGE": "edgecompress-runner:test",
+            "EDGECOMPRESS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "edgecompress_runner.cli"]),
+        }
+
+    def start(self) -> None:
+        self.starts += 1
+        with (self.log_dir / f"operator-{self.starts}.log").open("wb") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def operator_process(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()

@@ -129,3 +129,16 @@ def test_deleting_a_job_removes_its_runner_but_never_artifacts(control_plane: Co
     after = {item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo")["Contents"]}
     assert before <= after
     assert node_agent.live_processes() == 0
+
+
+def test_operator_restart_while_running_makes_no_second_job(control_plane: ControlPlane, node_agent: NodeAgent,
+                                                           operator_process: Any, demo_bucket: Any) -> None:
+    control_plane.kubectl("apply", "-f", "-", stdin=example(
+        "restarted", steps=[{"type": "prune", "fineTune": {"epochs": 3}}, {"type": "ptq", "mode": "int8"}]))
+    wait_for_phase(control_plane, "restarted", {"Running"}, timeout=120)
+    operator_process.restart()
+    status = wait_for_phase(control_plane, "restarted", {"Succeeded", "Failed"})["status"]
+    assert status["phase"] == "Succeeded", status
+    jobs = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=restarted")["items"]
+    assert len(jobs) == 1
+    assert operator_process.starts >= 2
