@@ -18,7 +18,14 @@ from typing import Any
 
 import yaml
 
-from edgecompress_runner.spec import API_GROUP, API_VERSION, KIND, TRAINING_STEP_TYPES, spec_json_schema
+from edgecompress_runner.spec import (
+    API_GROUP,
+    API_VERSION,
+    KERAS_ONLY_STEP_TYPES,
+    KIND,
+    TRAINING_STEP_TYPES,
+    spec_json_schema,
+)
 
 PLURAL = "compressionjobs"
 SINGULAR = "compressionjob"
@@ -144,6 +151,7 @@ def _step_rules() -> list[dict[str, str]]:
 
 def _spec_rules(fields: list[str]) -> list[dict[str, str]]:
     training = ", ".join(f"'{kind}'" for kind in sorted(TRAINING_STEP_TYPES))
+    keras_only = ", ".join(f"'{kind}'" for kind in sorted(KERAS_ONLY_STEP_TYPES))
     last = "self.steps[size(self.steps) - 1]"
     rules = [
         {"rule": "self.steps.filter(s, s.type == 'ptq').size() <= 1", "message": "at most one ptq step",
@@ -167,7 +175,7 @@ def _spec_rules(fields: list[str]) -> list[dict[str, str]]:
          "fieldPath": ".dataset"},
         {"rule": "has(self.dataset) || !self.steps.exists(s, s.type == 'ptq' && has(s.mode) && s.mode in ['int8', 'int16x8'])",
          "message": "ptq int8 and int16x8 need spec.dataset for representative samples", "fieldPath": ".dataset"},
-        {"rule": "self.model.format != 'savedmodel' || !self.steps.exists(s, s.type in ['prune', 'cluster', 'qat'])",
+        {"rule": f"self.model.format != 'savedmodel' || !self.steps.exists(s, s.type in [{keras_only}])",
          "message": "prune, cluster and qat need a Keras model (format keras or h5); a SavedModel can only be converted with ptq",
          "fieldPath": ".model.format"},
     ]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed")
-
-
 def runner_summary(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     """The runner's compact result from its container's termination message, if any."""
     if pod is None:

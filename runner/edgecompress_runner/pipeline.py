@@ -234,7 +234,7 @@ def _apply_steps(
     for index, step in enumerate(spec.steps):
         phase = f"steps[{index}] {step.type}"
         fine_tune = getattr(step, "fine_tune", None)
-        progress.start(phase, fine_tune.epochs if fine_tune and step.type != "ptq" else 0)
+        progress.start(phase, fine_tune.epochs if fine_tune else 0)
         phase_started = time.monotonic()
         if step.type == "ptq":
             applied.ptq = step

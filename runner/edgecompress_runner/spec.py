@@ -232,6 +232,8 @@ Step = Annotated[
     Field(discriminator="type"),
 ]
 TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill"})
+# Steps that wrap the input model's layers, so it must be a Keras model (not a SavedModel).
+KERAS_ONLY_STEP_TYPES = frozenset({"prune", "cluster", "qat"})
 
 
 class Metric(str, Enum):
@@ -433,7 +435,7 @@ def plan_problems(spec: CompressionJobSpec) -> list[str]:
             problems.append(f"{where}: distill must be the first step, it replaces the model")
         if step.type in TRAINING_STEP_TYPES and spec.dataset is None:
             problems.append(f"{where}: {step.type} fine-tunes the model and needs spec.dataset")
-        if step.type in {"prune", "cluster", "qat"} and spec.model.format == ModelFormat.SAVEDMODEL:
+        if step.type in KERAS_ONLY_STEP_TYPES and spec.model.format == ModelFormat.SAVEDMODEL:
             problems.append(
                 f"{where}: {step.type} needs a Keras model (format keras or h5); "
                 "a SavedModel can only be converted with ptq"
@@ -523,20 +525,6 @@ def spec_json_schema() -> dict[str, Any]:
     """JSON Schema of the spec with camelCase names (the CRD is generated from this)."""
     return CompressionJobSpec.model_json_schema(by_alias=True)
 
-
-__all__ = [
-    "CompressionJobSpec",
-    "DistillStep",
-    "ClusterStep",
-    "PruneStep",
-    "PtqStep",
-    "QatStep",
-    "PtqMode",
-    "ModelFormat",
-    "load_spec_text",
-    "parse_spec",
-    "spec_json_schema",
-]
 
 
 def spec_reference_markdown() -> str:
