@@ -6,8 +6,10 @@ start-up and fails fast with the offending variable named.
 
 from __future__ import annotations
 
+import json
+
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
 class ConfigError(ValueError):
@@ -17,10 +19,10 @@ class ConfigError(ValueError):
 class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGECOMPRESS_", frozen=True, extra="ignore")
 
-    runner_image: str = Field(min_length=1, description="Image of the runner Jobs (EDGECOMPRESS_RUNNER_IMAGE).")
+    runner_image: str = Field(min_length=1, description="Image of the runner Jobs.")
     runner_command: list[str] = Field(
         default_factory=lambda: ["edgecompress-runner"],
-        description="Command of the runner container, as JSON (EDGECOMPRESS_RUNNER_COMMAND).",
+        description="Command of the runner container, as a JSON list.",
     )
     gpu_resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource name of a GPU.")
     default_gpus: int = Field(default=1, ge=0, le=16, description="GPUs per runner when the spec sets none.")
@@ -33,10 +35,16 @@ class Config(BaseSettings):
         default=7 * 86400, ge=0, description="Job ttlSecondsAfterFinished default."
     )
     default_service_account_name: str | None = Field(default=None, description="Runner ServiceAccount default.")
-    max_concurrent_jobs: int = Field(default=4, ge=1, le=10000, description="Runner Jobs running at once, cluster-wide.")
-    watch_namespace: str | None = Field(default=None, description="Only this namespace (default: all).")
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=10000, description="Runner Jobs running at once across the watched namespaces; the rest wait as Queued.")
+    admission_interval_seconds: float = Field(
+        default=30, gt=0, le=3600, description="Seconds between admission passes when no event wakes one."
+    )
+    progress_interval_seconds: float = Field(
+        default=15, gt=0, le=3600, description="Seconds between reads of a running runner's progress."
+    )
+    watch_namespace: str | None = Field(default=None, description="Watch only this namespace (default: all namespaces).")
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of /metrics.")
-    health_port: int = Field(default=8081, ge=1, le=65535, description="Port of /healthz (liveness and readiness).")
+    health_port: int = Field(default=8081, ge=1, le=65535, description="Port of /healthz (liveness) and /readyz (readiness).")
 
 
 def load_config() -> Config:
@@ -47,3 +55,19 @@ def load_config() -> Config:
             f"EDGECOMPRESS_{str(item['loc'][0]).upper()}: {item['msg']}" for item in error.errors()
         )
         raise ConfigError(f"invalid operator configuration: {problems}") from None
+    except SettingsError as error:
+        field = str(error).split('"')[1] if str(error).count('"') >= 2 else ""
+        raise ConfigError(f"invalid operator configuration: EDGECOMPRESS_{field.upper()}: {error}") from None
+
+
+def config_reference_markdown() -> str:
+    """The operator settings table in the README, generated from Config (a test keeps them equal)."""
+    rows = ["| environment variable | default | description |", "| --- | --- | --- |"]
+    for name, field in Config.model_fields.items():
+        if field.is_required():
+            default = "required"
+        else:
+            value = field.get_default(call_default_factory=True)
+            default = "" if value is None else f"`{value if not isinstance(value, list) else json.dumps(value)}`"
+        rows.append(f"| `EDGECOMPRESS_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows) + "\n"

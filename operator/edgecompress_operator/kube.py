@@ -8,7 +8,7 @@ from kubernetes import client, config
 
 from edgecompress_runner.spec import API_GROUP, API_VERSION
 
-PLURAL = "compressionjobs"
+from .crd import PLURAL
 
 
 def load_client_config() -> None:
@@ -51,3 +51,47 @@ def get_compression_job(namespace: str, name: str) -> dict[str, Any] | None:
             return None
         raise
     return found  # type: ignore[no-any-return]
+
+
+def list_compression_jobs(namespace: str | None) -> list[dict[str, Any]]:
+    api = client.CustomObjectsApi()
+    if namespace:
+        found = api.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL)
+    else:
+        found = api.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL)
+    return list(found["items"])
+
+
+def list_jobs(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    api = client.BatchV1Api()
+    if namespace:
+        found = api.list_namespaced_job(namespace, label_selector=label_selector)
+    else:
+        found = api.list_job_for_all_namespaces(label_selector=label_selector)
+    return [client.ApiClient().sanitize_for_serialization(job) for job in found.items]
+
+
+def set_job_suspended(namespace: str, name: str, suspended: bool) -> None:
+    client.BatchV1Api().patch_namespaced_job(name, namespace, {"spec": {"suspend": suspended}})
+
+
+def pod_log_tail(namespace: str, pod: str, container: str, lines: int) -> str:
+    """The last lines of a container's log (raw bytes decoded here: the client would deserialize them as a repr)."""
+    response = client.CoreV1Api().read_namespaced_pod_log(
+        pod, namespace, container=container, tail_lines=lines, _preload_content=False
+    )
+    return bytes(response.data).decode("utf-8", errors="replace")
+
+
+def create_event(event: dict[str, Any]) -> None:
+    client.CoreV1Api().create_namespaced_event(event["metadata"]["namespace"], event)
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        job = client.BatchV1Api().read_namespaced_job(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return client.ApiClient().sanitize_for_serialization(job)  # type: ignore[no-any-return]

@@ -10,10 +10,10 @@ from edgecompress_runner.errors import ExitCode
 from edgecompress_runner.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, CompressionJobSpec
 
 from .config import Config
+from .status import KUEUE_QUEUE_LABEL
 
 RUNNER_CONTAINER = "runner"
 TERMINATION_LOG = "/dev/termination-log"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_LABEL = f"{API_GROUP}/compressionjob"
 RUNNER_UID = 10001
 
@@ -63,7 +63,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, con
         JOB_LABEL: name,
     }
     if spec.queue_name:
-        labels[QUEUE_LABEL] = spec.queue_name
+        labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     env = [
         {"name": JOB_ENV, "value": json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True))},
         {"name": "HOME", "value": "/tmp"},
@@ -126,7 +126,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, con
             "ownerReferences": [owner_reference(name, uid)],
         },
         "spec": {
-            "suspend": spec.suspend,
+            "suspend": bool(spec.queue_name),
             "backoffLimit": pick(execution.backoff_limit if execution else None, config.default_backoff_limit),
             "activeDeadlineSeconds": pick(
                 execution.active_deadline_seconds if execution else None, config.default_active_deadline_seconds

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.k8s.controlplane import ControlPlane, build_binaries
+from tests.conftest import MinioServer
+from tests.k8s.controlplane import ControlPlane, build_binaries, free_port
 from tests.k8s.node_agent import NodeAgent
 from tests.processes import stop_process
 
@@ -44,30 +51,80 @@ def node_agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
         agent.stop()
 
 
+OPERATOR_RULES = Path(__file__).resolve().parents[2] / "charts" / "edgecompress" / "files" / "operator-rules.yaml"
+OPERATOR_NAMESPACE = "edgecompress-system"
+MAX_CONCURRENT_JOBS = 2
+
+
+def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
+    """A kubeconfig with the token of a ServiceAccount bound to the operator's RBAC rules (not admin)."""
+    rules = yaml.safe_load(OPERATOR_RULES.read_text())
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "edgecompress-operator", "namespace": OPERATOR_NAMESPACE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "edgecompress-operator"}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "edgecompress-operator"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edgecompress-operator"},
+         "subjects": [{"kind": "ServiceAccount", "name": "edgecompress-operator", "namespace": OPERATOR_NAMESPACE}]},
+    ]
+    control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    token = control_plane.kubectl("create", "token", "edgecompress-operator", "-n", OPERATOR_NAMESPACE,
+                                  "--duration=24h").stdout.strip()
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 class OperatorProcess:
-    """The operator as a user runs it (kopf run), against the test control plane; restartable."""
+    """The operator as a user runs it (edgecompress-operator) with its own RBAC, against the test control plane; restartable."""
 
     def __init__(self, control_plane: ControlPlane, log_dir: Path) -> None:
-        import json
-        import os
-        import sys
-
         self.log_dir = log_dir
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.command = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-                        "-m", "edgecompress_operator.main"]
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.command = [sys.executable, "-m", "edgecompress_operator.cli"]
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(control_plane.kubeconfig),
+            "KUBECONFIG": str(operator_kubeconfig(control_plane, log_dir / "kubeconfig")),
             "EDGECOMPRESS_RUNNER_IMAGE": "edgecompress-runner:test",
             "EDGECOMPRESS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "edgecompress_runner.cli"]),
+            "EDGECOMPRESS_MAX_CONCURRENT_JOBS": str(MAX_CONCURRENT_JOBS),
+            "EDGECOMPRESS_METRICS_PORT": str(self.metrics_port),
+            "EDGECOMPRESS_HEALTH_PORT": str(self.health_port),
+            "EDGECOMPRESS_PROGRESS_INTERVAL_SECONDS": "2",
+            "EDGECOMPRESS_ADMISSION_INTERVAL_SECONDS": "5",
         }
 
     def start(self) -> None:
         self.starts += 1
         with (self.log_dir / f"operator-{self.starts}.log").open("wb") as log:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while self.probe("/readyz") != 200:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator never became ready; see {self.log_dir}")
+            time.sleep(0.5)
+
+    def probe(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+        except OSError:
+            return 0
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def log(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*.log")))
 
     def stop(self) -> None:
         if self.process is not None:
@@ -86,3 +143,19 @@ def operator_process(control_plane: ControlPlane, tmp_path_factory: pytest.TempP
         yield operator
     finally:
         operator.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_bucket(control_plane: ControlPlane, minio: MinioServer, digits_model: Path, digits_npz: Path) -> Any:
+    """The example's bucket with its model and data, and the Secret the example names."""
+    s3 = minio.client()
+    s3.create_bucket(Bucket="edgecompress-demo")
+    s3.upload_file(str(digits_model), "edgecompress-demo", "models/digits.keras")
+    s3.upload_file(str(digits_npz), "edgecompress-demo", "datasets/digits.npz")
+    control_plane.kubectl(
+        "create", "secret", "generic", "edgecompress-s3",
+        f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.secret_key}",
+        f"--from-literal=AWS_ENDPOINT_URL={minio.endpoint}", "--from-literal=AWS_DEFAULT_REGION=us-east-1",
+    )
+    return s3

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import pytest
 
 from tests.k8s.controlplane import ControlPlane
 from tests.k8s.node_agent import NodeAgent
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -41,16 +41,6 @@ def job(name: str, exit_code: int) -> dict[str, Any]:
     }
 
 
-def wait_for(check: Any, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError("timed out")
-
-
 def job_condition(plane: ControlPlane, name: str) -> dict[str, Any] | None:
     status = json.loads(plane.kubectl("get", "job", name, "-o", "json").stdout).get("status", {})
     for condition in status.get("conditions", []):
@@ -71,7 +61,7 @@ def secret(control_plane: ControlPlane) -> None:
 
 def test_pod_runs_and_reports_its_termination_message(control_plane: ControlPlane, node_agent: NodeAgent) -> None:
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(job("agent-ok", 0)))
-    condition = wait_for(lambda: job_condition(control_plane, "agent-ok"))
+    condition = wait_until(lambda: job_condition(control_plane, "agent-ok"), "the Job to finish", timeout=90)
     assert condition["type"] == "Complete"
     pod = pod_of(control_plane, "agent-ok")
     assert pod["spec"]["nodeName"] == node_agent.node_name and pod["status"]["phase"] == "Succeeded"
@@ -82,7 +72,7 @@ def test_pod_runs_and_reports_its_termination_message(control_plane: ControlPlan
 def test_exit_code_in_pod_failure_policy_fails_the_job_at_once(control_plane: ControlPlane,
                                                                node_agent: NodeAgent) -> None:
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(job("agent-gates", 21)))
-    condition = wait_for(lambda: job_condition(control_plane, "agent-gates"))
+    condition = wait_until(lambda: job_condition(control_plane, "agent-gates"), "the Job to fail", timeout=90)
     assert condition["type"] == "Failed" and condition["reason"] == "PodFailurePolicy"
     pods = json.loads(control_plane.kubectl("get", "pods", "-l", "job-name=agent-gates", "-o", "json").stdout)["items"]
     assert len(pods) == 1

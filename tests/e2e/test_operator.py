@@ -1,4 +1,4 @@
-"""Scenario 1: kubectl apply a CompressionJob -> Succeeded, artifacts in MinIO, status and Events."""
+"""The operator on a real control plane: the issue's scenarios 1, 3, 4, 5 and 6, suspend, and an unschedulable pod."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MinioServer
 from tests.k8s.controlplane import ControlPlane
 from tests.k8s.node_agent import NodeAgent
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3, pytest.mark.tf]
 
@@ -24,29 +25,16 @@ def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
 
 
 def wait_for_phase(plane: ControlPlane, name: str, phases: set[str], timeout: float = 420) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> dict[str, Any] | None:
         job = get(plane, "compressionjob", name)
-        if (job.get("status") or {}).get("phase") in phases:
-            return job
-        time.sleep(1)
-    raise AssertionError(f"{name} never reached {phases}: {job.get('status')}")
+        return job if (job.get("status") or {}).get("phase") in phases else None
+
+    return wait_until(reached, f"{name} to reach {phases}", timeout)
 
 
-@pytest.fixture(scope="module")
-def demo_bucket(control_plane: ControlPlane, minio: MinioServer, digits_model: Path, digits_npz: Path) -> Any:
-    """The example's bucket with its model and data, and the Secret the example names."""
-    s3 = minio.client()
-    s3.create_bucket(Bucket="edgecompress-demo")
-    s3.upload_file(str(digits_model), "edgecompress-demo", "models/digits.keras")
-    s3.upload_file(str(digits_npz), "edgecompress-demo", "datasets/digits.npz")
-    control_plane.kubectl(
-        "create", "secret", "generic", "edgecompress-s3",
-        f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.secret_key}",
-        f"--from-literal=AWS_ENDPOINT_URL={minio.endpoint}", "--from-literal=AWS_DEFAULT_REGION=us-east-1",
-    )
-    return s3
+def metric_samples(operator: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(operator.metrics()) for sample in family.samples}
 
 
 def example(name: str, **spec_changes: Any) -> str:
@@ -76,7 +64,17 @@ def test_example_job_succeeds_end_to_end(control_plane: ControlPlane, node_agent
     jobs = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=digits")["items"]
     assert len(jobs) == 1
     events = get(control_plane, "events", "--field-selector", "involvedObject.name=digits")["items"]
-    assert {"Succeeded"} <= {event["reason"] for event in events}
+    assert {"JobCreated", "Succeeded"} <= {event["reason"] for event in events}
+    assert status["progress"]["percent"] == 100.0
+    metrics = metric_samples(operator_process)
+    assert metrics[("edgecompress_compressionjob_completions_total", (("reason", "Succeeded"), ("result", "Succeeded")))] >= 1
+    assert metrics[("edgecompress_compressionjob_duration_seconds_count", (("result", "Succeeded"),))] >= 1
+    digits = (("name", "digits"), ("namespace", "default"))
+    assert metrics[("edgecompress_compressionjob_compression_ratio", digits)] == result["comparison"]["compressionRatio"]
+    assert metrics[("edgecompress_compressionjob_output_size_bytes", digits)] == result["output"]["sizeBytes"]
+    assert metrics[("edgecompress_compressionjob_gates_passed", digits)] == 1
+    assert metrics[("edgecompress_compressionjobs", (("phase", "Succeeded"),))] >= 1
+    assert operator_process.probe("/healthz") == 200 and operator_process.probe("/readyz") == 200
 
 
 def test_missing_model_fails_with_the_runners_reason(control_plane: ControlPlane, node_agent: NodeAgent,
@@ -111,6 +109,12 @@ def test_deleting_a_job_removes_its_runner_but_never_artifacts(control_plane: Co
     control_plane.kubectl("apply", "-f", "-", stdin=example(
         "long-running", steps=[{"type": "prune", "fineTune": {"epochs": 200}}, {"type": "ptq", "mode": "int8"}]))
     wait_for_phase(control_plane, "long-running", {"Running"}, timeout=120)
+    progress = wait_until(
+        lambda: (get(control_plane, "compressionjob", "long-running")["status"].get("progress") or {}).get("epoch"),
+        "status.progress to report a fine-tuning epoch")
+    assert progress >= 1
+    status = get(control_plane, "compressionjob", "long-running")["status"]
+    assert status["progress"]["phase"] == "steps[0] prune" and 0 < status["progress"]["percent"] < 100
     before = {item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo")["Contents"]}
     control_plane.kubectl("delete", "compressionjob", "long-running", "--wait=true")
     if "compressed/digits/report.json" in before:
@@ -122,13 +126,12 @@ def test_deleting_a_job_removes_its_runner_but_never_artifacts(control_plane: Co
         pods = get(control_plane, "pods", "-l", selector)["items"]
         return not jobs and not pods
 
-    deadline = time.monotonic() + 90
-    while not runner_gone():
-        assert time.monotonic() < deadline, "the runner Job or pod outlived its CompressionJob"
-        time.sleep(1)
+    wait_until(runner_gone, "the runner Job and pod to go with their CompressionJob", timeout=90)
     after = {item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo")["Contents"]}
     assert before <= after
     assert node_agent.live_processes() == 0
+    wait_until(lambda: not [key for key in metric_samples(operator_process) if ("name", "digits") in key[1]],
+               "the deleted CompressionJob's metric series to disappear", timeout=30)
 
 
 def test_operator_restart_while_running_makes_no_second_job(control_plane: ControlPlane, node_agent: NodeAgent,
@@ -142,3 +145,77 @@ def test_operator_restart_while_running_makes_no_second_job(control_plane: Contr
     jobs = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=restarted")["items"]
     assert len(jobs) == 1
     assert operator_process.starts >= 2
+
+
+def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order(
+        control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any) -> None:
+    from tests.e2e.conftest import MAX_CONCURRENT_JOBS
+
+    names = ["queue-d", "queue-c", "queue-b", "queue-a"]
+    assert len(names) == MAX_CONCURRENT_JOBS + 2
+    for name in names:
+        control_plane.kubectl("apply", "-f", "-", stdin=example(name, steps=[{"type": "ptq", "mode": "dynamic"}]))
+        time.sleep(1.1)
+    selector = f"edgecompress.io/compressionjob in ({', '.join(names)})"
+    def queued_statuses() -> dict[str, Any] | None:
+        found = {name: get(control_plane, "compressionjob", name).get("status") or {}
+                 for name in names[MAX_CONCURRENT_JOBS:]}
+        return found if {status.get("reason") for status in found.values()} == {"Queued"} else None
+
+    queued = wait_until(queued_statuses, "the jobs over the limit to be Queued", timeout=30)
+    assert queued["queue-b"]["message"].startswith("position 1 of 2") and queued["queue-b"]["phase"] == "Pending"
+    assert queued["queue-a"]["message"].startswith("position 2 of 2")
+    most_running = 0
+    deadline = time.monotonic() + 420
+    while True:
+        statuses = {name: get(control_plane, "compressionjob", name).get("status") or {} for name in names}
+        pods = get(control_plane, "pods", "-l", selector)["items"]
+        most_running = max(most_running, sum(pod["status"].get("phase") in ("Pending", "Running") for pod in pods))
+        if all(status.get("phase") in ("Succeeded", "Failed") for status in statuses.values()):
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.5)
+    assert {status["phase"] for status in statuses.values()} == {"Succeeded"}, statuses
+    assert most_running <= MAX_CONCURRENT_JOBS
+    jobs = {job["metadata"]["labels"]["edgecompress.io/compressionjob"]: job
+            for job in get(control_plane, "jobs", "-l", selector)["items"]}
+    first_done = min(jobs[name]["status"]["completionTime"] for name in names[:MAX_CONCURRENT_JOBS])
+    assert jobs["queue-b"]["metadata"]["creationTimestamp"] >= first_done
+    assert jobs["queue-b"]["metadata"]["creationTimestamp"] <= jobs["queue-a"]["metadata"]["creationTimestamp"]
+    events = get(control_plane, "events", "--field-selector", "involvedObject.name=queue-a")["items"]
+    assert {"Queued", "JobCreated", "Succeeded"} <= {event["reason"] for event in events}
+    control_plane.kubectl("delete", "compressionjob", *names)
+
+
+def test_suspend_holds_the_job_and_resume_runs_it(control_plane: ControlPlane, node_agent: NodeAgent,
+                                                  operator_process: Any, demo_bucket: Any) -> None:
+    control_plane.kubectl("apply", "-f", "-", stdin=example(
+        "suspended", suspend=True, steps=[{"type": "prune", "fineTune": {"epochs": 200}}, {"type": "ptq", "mode": "int8"}]))
+    status = wait_until(lambda: (get(control_plane, "compressionjob", "suspended").get("status") or {}), "a status")
+    assert (status["phase"], status["reason"]) == ("Pending", "Suspended")
+    assert get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=suspended")["items"] == []
+    control_plane.kubectl("patch", "compressionjob", "suspended", "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    wait_for_phase(control_plane, "suspended", {"Running"}, timeout=120)
+    control_plane.kubectl("patch", "compressionjob", "suspended", "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    status = wait_until(lambda: (s := get(control_plane, "compressionjob", "suspended")["status"])["reason"] == "Suspended"
+                        and s, "the running job to be suspended")
+    assert status["phase"] == "Pending" and status["observedGeneration"] == 3
+    job = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=suspended")["items"][0]
+    assert job["spec"]["suspend"] is True
+    wait_until(lambda: not get(control_plane, "pods", "-l", "edgecompress.io/compressionjob=suspended")["items"],
+               "the suspended job's pod to go away")
+    control_plane.kubectl("patch", "compressionjob", "suspended", "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    wait_for_phase(control_plane, "suspended", {"Running"}, timeout=120)
+    assert len(get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=suspended")["items"]) == 1
+    control_plane.kubectl("delete", "compressionjob", "suspended", "--wait=true")
+
+
+def test_a_pod_without_a_free_gpu_shows_the_schedulers_reason(control_plane: ControlPlane, node_agent: NodeAgent,
+                                                               operator_process: Any, demo_bucket: Any) -> None:
+    control_plane.kubectl("apply", "-f", "-", stdin=example("too-many-gpus", execution={"gpus": 4}))
+    status = wait_until(
+        lambda: (s := get(control_plane, "compressionjob", "too-many-gpus").get("status") or {}).get("reason")
+        == "Unschedulable" and s, "the Unschedulable reason in status")
+    assert status["phase"] == "Pending"
+    assert status["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    control_plane.kubectl("delete", "compressionjob", "too-many-gpus", "--wait=true")

@@ -5,16 +5,22 @@ container's command and args as a local process with the container's environment
 Secret references, envFrom Secrets), and reports phase, exit code and termination message in the
 pod's status. ``image_commands`` maps an image to the local command that stands in for its
 entrypoint when the container gives no command. Deleting a pod stops its process.
+
+Like a scheduler, it binds a pod only when the node's extended resources (GPUs) still fit it and
+otherwise marks it Unschedulable with the scheduler's message. Like a kubelet, it serves
+``/containerLogs`` over HTTPS, so ``kubectl logs`` and the API's pods/log work.
 """
 
 from __future__ import annotations
 
 import base64
+import http.server
 import os
+import ssl
 import subprocess
 import tempfile
 import threading
-import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,15 +47,19 @@ class NodeAgent:
     kubeconfig: Path
     node_name: str = "edgecompress-test-node"
     image_commands: dict[str, list[str]] = field(default_factory=dict)
-    capacity: dict[str, str] = field(default_factory=lambda: {"cpu": "8", "memory": "32Gi", "pods": "50"})
+    capacity: dict[str, str] = field(
+        default_factory=lambda: {"cpu": "8", "memory": "32Gi", "pods": "50", "nvidia.com/gpu": "2"}
+    )
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="node-agent-")))
     _running: dict[str, _Running] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _log_server: http.server.ThreadingHTTPServer | None = None
 
     def start(self) -> None:
         api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
         self.core = client.CoreV1Api(api_client)
+        self._start_log_server()
         self._register_node()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
         self._thread.start()
@@ -58,6 +68,8 @@ class NodeAgent:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._log_server is not None:
+            self._log_server.shutdown()
         for running in self._running.values():
             if running.process.poll() is None:
                 running.process.kill()
@@ -85,6 +97,7 @@ class NodeAgent:
                                 "message": "test node agent", "lastHeartbeatTime": _now(),
                                 "lastTransitionTime": _now()}],
                 "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self._log_port}},
             }
         }
         self.core.patch_node_status(self.node_name, status)
@@ -106,7 +119,11 @@ class NodeAgent:
             if pod.metadata.deletion_timestamp is not None:
                 self._delete(pod, key)
             elif not pod.spec.node_name and pod.status.phase == "Pending":
-                self._bind(pod)
+                missing = self._insufficient(pod, pods)
+                if missing:
+                    self._mark_unschedulable(pod, missing)
+                else:
+                    self._bind(pod)
             elif pod.spec.node_name == self.node_name:
                 if key not in self._running and pod.status.phase == "Pending":
                     self._launch(pod, key)
@@ -115,6 +132,70 @@ class NodeAgent:
         for key in list(self._running):
             if key not in seen:
                 self._kill(key)
+
+    def _log_file(self, namespace: str, name: str) -> Path:
+        return self.log_dir / f"{namespace}.{name}.log"
+
+    def _start_log_server(self) -> None:
+        certificate, key = self.log_dir / "kubelet.crt", self.log_dir / "kubelet.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=edgecompress-test-node",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        agent = self
+
+        class ContainerLogs(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                parts = url.path.strip("/").split("/")
+                log = agent._log_file(parts[1], parts[2]) if len(parts) == 4 and parts[0] == "containerLogs" else None
+                if log is None or not log.exists():
+                    self.send_error(404)
+                    return
+                lines = log.read_bytes().splitlines(keepends=True)
+                tail = urllib.parse.parse_qs(url.query).get("tailLines")
+                body = b"".join(lines[-int(tail[0]):] if tail else lines)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ContainerLogs)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._log_server = server
+        self._log_port = int(server.server_address[1])
+        threading.Thread(target=server.serve_forever, name="node-agent-logs", daemon=True).start()
+
+    def _insufficient(self, pod: Any, pods: list[Any]) -> list[str]:
+        """Extended resources (e.g. nvidia.com/gpu) the pod requests beyond what is free on the node."""
+        def requests(candidate: Any) -> dict[str, int]:
+            wanted: dict[str, int] = {}
+            for container in candidate.spec.containers:
+                for name, value in ((container.resources and container.resources.requests) or {}).items():
+                    if "/" in name:
+                        wanted[name] = wanted.get(name, 0) + int(value)
+            return wanted
+
+        used: dict[str, int] = {}
+        for other in pods:
+            if other.spec.node_name == self.node_name and other.status.phase in ("Pending", "Running"):
+                for name, amount in requests(other).items():
+                    used[name] = used.get(name, 0) + amount
+        return sorted(name for name, amount in requests(pod).items()
+                      if amount > int(self.capacity.get(name, "0")) - used.get(name, 0))
+
+    def _mark_unschedulable(self, pod: Any, missing: list[str]) -> None:
+        message = "0/1 nodes are available: " + ", ".join(f"1 Insufficient {name}" for name in missing) + "."
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.message == message:
+                return
+        self._patch_status(pod, {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                  "message": message, "lastTransitionTime": _now()}]})
 
     def _bind(self, pod: Any) -> None:
         body = {"apiVersion": "v1", "kind": "Binding",
@@ -126,6 +207,7 @@ class NodeAgent:
         except client.ApiException as error:
             if error.status != 409:
                 raise
+        pod.spec.node_name = self.node_name
 
     def _secret(self, namespace: str, name: str) -> dict[str, str]:
         secret = self.core.read_namespaced_secret(name, namespace)
@@ -153,7 +235,7 @@ class NodeAgent:
         args = [str(message_file) if arg == declared else arg for arg in (container.args or [])]
         environment = self._environment(pod, container)
         environment = {name: value.replace(declared, str(message_file)) for name, value in environment.items()}
-        log = (self.log_dir / f"{pod.metadata.namespace}.{pod.metadata.name}.log").open("wb")
+        log = self._log_file(pod.metadata.namespace, pod.metadata.name).open("wb")
         started = _now()
         try:
             process = subprocess.Popen(command + args, env=environment, stdout=log, stderr=subprocess.STDOUT,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from edgecompress_operator.config import Config, ConfigError, load_config
-from edgecompress_operator.manifests import JOB_ENV, QUEUE_LABEL, build_job, job_name
+from edgecompress_operator.manifests import JOB_ENV, build_job, job_name
+from edgecompress_operator.status import KUEUE_QUEUE_LABEL
 from edgecompress_runner.errors import ExitCode
 from edgecompress_runner.spec import parse_spec
 
@@ -80,18 +81,23 @@ def test_execution_settings_override_operator_defaults() -> None:
         "priorityClassName": "batch-low", "serviceAccountName": "compress", "backoffLimit": 0,
         "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60,
         "resources": {"requests": {"cpu": "8"}, "limits": {"memory": "32Gi"}},
-    }, credentials={"secretName": "s3"}, queueName="gpu-queue", suspend=True)
+    }, credentials={"secretName": "s3"}, queueName="gpu-queue")
     pod = manifest["spec"]["template"]["spec"]
     assert container(manifest)["image"] == "mirror/runner:1"
     assert pod["nodeSelector"] == {"gpu": "a100"} and pod["priorityClassName"] == "batch-low"
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["serviceAccountName"] == "compress"
     assert manifest["spec"]["backoffLimit"] == 0 and manifest["spec"]["activeDeadlineSeconds"] == 600
-    assert manifest["spec"]["ttlSecondsAfterFinished"] == 60 and manifest["spec"]["suspend"] is True
+    assert manifest["spec"]["ttlSecondsAfterFinished"] == 60
     assert container(manifest)["resources"]["requests"]["cpu"] == "8"
     assert container(manifest)["resources"]["limits"]["memory"] == "32Gi"
     assert container(manifest)["envFrom"] == [{"secretRef": {"name": "s3"}}]
-    assert manifest["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
+    assert manifest["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "gpu-queue"
+    assert manifest["spec"]["suspend"] is True, "Kueue admits a queued Job by unsuspending it"
+
+
+def test_a_job_without_a_queue_starts_unsuspended() -> None:
+    assert job()["spec"]["suspend"] is False
 
 
 def test_pod_meets_the_restricted_pod_security_standard() -> None:

@@ -1,0 +1,44 @@
+"""HTTP endpoints inside the operator's event loop: /metrics, and /healthz + /readyz for the kubelet.
+
+Liveness answers while the event loop and the admission loop are alive, so an apiserver outage
+does not get the operator restarted in a loop; readiness also needs the last admission pass (which
+lists CompressionJobs and Jobs) to have succeeded, so it reports broken RBAC or an unreachable apiserver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+async def start_servers(
+    registry: CollectorRegistry, metrics_port: int, health_port: int,
+    alive: Callable[[], bool], ready: Callable[[], bool], host: str = "0.0.0.0",
+) -> list[web.AppRunner]:
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n") if alive() else web.Response(status=503, text="admission loop stopped\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="not ready: no successful pass over CompressionJobs yet\n")
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics)
+    health_app = web.Application()
+    health_app.router.add_get("/healthz", healthz)
+    health_app.router.add_get("/readyz", readyz)
+    runners = []
+    for app, port in ((metrics_app, metrics_port), (health_app, health_port)):
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        runners.append(runner)
+    return runners

@@ -1,0 +1,64 @@
+"""The operator's RBAC rules are exactly the API calls it makes: nothing missing, nothing unused, no '*'."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "charts" / "edgecompress" / "files" / "operator-rules.yaml"
+KUBE = ROOT / "operator" / "edgecompress_operator" / "kube.py"
+
+# kubernetes-client method -> (API group, resource, verb)
+CLIENT_CALLS = {
+    "create_namespaced_job": ("batch", "jobs", "create"),
+    "read_namespaced_job": ("batch", "jobs", "get"),
+    "list_namespaced_job": ("batch", "jobs", "list"),
+    "list_job_for_all_namespaces": ("batch", "jobs", "list"),
+    "patch_namespaced_job": ("batch", "jobs", "patch"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
+    "get_namespaced_custom_object": ("edgecompress.io", "compressionjobs", "get"),
+    "list_namespaced_custom_object": ("edgecompress.io", "compressionjobs", "list"),
+    "list_cluster_custom_object": ("edgecompress.io", "compressionjobs", "list"),
+    "patch_namespaced_custom_object_status": ("edgecompress.io", "compressionjobs/status", "patch"),
+    "create_namespaced_event": ("", "events", "create"),
+}
+# kopf's own calls: the watches of @kopf.on.event on CompressionJobs, Jobs and pods (list + watch), its scan of CRDs for the resources
+# it serves, and Events for its warnings about handlers.
+KOPF_CALLS = {
+    ("edgecompress.io", "compressionjobs", "list"), ("edgecompress.io", "compressionjobs", "watch"),
+    ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("", "pods", "list"), ("", "pods", "watch"),
+    ("", "events", "create"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+
+def granted() -> set[tuple[str, str, str]]:
+    rules = yaml.safe_load(RULES.read_text())
+    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def client_methods_called() -> set[str]:
+    tree = ast.parse(KUBE.read_text())
+    return {node.func.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Call) and isinstance(node.func.value.func, ast.Attribute)
+            and node.func.value.func.attr.endswith("Api")}
+
+
+def test_every_client_call_is_known() -> None:
+    assert client_methods_called() - set(CLIENT_CALLS) == set()
+
+
+def test_rules_are_exactly_what_the_code_calls() -> None:
+    needed = {CLIENT_CALLS[method] for method in client_methods_called()} | KOPF_CALLS
+    assert granted() == needed
+
+
+def test_no_wildcards() -> None:
+    assert not [item for item in granted() if "*" in item]
