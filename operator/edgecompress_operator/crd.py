@@ -178,6 +178,10 @@ def _spec_rules(fields: list[str]) -> list[dict[str, str]]:
         {"rule": f"self.model.format != 'savedmodel' || !self.steps.exists(s, s.type in [{keras_only}])",
          "message": "prune, cluster and qat need a Keras model (format keras or h5); a SavedModel can only be converted with ptq",
          "fieldPath": ".model.format"},
+        {"rule": "!has(self.promotion) || !(self.promotion.uri in [self.output.uri, self.output.uri.endsWith('/') ? "
+                 "self.output.uri.substring(0, self.output.uri.size() - 1) : self.output.uri + '/'])",
+         "message": "promotion.uri must differ from output.uri (the stable copy needs its own folder)",
+         "fieldPath": ".promotion.uri"},
     ]
     unchanged = " && ".join(
         f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"

@@ -51,7 +51,7 @@ def on_compression_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
     if type == "DELETED":
         METRICS.jobs.forget(meta["namespace"], meta["name"])
     else:
-        METRICS.jobs.observe(meta["namespace"], meta["name"], status)
+        METRICS.jobs.observe(meta["namespace"], meta["name"], status, meta.get("creationTimestamp"))
     if type != "MODIFIED" or meta.get("generation") != status.get("observedGeneration"):
         memo.admission.wake()
 

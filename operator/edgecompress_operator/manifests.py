@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from edgecompress_runner.errors import ExitCode
-from edgecompress_runner.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, CompressionJobSpec
+from edgecompress_runner.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, SOURCE_ENV, CompressionJobSpec
 
 from .config import Config
 from .status import KUEUE_QUEUE_LABEL
@@ -66,6 +66,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, con
         labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     env = [
         {"name": JOB_ENV, "value": json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True))},
+        {"name": SOURCE_ENV, "value": json.dumps({"namespace": namespace, "name": name, "uid": uid})},
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
     ]
@@ -90,6 +91,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, con
         container["envFrom"] = [{"secretRef": {"name": spec.credentials.secret_name}}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {}}],
         "securityContext": {

@@ -17,6 +17,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
+EXPECTED_OUTCOMES = (("Succeeded", "Succeeded"), ("Failed", "GatesFailed"), ("Failed", "InvalidInput"))
+"""Series that exist from the start at 0, so rate() and increase() see the first completion."""
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 
 _RESULT_GAUGES = (
@@ -36,9 +38,9 @@ class CompressionJobCollector(Collector):
         self._statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def observe(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def observe(self, namespace: str, name: str, status: dict[str, Any], created: str | None = None) -> None:
         with self._lock:
-            self._statuses[(namespace, name)] = status
+            self._statuses[(namespace, name)] = {**status, "_created": created}
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -68,7 +70,24 @@ class CompressionJobCollector(Collector):
             "edgecompress_compressionjob_gates_passed", "1 if every gate of the last run passed, else 0.",
             labels=["namespace", "name"],
         )
+        current_phase = GaugeMetricFamily(
+            "edgecompress_compressionjob_status_phase", "1 for the current phase of each CompressionJob.",
+            labels=["namespace", "name", "phase"],
+        )
+        created = GaugeMetricFamily(
+            "edgecompress_compressionjob_created_timestamp_seconds", "When the CompressionJob was created (Unix time).",
+            labels=["namespace", "name"],
+        )
+        started = GaugeMetricFamily(
+            "edgecompress_compressionjob_start_timestamp_seconds", "When its runner started (Unix time).",
+            labels=["namespace", "name"],
+        )
         for (namespace, name), status in sorted(statuses.items()):
+            current_phase.add_metric([namespace, name, status.get("phase") or "Pending"], 1.0)
+            if status.get("_created"):
+                created.add_metric([namespace, name], _parse_time(status["_created"]).timestamp())
+            if status.get("startTime"):
+                started.add_metric([namespace, name], _parse_time(status["startTime"]).timestamp())
             result = status.get("result")
             if not isinstance(result, dict):
                 continue
@@ -85,6 +104,9 @@ class CompressionJobCollector(Collector):
         yield from families.values()
         yield latency
         yield gates
+        yield current_phase
+        yield created
+        yield started
 
 
 class OperatorMetrics:
@@ -102,6 +124,9 @@ class OperatorMetrics:
             "Time from the runner's start to the end of the CompressionJob, by result.",
             ["result"], buckets=DURATION_BUCKETS, registry=self.registry,
         )
+        for result, reason in EXPECTED_OUTCOMES:
+            self.completions.labels(result=result, reason=reason)
+            self.duration.labels(result=result)
 
     def record_completion(self, status: dict[str, Any]) -> None:
         """Counts a job that just reached Succeeded or Failed."""

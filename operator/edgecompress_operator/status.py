@@ -100,5 +100,7 @@ def status_from_job(
     status["message"] = message
     if summary is not None and "artifacts" in summary:
         status["result"] = summary
+        if (summary.get("promotion") or {}).get("promoted"):
+            status["promotedURI"] = summary["promotion"]["uri"]
     status["conditions"] = _conditions(phase, reason, message, generation, now)
     return status

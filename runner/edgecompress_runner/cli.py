@@ -18,10 +18,10 @@ from typing import Any
 
 import click
 
-from .errors import ExitCode, InfrastructureError, RunnerError
+from .errors import ExitCode, InfrastructureError, RunnerError, SpecError
 from .progress import JsonLineFormatter
 from .report import failure_summary
-from .spec import JOB_ENV
+from .spec import JOB_ENV, SOURCE_ENV
 
 log = logging.getLogger("edgecompress")
 
@@ -55,7 +55,7 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
         from .pipeline import run
         from .report import summary_table
 
-        outcome = run(spec, work, progress_bar=bar)
+        outcome = run(spec, work, progress_bar=bar, source=_source())
     except RunnerError as error:
         return _fail(error.exit_code, error.reason, str(error), summary_file)
     except MemoryError:
@@ -69,9 +69,21 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
             shutil.rmtree(work, ignore_errors=True)
     _write_summary(summary_file, outcome.summary)
     click.echo(summary_table(outcome.report))
-    code = ExitCode.SUCCEEDED if outcome.gates_passed else ExitCode.GATES_FAILED
+    code = outcome.exit_code
     log.info("run finished", extra={"fields": {"event": "result", "result": outcome.summary["result"]}})
     return int(code)
+
+
+def _source() -> dict[str, Any] | None:
+    """The CompressionJob this run belongs to, as the operator passes it (namespace, name, uid)."""
+    raw = os.environ.get(SOURCE_ENV)
+    if not raw:
+        return None
+    try:
+        job = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SpecError(f"{SOURCE_ENV}: not JSON: {raw[:100]}") from None
+    return {"job": job} if isinstance(job, dict) else None
 
 
 def _fail(code: ExitCode, reason: str, message: str, summary_file: Path | None) -> int:

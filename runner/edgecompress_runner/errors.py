@@ -38,6 +38,12 @@ class InputError(RunnerError, ValueError):
     reason = "InvalidInput"
 
 
+class PromotionConflict(InputError):
+    """The stable location already holds a different promoted model and the spec does not allow replacing it."""
+
+    reason = "PromotionConflict"
+
+
 class UnsupportedLayerError(InputError):
     """A layer cannot be handled by a tfmot step; the message says what to do instead."""
 

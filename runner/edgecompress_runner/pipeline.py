@@ -1,7 +1,8 @@
 """One compression run: download, baseline, steps, convert, evaluate, gates, upload.
 
-All computing happens before the first upload. The .tflite is uploaded first and
-report.json last, so a report's presence means the run finished.
+All computing happens before the first upload. The .tflite is uploaded first, then (when every
+gate passed and the spec asks) promoted, and report.json last, so a report's presence means the
+run finished.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ExitCode, InputError, PromotionConflict
 from .progress import Progress, Sink
+from .promotion import PROMOTED_MODEL, promote
 from .report import comparison, summary_from_report, versions
-from .spec import API_GROUP, API_VERSION, CompressionJobSpec, DistillStep, PtqStep
+from .spec import API_GROUP, API_VERSION, CompressionJobSpec, DistillStep, Promotion, PtqStep
 from .storage import Storage, join_uri, sha256_of, storage_for
 
 TFLITE_NAME = "model.tflite"
@@ -31,8 +33,8 @@ class RunOutcome:
     summary: dict[str, Any]
 
     @property
-    def gates_passed(self) -> bool:
-        return bool(self.report["gatesPassed"])
+    def exit_code(self) -> ExitCode:
+        return ExitCode(self.summary["exitCode"])
 
 
 def plan_phases(spec: CompressionJobSpec) -> list[str]:
@@ -64,8 +66,13 @@ def run(
     work_dir: Path,
     progress_bar: bool = False,
     sinks: list[Sink] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Runs the job; raises RunnerError subclasses for anything that stops it."""
+    """Runs the job; raises RunnerError subclasses for anything that stops it.
+
+    ``source`` identifies the job (the operator passes its namespace, name and uid); it is
+    recorded in the report and in the promotion record.
+    """
     from . import convert, evaluate, model_io
     from .data import check_input_shape, load_dataset
     from .gates import evaluate_gates
@@ -192,9 +199,13 @@ def run(
         "devices": [device.name for device in tf.config.list_physical_devices()],
         "timingsSeconds": {key: round(value, 2) for key, value in timings.items()},
     }
+    if source:
+        report["source"] = source
     if spec.output.overwrite:
         output.delete(report_uri)
     output.upload(tflite_file, tflite_uri)
+    if report["gatesPassed"] and spec.promotion is not None:
+        report["promotion"] = _promote(spec.promotion, tflite_file, report, storages, work_dir)
     report["timingsSeconds"]["upload"] = round(time.monotonic() - phase_started, 2)
     report["timingsSeconds"]["total"] = round(time.monotonic() - started, 2)
     report_file = work_dir / REPORT_NAME
@@ -202,6 +213,24 @@ def run(
     output.upload(report_file, report_uri)
     progress.finish()
     return RunOutcome(report=report, summary=summary_from_report(report, report_uri, sha256_of(report_file)))
+
+
+def _promote(
+    promotion: Promotion, tflite_file: Path, report: dict[str, Any], storages: dict[str, Storage], work_dir: Path
+) -> dict[str, Any]:
+    """Promotes a passing model; a conflict is recorded (the run's own output is complete) and fails the run."""
+    source = {
+        "job": report.get("source", {}).get("job"),
+        "output": report["outputs"]["tflite"]["uri"],
+        "report": join_uri(report["spec"]["output"]["uri"], REPORT_NAME),
+        "comparison": report["comparison"],
+    }
+    source = {key: value for key, value in source.items() if value is not None}
+    try:
+        return promote(promotion, tflite_file, source, _storage(promotion.uri, storages), work_dir)
+    except PromotionConflict as error:
+        return {"uri": join_uri(promotion.uri, PROMOTED_MODEL), "promoted": False, "reason": error.reason,
+                "message": str(error)}
 
 
 @dataclass

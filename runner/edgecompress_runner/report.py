@@ -39,12 +39,19 @@ def comparison(baseline: dict[str, Any], result: dict[str, Any]) -> dict[str, An
 def summary_from_report(report: dict[str, Any], report_uri: str, report_sha256: str) -> dict[str, Any]:
     """The compact result the operator reads from the pod's termination message."""
     passed = report["gatesPassed"]
+    promotion = report.get("promotion")
+    if passed and promotion is not None and not promotion["promoted"]:
+        result, code, message = "Failed", ExitCode.INVALID_INPUT, promotion["message"]
+    elif passed:
+        result, code = "Succeeded", ExitCode.SUCCEEDED
+        message = "all gates passed" + (f"; promoted to {promotion['uri']}" if promotion else "")
+    else:
+        result, code = "GatesFailed", ExitCode.GATES_FAILED
+        message = "; ".join(gate["reason"] for gate in report["gates"] if not gate["passed"])
     summary = {
-        "result": "Succeeded" if passed else "GatesFailed",
-        "exitCode": int(ExitCode.SUCCEEDED if passed else ExitCode.GATES_FAILED),
-        "message": "all gates passed" if passed else "; ".join(
-            gate["reason"] for gate in report["gates"] if not gate["passed"]
-        ),
+        "result": result,
+        "exitCode": int(code),
+        "message": message,
         "baseline": _compact(report["baseline"]),
         "output": _compact(report["result"]),
         "comparison": report["comparison"],
@@ -56,6 +63,10 @@ def summary_from_report(report: dict[str, Any], report_uri: str, report_sha256: 
             "report": {"uri": report_uri, "sha256": report_sha256},
         },
     }
+    if promotion is not None:
+        summary["promotion"] = {key: promotion[key] for key in ("uri", "promoted", "sha256", "reason") if key in promotion}
+        if not promotion["promoted"]:
+            summary["reason"] = promotion["reason"]
     return fit_summary(summary)
 
 
@@ -120,4 +131,7 @@ def summary_table(report: dict[str, Any]) -> str:
     for gate in report["gates"]:
         lines.append(f"gate {gate['name']}: {'PASS' if gate['passed'] else 'FAIL'} ({gate['reason']})")
     lines.append(f"result: {'PASSED' if report['gatesPassed'] else 'GATES FAILED'} -> {report['outputs']['tflite']['uri']}")
+    promotion = report.get("promotion")
+    if promotion is not None:
+        lines.append(f"promoted -> {promotion['uri']}" if promotion["promoted"] else f"NOT PROMOTED: {promotion['message']}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ API_VERSION = "v1alpha1"
 KIND = "CompressionJob"
 # The runner pod receives its job in this environment variable (set by the operator).
 JOB_ENV = "EDGECOMPRESS_JOB"
+SOURCE_ENV = "EDGECOMPRESS_SOURCE_JOB"
 
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.*|file://.+|[^:]+)$"
 
@@ -384,6 +385,26 @@ class Execution(_Strict):
     )
 
 
+class Promotion(_Strict):
+    """Where a run that passes every gate publishes its model for deployments (GitOps) to pick up."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description=(
+            "A stable folder, e.g. s3://models/digits/stable/ or a versioned s3://models/digits/v3/. It receives "
+            "model.tflite, then promotion.json (source job, sha256, results). Only written when all gates pass."
+        ),
+    )
+    overwrite: bool = Field(
+        default=False,
+        description=(
+            "Replace a promoted model.tflite whose sha256 differs. Without it such a run fails with "
+            "PromotionConflict and the promoted model stays as it was."
+        ),
+    )
+
+
 class CompressionJobSpec(_Strict):
     """What to compress, how, how to check it, and where the result goes."""
 
@@ -400,6 +421,9 @@ class CompressionJobSpec(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Evaluation settings.")
     gates: Gates = Field(default_factory=Gates, description="Pass/fail conditions.")
     output: Output = Field(description="Where the .tflite and report.json are written.")
+    promotion: Promotion | None = Field(
+        default=None, description="Copy the model to a stable location when every gate passes (GitOps)."
+    )
     credentials: Credentials | None = Field(default=None, description="S3 credentials for the runner pod.")
     execution: Execution | None = Field(
         default=None, description="Kubernetes settings of the runner Job (ignored by a local run)."
@@ -457,6 +481,8 @@ def plan_problems(spec: CompressionJobSpec) -> list[str]:
     for kind in ("ptq", "qat", "distill"):
         if kinds.count(kind) > 1:
             problems.append(f"spec.steps: at most one {kind} step, found {kinds.count(kind)}")
+    if spec.promotion is not None and spec.promotion.uri.rstrip("/") == spec.output.uri.rstrip("/"):
+        problems.append("spec.promotion.uri: must differ from spec.output.uri (the stable copy needs its own folder)")
     if "qat" in kinds:
         after_qat = kinds[kinds.index("qat") + 1 :]
         if any(kind != "ptq" for kind in after_qat):

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
@@ -46,7 +47,7 @@ def join_uri(folder: str, name: str) -> str:
 class Storage(Protocol):
     def download(self, uri: str, destination: Path) -> None: ...
 
-    def upload(self, source: Path, uri: str) -> None: ...
+    def upload(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> None: ...
 
     def exists(self, uri: str) -> bool: ...
 
@@ -68,7 +69,8 @@ class LocalStorage:
             raise InputError(f"{uri}: no such file")
         shutil.copyfile(source, destination)
 
-    def upload(self, source: Path, uri: str) -> None:
+    def upload(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> None:
+        """``metadata`` has no place in a local file and is dropped (promotion.json carries the same)."""
         target = local_path(uri)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,10 +139,12 @@ class S3Storage:
                 raise InputError(f"{uri}: bucket {bucket!r} does not exist") from None
             raise
 
-    def upload(self, source: Path, uri: str) -> None:
+    def upload(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> None:
+        """``metadata`` becomes the object's user metadata (x-amz-meta-*)."""
         bucket, key = split_s3_uri(uri)
+        extra = {"ExtraArgs": {"Metadata": dict(metadata)}} if metadata else {}
         with _s3_errors(uri):
-            self._client.upload_file(str(source), bucket, key)
+            self._client.upload_file(str(source), bucket, key, **extra)  # type: ignore[arg-type]
 
     def exists(self, uri: str) -> bool:
         bucket, key = split_s3_uri(uri)

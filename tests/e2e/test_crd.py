@@ -96,6 +96,8 @@ MISTAKES = [
     ("gate-range", changed("gate-range", gates={"maxAccuracyDrop": 2}), "spec.gates.maxAccuracyDrop: Invalid value"),
     ("size-gate-range", changed("size-gate-range", gates={"minSizeReduction": 1.0}),
      "spec.gates.minSizeReduction: Invalid value"),
+    ("promote-onto-output", changed("promote-onto-output", promotion={"uri": "s3://models/digits/compressed"}),
+     "promotion.uri must differ from output.uri"),
     ("bad-secret-name", changed("bad-secret-name", credentials={"secretName": "S3_Creds"}),
      "spec.credentials.secretName: Invalid value"),
     ("no-steps", changed("no-steps", steps=[]), "spec.steps: Invalid value"),

@@ -57,7 +57,8 @@ def test_example_job_succeeds_end_to_end(control_plane: ControlPlane, node_agent
     assert ready["status"] == "True"
     result = status["result"]
     assert result["gatesPassed"] and result["comparison"]["compressionRatio"] >= 3.5
-    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo", Prefix="compressed/")["Contents"])
+    keys = sorted(item["Key"] for item in
+                  s3.list_objects_v2(Bucket="edgecompress-demo", Prefix="compressed/digits/")["Contents"])
     assert keys == ["compressed/digits/model.tflite", "compressed/digits/report.json"]
     report = json.loads(s3.get_object(Bucket="edgecompress-demo", Key="compressed/digits/report.json")["Body"].read())
     assert report["outputs"]["tflite"]["sha256"] == result["artifacts"]["tflite"]["sha256"]

@@ -129,10 +129,11 @@ class ControlPlane:
                 raise RuntimeError(f"kube-apiserver not ready after {timeout} s; logs in {self.root}")
             time.sleep(0.5)
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin, capture_output=True, text=True, check=check, timeout=120,
+            input=stdin, capture_output=True, text=True, check=check, timeout=timeout,
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
         )
 

@@ -2,8 +2,9 @@
 
 It registers a Ready Node, binds pending pods to it (there is no scheduler either), runs each
 container's command and args as a local process with the container's environment (values,
-Secret references, envFrom Secrets), and reports phase, exit code and termination message in the
-pod's status. ``image_commands`` maps an image to the local command that stands in for its
+Secret references, envFrom Secrets, and its ServiceAccount's token as ``KUBECONFIG`` unless
+automountServiceAccountToken is false), and reports phase, exit code and termination message in
+the pod's status. ``image_commands`` maps an image to the local command that stands in for its
 entrypoint when the container gives no command. Deleting a pod stops its process.
 
 Like a scheduler, it binds a pod only when the node's extended resources (GPUs) still fit it and
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 
 from tests.processes import stop_process
@@ -213,8 +215,26 @@ class NodeAgent:
         secret = self.core.read_namespaced_secret(name, namespace)
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
+    def _service_account_kubeconfig(self, pod: Any) -> Path:
+        """What the kubelet's projected token volume gives a pod, as a kubeconfig (a process cannot
+        see a volume mounted at /var/run/secrets): a fresh token of the pod's ServiceAccount."""
+        account = pod.spec.service_account_name or "default"
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": 86400,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
+                                               "uid": pod.metadata.uid}}}
+        token = self.core.create_namespaced_service_account_token(account, pod.metadata.namespace, request)
+        admin = yaml.safe_load(self.kubeconfig.read_text())
+        admin["users"] = [{"name": admin["users"][0]["name"], "user": {"token": token.status.token}}]
+        admin["contexts"][0]["context"]["namespace"] = pod.metadata.namespace
+        path = self.log_dir / f"{pod.metadata.uid}.kubeconfig"
+        path.write_text(yaml.safe_dump(admin))
+        return path
+
     def _environment(self, pod: Any, container: Any) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.log_dir)}
+        if pod.spec.automount_service_account_token is not False:
+            env["KUBECONFIG"] = str(self._service_account_kubeconfig(pod))
         for source in container.env_from or []:
             if source.secret_ref is not None:
                 env.update(self._secret(pod.metadata.namespace, source.secret_ref.name))

@@ -102,6 +102,7 @@ def test_a_job_without_a_queue_starts_unsuspended() -> None:
 
 def test_pod_meets_the_restricted_pod_security_standard() -> None:
     pod = job()["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False, "the runner needs no Kubernetes API access"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     security = container(job())["securityContext"]

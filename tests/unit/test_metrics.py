@@ -22,10 +22,16 @@ def samples(metrics: OperatorMetrics) -> dict[tuple[str, tuple[tuple[str, str], 
 
 def test_jobs_by_phase_and_last_result() -> None:
     metrics = OperatorMetrics()
-    metrics.jobs.observe("ml", "digits", RESULT)
-    metrics.jobs.observe("ml", "queued", {"phase": "Pending", "reason": "Queued"})
+    metrics.jobs.observe("ml", "digits", RESULT, "2026-11-22T09:59:00Z")
+    metrics.jobs.observe("ml", "queued", {"phase": "Pending", "reason": "Queued"}, "2026-11-22T10:00:00Z")
     metrics.jobs.observe("ml", "new", {})
     found = samples(metrics)
+    assert found[("edgecompress_compressionjob_status_phase", (("name", "queued"), ("namespace", "ml"),
+                                                               ("phase", "Pending")))] == 1
+    assert found[("edgecompress_compressionjob_created_timestamp_seconds", (("name", "queued"), ("namespace", "ml")))] \
+        == 1795341600
+    assert found[("edgecompress_compressionjob_start_timestamp_seconds", (("name", "digits"), ("namespace", "ml")))] \
+        == 1795341600
     assert found[("edgecompress_compressionjobs", (("phase", "Pending"),))] == 2
     assert found[("edgecompress_compressionjobs", (("phase", "Succeeded"),))] == 1
     assert found[("edgecompress_compressionjobs", (("phase", "Running"),))] == 0
@@ -42,6 +48,12 @@ def test_deleted_job_loses_its_series() -> None:
     metrics.jobs.observe("ml", "digits", RESULT)
     metrics.jobs.forget("ml", "digits")
     assert not [key for key in samples(metrics) if ("name", "digits") in key[1]]
+
+
+def test_expected_outcomes_exist_at_zero_before_any_completion() -> None:
+    found = samples(OperatorMetrics())
+    assert found[("edgecompress_compressionjob_completions_total", (("reason", "GatesFailed"), ("result", "Failed")))] == 0
+    assert found[("edgecompress_compressionjob_duration_seconds_count", (("result", "Succeeded"),))] == 0
 
 
 def test_completion_counts_and_duration() -> None:

@@ -102,6 +102,8 @@ REJECTIONS = [
      r"steps\[1\]: distill must be the first step"),
     ("savedmodel student", with_changes(steps=[{"type": "distill", "student": {"uri": "/s.tgz", "format": "savedmodel"}}]),
      r"steps\[0\]\.student\.format: the student must be trainable"),
+    ("promote onto the output", with_changes(promotion={"uri": "s3://models/digits/compressed"}),
+     r"spec\.promotion\.uri: must differ from spec\.output\.uri"),
     ("integer io with dynamic", with_changes(steps=[{"type": "ptq", "mode": "dynamic", "integerIO": True}]),
      r"steps\[0\]\.integerIO: only valid with mode int8"),
     ("2:4 with other target", with_changes(steps=[{"type": "prune", "pattern": "2:4", "targetSparsity": 0.7}]),
@@ -150,7 +152,8 @@ def test_document_level_rejections(text: str, message: str) -> None:
 def test_schema_uses_camel_case_and_describes_fields() -> None:
     schema = spec_json_schema()
     assert set(schema["properties"]) == {
-        "model", "dataset", "steps", "evaluation", "gates", "output", "credentials", "execution", "suspend", "queueName"
+        "model", "dataset", "steps", "evaluation", "gates", "output", "promotion", "credentials", "execution", "suspend",
+        "queueName",
     }
     prune = schema["$defs"]["PruneStep"]["properties"]
     assert "targetSparsity" in prune and "target_sparsity" not in prune

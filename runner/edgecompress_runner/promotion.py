@@ -1,0 +1,72 @@
+"""Promotion: publish a model that passed every gate to a stable location, never silently replacing one.
+
+The stable folder receives ``model.tflite`` (on S3 with user metadata naming its sha256 and source)
+and then ``promotion.json`` (written last, so its presence means the promotion is complete). A
+stable model with the same sha256 is left as it is; a different one is only replaced when
+``promotion.overwrite`` is set, otherwise the run fails with PromotionConflict.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import PromotionConflict
+from .spec import API_GROUP, API_VERSION, Promotion
+from .storage import Storage, join_uri, sha256_of
+
+PROMOTED_MODEL = "model.tflite"
+PROMOTION_RECORD = "promotion.json"
+
+
+def promotion_record(model_uri: str, sha256: str, size: int, source: dict[str, Any], now: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "PromotionRecord",
+        "model": {"uri": model_uri, "sha256": sha256, "bytes": size},
+        "source": source,
+        "promotedAt": now,
+    }
+
+
+def object_metadata(sha256: str, source: dict[str, Any]) -> dict[str, str]:
+    """S3 user metadata of the promoted model: ASCII strings only."""
+    job = source.get("job") or {}
+    metadata = {"edgecompress-sha256": sha256, "edgecompress-source-output": str(source.get("output", ""))}
+    if job:
+        metadata["edgecompress-source-job"] = f"{job.get('namespace', '')}/{job.get('name', '')}"
+        metadata["edgecompress-source-uid"] = str(job.get("uid", ""))
+    return metadata
+
+
+def promote(
+    promotion: Promotion, tflite_file: Path, source: dict[str, Any], storage: Storage, work_dir: Path
+) -> dict[str, Any]:
+    """Publishes ``tflite_file``; returns what happened. Raises PromotionConflict instead of replacing."""
+    model_uri = join_uri(promotion.uri, PROMOTED_MODEL)
+    record_uri = join_uri(promotion.uri, PROMOTION_RECORD)
+    sha256 = sha256_of(tflite_file)
+    outcome: dict[str, Any] = {"uri": model_uri, "record": record_uri, "sha256": sha256}
+    if storage.exists(model_uri):
+        existing = work_dir / "promoted-before.tflite"
+        storage.download(model_uri, existing)
+        existing_sha256 = sha256_of(existing)
+        if existing_sha256 == sha256:
+            return {**outcome, "promoted": True, "unchanged": True}
+        if not promotion.overwrite:
+            raise PromotionConflict(
+                f"spec.promotion.uri: {model_uri} already holds a different promoted model (sha256 "
+                f"{existing_sha256[:12]}…, this run's is {sha256[:12]}…); set promotion.overwrite: true to "
+                "replace it, or promote to a new (versioned) folder"
+            )
+        outcome["replaced"] = existing_sha256
+        storage.delete(record_uri)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    storage.upload(tflite_file, model_uri, metadata=object_metadata(sha256, source))
+    record_file = work_dir / PROMOTION_RECORD
+    record = promotion_record(model_uri, sha256, tflite_file.stat().st_size, source, now)
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    storage.upload(record_file, record_uri)
+    return {**outcome, "promoted": True, "unchanged": False, "promotedAt": now}
