@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edgecompress"
 KUBE_VERSION = "1.36.3"
 RELEASE, NAMESPACE = "ec", "edgecompress"
-ALL_OPTIONS = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true"]
+ALL_OPTIONS = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
+               "--set", "runner.serviceAccount.create=true", "--set", "runner.serviceAccount.namespaces={chart-dry-run}"]
 
 
 def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -63,7 +64,11 @@ def test_rendered_manifests_are_accepted_by_the_apiserver(control_plane: Control
                     "--kube-version", KUBE_VERSION, *ALL_OPTIONS).stdout
     kinds = sorted(document["kind"] for document in yaml.safe_load_all(rendered) if document)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+                     "PrometheusRule", "Service", "ServiceAccount", "ServiceAccount", "ServiceMonitor"]
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    env = {item["name"]: item["value"] for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EDGECOMPRESS_DEFAULT_SERVICE_ACCOUNT_NAME"] == "edgecompress-runner"
+    assert env["EDGECOMPRESS_RUNNER_IMAGE"] == "ghcr.io/edgecompress/edgecompress-runner:0.1.0"
     applied = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered, check=False)
     assert applied.returncode == 0, applied.stderr
     assert "deployment.apps/ec-edgecompress-operator created (server dry run)" in applied.stdout
