@@ -58,7 +58,8 @@ MAX_CONCURRENT_JOBS = 2
 
 def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
     """A kubeconfig with the token of a ServiceAccount bound to the operator's RBAC rules (not admin)."""
-    rules = yaml.safe_load(OPERATOR_RULES.read_text())
+    rules_by_scope = yaml.safe_load(OPERATOR_RULES.read_text())
+    rules = rules_by_scope["namespaced"] + rules_by_scope["cluster"]
     objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount",

@@ -33,7 +33,8 @@ CHART = ROOT / "charts" / "edgecompress"
 KUBE_VERSION = "1.36.3"
 RELEASE, NAMESPACE = "ec", "edgecompress"
 ALL_OPTIONS = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
-               "--set", "runner.serviceAccount.create=true", "--set", "runner.serviceAccount.namespaces={chart-dry-run}"]
+               "--set", "runner.serviceAccount.create=true", "--set", "runner.serviceAccount.namespaces={chart-dry-run}",
+               "--set", "operator.config.watchNamespace=chart-dry-run"]
 
 
 def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -64,7 +65,8 @@ def test_rendered_manifests_are_accepted_by_the_apiserver(control_plane: Control
                     "--kube-version", KUBE_VERSION, *ALL_OPTIONS).stdout
     kinds = sorted(document["kind"] for document in yaml.safe_load_all(rendered) if document)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "PrometheusRule", "Service", "ServiceAccount", "ServiceAccount", "ServiceMonitor"]
+                     "PrometheusRule", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceAccount",
+                     "ServiceMonitor"]
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     env = {item["name"]: item["value"] for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["EDGECOMPRESS_DEFAULT_SERVICE_ACCOUNT_NAME"] == "edgecompress-runner"
@@ -134,7 +136,7 @@ def release(control_plane: ControlPlane, node_agent: NodeAgent, demo_bucket: Any
         assert installed.returncode == 0, installed.stderr
         yield {"prometheus": prometheus, "metrics_port": metrics_port, "notes": installed.stdout}
     finally:
-        for name in ("gitops-digits", "gitops-strict"):
+        for name in ("gitops-digits", "gitops-strict", "watched-float16"):
             control_plane.kubectl("delete", "compressionjob", name, "--ignore-not-found", "--wait=true", check=False)
         helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=control_plane.kubeconfig, check=False)
         prometheus.stop()
@@ -197,3 +199,29 @@ def test_every_dashboard_panel_returns_data(release: dict[str, Any],
     assert float(ratio[0]["value"][1]) >= 3.5
     failed = prometheus.query('sum(edgecompress_compressionjob_completions_total{result="Failed",reason="GatesFailed"})')
     assert float(failed[0]["value"][1]) >= 1
+
+
+def test_watch_namespace_confines_the_operator_to_one_namespace(release: dict[str, Any], control_plane: ControlPlane,
+                                                                node_agent: NodeAgent) -> None:
+    """Runs last: upgrades the release to watch one namespace, so the operator's rights there come from a Role."""
+    upgraded = helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values",
+                    "--set", "operator.config.watchNamespace=default", "--wait", "--timeout", "3m",
+                    kubeconfig=control_plane.kubeconfig, check=False)
+    assert upgraded.returncode == 0, upgraded.stderr
+    account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-edgecompress-operator"
+
+    def can_i(verb: str, resource: str, *scope: str) -> str:
+        return control_plane.kubectl("auth", "can-i", verb, resource, *scope, "--as", account, check=False).stdout.strip()
+
+    assert can_i("create", "jobs.batch", "-n", "default") == "yes"
+    assert can_i("create", "jobs.batch", "-n", "kube-system") == "no"
+    assert can_i("list", "compressionjobs.edgecompress.io", "--all-namespaces") == "no"
+    assert can_i("watch", "customresourcedefinitions.apiextensions.k8s.io") == "yes"
+    wait_until(lambda: [pod["status"].get("phase") for pod in get(
+        control_plane, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=edgecompress-operator")["items"]]
+        == ["Running"], "the upgraded operator pod alone to run", timeout=120)
+    control_plane.kubectl("apply", "-f", "-", stdin=example("watched-float16", steps=[{"type": "ptq", "mode": "float16"}],
+                                                            gates={"maxAccuracyDrop": 0.05}))
+    waited = control_plane.kubectl("wait", "--for=condition=Ready", "compressionjob/watched-float16", "--timeout=300s",
+                                   check=False, timeout=330)
+    assert waited.returncode == 0, (waited.stderr, get(control_plane, "compressionjob", "watched-float16").get("status"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +38,15 @@ KOPF_CALLS = {
 }
 
 
-def granted() -> set[tuple[str, str, str]]:
+# Resources without a namespace; everything else the operator touches lives in the CompressionJob's namespace.
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions")}
+
+
+def granted(scope: str | None = None) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) granted by the rules of one scope ("namespaced" or "cluster"), or of both."""
     rules = yaml.safe_load(RULES.read_text())
-    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+    scopes = [scope] if scope else ["namespaced", "cluster"]
+    return {(group, resource, verb) for name in scopes for rule in rules[name] for group in rule["apiGroups"]
             for resource in rule["resources"] for verb in rule["verbs"]}
 
 
@@ -62,3 +69,11 @@ def test_rules_are_exactly_what_the_code_calls() -> None:
 
 def test_no_wildcards() -> None:
     assert not [item for item in granted() if "*" in item]
+
+
+@pytest.mark.parametrize("scope, cluster_scoped", [("namespaced", False), ("cluster", True)])
+def test_rules_are_filed_under_their_scope(scope: str, cluster_scoped: bool) -> None:
+    """With watchNamespace the chart grants the namespaced rules by a Role, which cannot grant cluster-scoped ones."""
+    misplaced = {(group, resource) for group, resource, _ in granted(scope)
+                 if ((group, resource) in CLUSTER_SCOPED) != cluster_scoped}
+    assert misplaced == set()
