@@ -15,6 +15,7 @@ WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY runner ./runner
 COPY operator ./operator
+COPY contract ./contract
 RUN python -m pip wheel -c constraints.txt --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS operator

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from edgecompress_contract.spec import parse_spec
 from edgecompress_runner import evaluate
 from edgecompress_runner.example import digits_arrays, digits_cnn, example_job, train_classifier
 from edgecompress_runner.pipeline import run
-from edgecompress_runner.spec import parse_spec
 from edgecompress_runner.tfcompat import keras, tf, tfmot
 
 
@@ -42,8 +42,14 @@ def handwritten(
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, **pruning_params)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     pruned.compile(optimizer=keras.optimizers.Adam(5e-4), loss=loss, metrics=["accuracy"])
-    pruned.fit(x, y, batch_size=batch_size, epochs=prune_epochs, verbose=0,
-               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    pruned.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=prune_epochs,
+        verbose=0,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     kernels = [w.numpy() for w in stripped.weights if "kernel" in w.name]
     sparsity = sum(float((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
@@ -72,7 +78,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument(
-        "--script-frequency", type=int, default=100,
+        "--script-frequency",
+        type=int,
+        default=100,
         help="pruning frequency of the hand-written script (100 is PolynomialDecay's default)",
     )
     args = parser.parse_args()
@@ -105,20 +113,47 @@ def main() -> None:
     runner, script = measured["runner"], measured["tfmot script"]
     rows = [
         ("wall time (s)", f"{runner_seconds:.1f}", f"{script_seconds:.1f}", f"{runner_seconds / script_seconds:.2f}x"),
-        ("size (bytes)", f"{runner.size_bytes:,}", f"{script.size_bytes:,}", f"{runner.size_bytes / script.size_bytes:.3f}x"),
-        ("gzip size (bytes)", f"{runner.gzip_bytes:,}", f"{script.gzip_bytes:,}", f"{runner.gzip_bytes / script.gzip_bytes:.3f}x"),
+        (
+            "size (bytes)",
+            f"{runner.size_bytes:,}",
+            f"{script.size_bytes:,}",
+            f"{runner.size_bytes / script.size_bytes:.3f}x",
+        ),
+        (
+            "gzip size (bytes)",
+            f"{runner.gzip_bytes:,}",
+            f"{script.gzip_bytes:,}",
+            f"{runner.gzip_bytes / script.gzip_bytes:.3f}x",
+        ),
         ("kernel sparsity", f"{runner_sparsity:.1%}", f"{script_sparsity:.1%}", ""),
-        ("accuracy", f"{runner.accuracy:.4f}", f"{script.accuracy:.4f}", f"{(runner.accuracy or 0) - (script.accuracy or 0):+.4f}"),
-        ("latency p50 (ms)", f"{runner.latency_p50_ms:.4f}", f"{script.latency_p50_ms:.4f}",
-         f"{runner.latency_p50_ms / script.latency_p50_ms:.2f}x"),
+        (
+            "accuracy",
+            f"{runner.accuracy:.4f}",
+            f"{script.accuracy:.4f}",
+            f"{(runner.accuracy or 0) - (script.accuracy or 0):+.4f}",
+        ),
+        (
+            "latency p50 (ms)",
+            f"{runner.latency_p50_ms:.4f}",
+            f"{script.latency_p50_ms:.4f}",
+            f"{runner.latency_p50_ms / script.latency_p50_ms:.2f}x",
+        ),
     ]
-    print(f"edgecompress bench: runner vs hand-written tfmot | {platform.node()} | {platform.processor() or platform.machine()}"
-          f" | {tf.__version__} | prune {args.prune_epochs} + QAT {args.qat_epochs} epochs | {args.threads} thread(s)"
-          f" | script frequency {args.script_frequency}")
-    print(f"float baseline: {outcome.report['baseline']['size_bytes']:,} bytes, accuracy {outcome.report['baseline']['accuracy']:.4f}")
-    widths = [max(len(row[i]) for row in rows + [("metric", "runner", "tfmot script", "runner/script")]) for i in range(4)]
+    print(
+        f"edgecompress bench: runner vs hand-written tfmot | {platform.node()}"
+        f" | {platform.processor() or platform.machine()}"
+        f" | {tf.__version__} | prune {args.prune_epochs} + QAT {args.qat_epochs} epochs | {args.threads} thread(s)"
+        f" | script frequency {args.script_frequency}"
+    )
+    print(
+        f"float baseline: {outcome.report['baseline']['size_bytes']:,} bytes,"
+        f" accuracy {outcome.report['baseline']['accuracy']:.4f}"
+    )
+    widths = [
+        max(len(row[i]) for row in rows + [("metric", "runner", "tfmot script", "runner/script")]) for i in range(4)
+    ]
     for row in [("metric", "runner", "tfmot script", "runner/script"), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

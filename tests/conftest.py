@@ -36,8 +36,8 @@ class JobRun:
 
 def run_job(document: dict[str, Any], workdir: Path) -> JobRun:
     """Runs a job document through the CLI's own entry (in-process, so TensorFlow loads once)."""
+    from edgecompress_contract.spec import load_spec_text
     from edgecompress_runner.cli import execute
-    from edgecompress_runner.spec import load_spec_text
 
     workdir.mkdir(parents=True, exist_ok=True)
     summary_file = workdir / "summary.json"
@@ -60,8 +60,13 @@ def digits() -> dict[str, np.ndarray]:
 def small_digits_npz(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, np.ndarray]) -> Path:
     """600 training and 200 evaluation samples: enough to fine-tune quickly."""
     path = tmp_path_factory.mktemp("data") / "digits-small.npz"
-    np.savez(path, x_train=digits["x_train"][:600], y_train=digits["y_train"][:600],
-             x_eval=digits["x_eval"][:200], y_eval=digits["y_eval"][:200])
+    np.savez(
+        path,
+        x_train=digits["x_train"][:600],
+        y_train=digits["y_train"][:600],
+        x_eval=digits["x_eval"][:200],
+        y_eval=digits["y_eval"][:200],
+    )
     return path
 
 
@@ -135,12 +140,26 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
     binary = minio_binary()
     data = tmp_path_factory.mktemp("minio")
     port, console = _free_port(), _free_port()
-    env = {**os.environ, "MINIO_ROOT_USER": "edgecompress", "MINIO_ROOT_PASSWORD": "edgecompress-secret",
-           "MINIO_BROWSER": "off"}
+    env = {
+        **os.environ,
+        "MINIO_ROOT_USER": "edgecompress",
+        "MINIO_ROOT_PASSWORD": "edgecompress-secret",
+        "MINIO_BROWSER": "off",
+    }
     log = (data.parent / "minio.log").open("wb")
     process = subprocess.Popen(
-        [str(binary), "server", str(data), "--address", f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(binary),
+            "server",
+            str(data),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--console-address",
+            f"127.0.0.1:{console}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -151,7 +170,7 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"MinIO did not start; see {log.name}")
+                raise RuntimeError(f"MinIO did not start; see {log.name}") from None
             time.sleep(0.3)
     try:
         yield MinioServer(endpoint, "edgecompress", "edgecompress-secret")

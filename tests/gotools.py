@@ -18,13 +18,22 @@ def helm_binary() -> Path:
     folder = CACHE / "helm" / HELM_VERSION
     binary = folder / "helm"
     if not binary.exists():
-        subprocess.run(["go", "install", f"{HELM_MODULE}@{HELM_VERSION}"], env={**os.environ, "GOBIN": str(folder)},
-                       check=True, timeout=3600)
+        subprocess.run(
+            ["go", "install", f"{HELM_MODULE}@{HELM_VERSION}"],
+            env={**os.environ, "GOBIN": str(folder)},
+            check=True,
+            timeout=3600,
+        )
     return binary
 
 
 def prometheus_operator_crds() -> Path:
     """The ServiceMonitor/PrometheusRule CRDs, from the prometheus-operator Go module (not a download of its own)."""
-    found = subprocess.run(["go", "mod", "download", "-json", PROMETHEUS_OPERATOR_MODULE], check=True,
-                           capture_output=True, text=True, timeout=1800)
+    found = subprocess.run(
+        ["go", "mod", "download", "-json", PROMETHEUS_OPERATOR_MODULE],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     return Path(json.loads(found.stdout)["Dir"]) / "example" / "prometheus-operator-crd"

@@ -16,8 +16,13 @@ from .config import ConfigError, load_config
 
 
 @click.command()
-@click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True,
-              help="kopf's log format; json for log collectors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    help="kopf's log format; json for log collectors.",
+)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def main(log_format: str, verbose: bool) -> None:
     """Run the CompressionJob operator."""

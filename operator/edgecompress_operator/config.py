@@ -35,25 +35,32 @@ class Config(BaseSettings):
         default=7 * 86400, ge=0, description="Job ttlSecondsAfterFinished default."
     )
     default_service_account_name: str | None = Field(default=None, description="Runner ServiceAccount default.")
-    max_concurrent_jobs: int = Field(default=4, ge=1, le=10000, description="Runner Jobs running at once across the watched namespaces; the rest wait as Queued.")
+    max_concurrent_jobs: int = Field(
+        default=4,
+        ge=1,
+        le=10000,
+        description="Runner Jobs running at once across the watched namespaces; the rest wait as Queued.",
+    )
     admission_interval_seconds: float = Field(
         default=30, gt=0, le=3600, description="Seconds between admission passes when no event wakes one."
     )
     progress_interval_seconds: float = Field(
         default=15, gt=0, le=3600, description="Seconds between reads of a running runner's progress."
     )
-    watch_namespace: str | None = Field(default=None, description="Watch only this namespace (default: all namespaces).")
+    watch_namespace: str | None = Field(
+        default=None, description="Watch only this namespace (default: all namespaces)."
+    )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of /metrics.")
-    health_port: int = Field(default=8081, ge=1, le=65535, description="Port of /healthz (liveness) and /readyz (readiness).")
+    health_port: int = Field(
+        default=8081, ge=1, le=65535, description="Port of /healthz (liveness) and /readyz (readiness)."
+    )
 
 
 def load_config() -> Config:
     try:
         return Config()  # type: ignore[call-arg]
     except ValidationError as error:
-        problems = "; ".join(
-            f"EDGECOMPRESS_{str(item['loc'][0]).upper()}: {item['msg']}" for item in error.errors()
-        )
+        problems = "; ".join(f"EDGECOMPRESS_{str(item['loc'][0]).upper()}: {item['msg']}" for item in error.errors())
         raise ConfigError(f"invalid operator configuration: {problems}") from None
     except SettingsError as error:
         field = str(error).split('"')[1] if str(error).count('"') >= 2 else ""

@@ -1,11 +1,13 @@
-"""The CompressionJob CRD, generated from the runner's spec schema (the single source of truth).
+"""The CompressionJob CRD, generated from the contract's models (the single source of truth).
 
 Kubernetes needs a *structural* OpenAPI v3 schema: no $ref, no oneOf of object shapes, no
 nullable unions. So references are inlined, optional fields become plain optional properties,
 the discriminated union of steps becomes one object whose ``type`` picks the valid fields, and
-every cross-field rule of ``plan_problems`` is restated as a CEL rule (``x-kubernetes-validations``)
-so the apiserver rejects what the runner would. Defaults are left to the runner (a default on the
-merged step object would apply to every step type) and shown in the descriptions instead.
+every cross-field rule carries its CEL twin from ``edgecompress_contract.rules``
+(``x-kubernetes-validations``) so the apiserver rejects what the runner would. The status schema
+is generated from ``CompressionJobStatus`` the same way, and the printer columns name its fields.
+Defaults are left to the runner (a default on the merged step object would apply to every step
+type) and shown in the descriptions instead.
 
 Run ``python -m edgecompress_operator.crd > crds/compressionjobs.edgecompress.io.yaml``.
 """
@@ -18,14 +20,10 @@ from typing import Any
 
 import yaml
 
-from edgecompress_runner.spec import (
-    API_GROUP,
-    API_VERSION,
-    KERAS_ONLY_STEP_TYPES,
-    KIND,
-    TRAINING_STEP_TYPES,
-    spec_json_schema,
-)
+from edgecompress_contract.rules import SPEC_RULES, STEP_RULES
+from edgecompress_contract.spec import API_GROUP, API_VERSION, KIND, spec_json_schema
+from edgecompress_contract.status import CompressionJobStatus
+from edgecompress_contract.wire import json_path
 
 PLURAL = "compressionjobs"
 SINGULAR = "compressionjob"
@@ -111,17 +109,21 @@ def _merge_variants(node: dict[str, Any]) -> dict[str, Any]:
     for name, types in owners.items():
         if name != "type" and len(types) < len(tags):
             allowed = ", ".join(f"'{tag}'" for tag in types)
-            rules.append({
-                "rule": f"!has(self.{name}) || self.type in [{allowed}]",
-                "message": f"{name} is only valid for steps of type {', '.join(types)}",
-                "fieldPath": f".{name}",
-            })
+            rules.append(
+                {
+                    "rule": f"!has(self.{name}) || self.type in [{allowed}]",
+                    "message": f"{name} is only valid for steps of type {', '.join(types)}",
+                    "fieldPath": f".{name}",
+                }
+            )
     for tag, names in required.items():
         for name in names:
-            rules.append({
-                "rule": f"self.type != '{tag}' || has(self.{name})",
-                "message": f"a {tag} step needs {name}",
-            })
+            rules.append(
+                {
+                    "rule": f"self.type != '{tag}' || has(self.{name})",
+                    "message": f"a {tag} step needs {name}",
+                }
+            )
     return {
         "type": "object",
         "description": node.get("description", "One compression step; its type decides the valid fields."),
@@ -131,98 +133,55 @@ def _merge_variants(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _step_rules() -> list[dict[str, str]]:
-    """Per-step rules of plan_problems that concern one step."""
-    return [
-        {"rule": "!has(self.integerIO) || !self.integerIO || self.mode == 'int8'",
-         "message": "integerIO is only valid with mode int8", "fieldPath": ".integerIO"},
-        {"rule": "!has(self.pattern) || self.pattern != '2:4' || !has(self.targetSparsity) || self.targetSparsity == 0.5",
-         "message": "pattern 2:4 means a targetSparsity of exactly 0.5", "fieldPath": ".targetSparsity"},
-        {"rule": "self.type != 'prune' || (has(self.schedule) && self.schedule == 'constantSparsity') || "
-                 "(has(self.initialSparsity) ? self.initialSparsity : 0.0) < "
-                 "(has(self.targetSparsity) ? self.targetSparsity : 0.5)",
-         "message": "initialSparsity must be below targetSparsity", "fieldPath": ".initialSparsity"},
-        {"rule": "!has(self.endStep) || self.endStep > (has(self.beginStep) ? self.beginStep : 0)",
-         "message": "endStep must be greater than beginStep", "fieldPath": ".endStep"},
-        {"rule": "!has(self.student) || self.student.format != 'savedmodel'",
-         "message": "the distill student must be trainable (keras or h5)", "fieldPath": ".student.format"},
-    ]
-
-
-def _spec_rules(fields: list[str]) -> list[dict[str, str]]:
-    training = ", ".join(f"'{kind}'" for kind in sorted(TRAINING_STEP_TYPES))
-    keras_only = ", ".join(f"'{kind}'" for kind in sorted(KERAS_ONLY_STEP_TYPES))
-    last = "self.steps[size(self.steps) - 1]"
-    rules = [
-        {"rule": "self.steps.filter(s, s.type == 'ptq').size() <= 1", "message": "at most one ptq step",
-         "fieldPath": ".steps"},
-        {"rule": f"!self.steps.exists(s, s.type == 'ptq') || {last}.type == 'ptq'",
-         "message": "ptq must be the last step", "fieldPath": ".steps"},
-        {"rule": "self.steps.filter(s, s.type == 'distill').size() <= 1", "message": "at most one distill step",
-         "fieldPath": ".steps"},
-        {"rule": "!self.steps.exists(s, s.type == 'distill') || self.steps[0].type == 'distill'",
-         "message": "distill must be the first step, it replaces the model", "fieldPath": ".steps"},
-        {"rule": "self.steps.filter(s, s.type == 'qat').size() <= 1", "message": "at most one qat step",
-         "fieldPath": ".steps"},
-        {"rule": f"!self.steps.exists(s, s.type == 'qat') || {last}.type == 'qat' || "
-                 f"(size(self.steps) >= 2 && self.steps[size(self.steps) - 2].type == 'qat' && {last}.type == 'ptq')",
-         "message": "only ptq may follow qat (the model is already quantized)", "fieldPath": ".steps"},
-        {"rule": "!self.steps.exists(s, s.type == 'qat') || !self.steps.exists(s, s.type == 'ptq' && "
-                 "((has(s.skipLayers) && size(s.skipLayers) > 0) || (has(s.skipFirstAndLast) && s.skipFirstAndLast)))",
-         "message": "after qat, list the layers to keep float on the qat step, not on ptq", "fieldPath": ".steps"},
-        {"rule": f"has(self.dataset) || !self.steps.exists(s, s.type in [{training}])",
-         "message": "prune, cluster, qat and distill fine-tune the model and need spec.dataset",
-         "fieldPath": ".dataset"},
-        {"rule": "has(self.dataset) || !self.steps.exists(s, s.type == 'ptq' && has(s.mode) && s.mode in ['int8', 'int16x8'])",
-         "message": "ptq int8 and int16x8 need spec.dataset for representative samples", "fieldPath": ".dataset"},
-        {"rule": f"self.model.format != 'savedmodel' || !self.steps.exists(s, s.type in [{keras_only}])",
-         "message": "prune, cluster and qat need a Keras model (format keras or h5); a SavedModel can only be converted with ptq",
-         "fieldPath": ".model.format"},
-        {"rule": "!has(self.promotion) || !(self.promotion.uri in [self.output.uri, self.output.uri.endsWith('/') ? "
-                 "self.output.uri.substring(0, self.output.uri.size() - 1) : self.output.uri + '/'])",
-         "message": "promotion.uri must differ from output.uri (the stable copy needs its own folder)",
-         "fieldPath": ".promotion.uri"},
-    ]
+def _immutability_rule(fields: list[str]) -> dict[str, str]:
     unchanged = " && ".join(
         f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
         for name in fields
         if name not in MUTABLE_FIELDS
     )
-    rules.append({
-        "rule": unchanged,
-        "message": "spec is immutable except suspend: create a new CompressionJob to run again",
-    })
-    return rules
+    return {"rule": unchanged, "message": "spec is immutable except suspend: create a new CompressionJob to run again"}
 
 
-def _status_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "Observed state, written by the operator.",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+def _openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    resolved = _resolve({key: value for key, value in schema.items() if key != "$defs"}, schema.get("$defs", {}))
+    structural: dict[str, Any] = _structural(resolved)
+    return structural
+
+
+def status_openapi_schema() -> dict[str, Any]:
+    schema = _openapi(CompressionJobStatus.model_json_schema(by_alias=True))
+    schema["description"] = "Observed state, written by the operator."
+    return schema
 
 
 def spec_openapi_schema() -> dict[str, Any]:
-    raw = spec_json_schema()
-    resolved = _resolve({key: value for key, value in raw.items() if key != "$defs"}, raw.get("$defs", {}))
-    spec: dict[str, Any] = _structural(resolved)
+    spec = _openapi(spec_json_schema())
     step = spec["properties"]["steps"]["items"]
-    step["x-kubernetes-validations"] = step.get("x-kubernetes-validations", []) + _step_rules()
-    spec["x-kubernetes-validations"] = _spec_rules(list(spec["properties"]))
+    step["x-kubernetes-validations"] = step.get("x-kubernetes-validations", []) + [
+        rule.cel_rule() for rule in STEP_RULES
+    ]
+    spec["x-kubernetes-validations"] = [rule.cel_rule() for rule in SPEC_RULES] + [
+        _immutability_rule(list(spec["properties"]))
+    ]
     return spec
+
+
+def _status_column(name: str, *field_names: str) -> dict[str, str]:
+    return {"name": name, "type": "string", "jsonPath": json_path(CompressionJobStatus, *field_names, root=".status")}
+
+
+PRINTER_COLUMNS = [
+    _status_column("Phase", "phase"),
+    _status_column("Size-Reduction", "result", "comparison", "size_reduction"),
+    _status_column("Accuracy-Drop", "result", "comparison", "accuracy_drop"),
+    _status_column("Gates", "result", "gates_passed"),
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
 
 
 def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition manifest (pure: no cluster needed)."""
     spec = spec_openapi_schema()
-    columns = [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Size-Reduction", "type": "string", "jsonPath": ".status.result.comparison.sizeReduction"},
-        {"name": "Accuracy-Drop", "type": "string", "jsonPath": ".status.result.comparison.accuracyDrop"},
-        {"name": "Gates", "type": "string", "jsonPath": ".status.result.gatesPassed"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -244,7 +203,7 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
@@ -255,7 +214,7 @@ def build_crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec,
-                                "status": _status_schema(),
+                                "status": status_openapi_schema(),
                             },
                         }
                     },

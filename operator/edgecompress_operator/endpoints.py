@@ -14,8 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 async def start_servers(
-    registry: CollectorRegistry, metrics_port: int, health_port: int,
-    alive: Callable[[], bool], ready: Callable[[], bool], host: str = "0.0.0.0",
+    registry: CollectorRegistry,
+    metrics_port: int,
+    health_port: int,
+    alive: Callable[[], bool],
+    ready: Callable[[], bool],
+    host: str = "0.0.0.0",
 ) -> list[web.AppRunner]:
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))

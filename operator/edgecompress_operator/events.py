@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -28,8 +28,12 @@ def build_event(resource: dict[str, Any], reason: str, message: str, warning: bo
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": resource.get("apiVersion"), "kind": resource.get("kind"), "name": meta["name"],
-            "namespace": meta["namespace"], "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
+            "apiVersion": resource.get("apiVersion"),
+            "kind": resource.get("kind"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
         },
         "type": "Warning" if warning else "Normal",
         "reason": reason,
@@ -44,7 +48,7 @@ def build_event(resource: dict[str, Any], reason: str, message: str, warning: bo
 
 
 def post_event(resource: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         kube.create_event(build_event(resource, reason, message, warning, now))
     except ApiException as error:

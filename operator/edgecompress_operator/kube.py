@@ -6,7 +6,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from edgecompress_runner.spec import API_GROUP, API_VERSION
+from edgecompress_contract.spec import API_GROUP, API_VERSION
 
 from .crd import PLURAL
 

@@ -37,5 +37,5 @@ class PassLoop:
                 logger.exception("%s pass failed; retrying in %s s", self.task.get_name(), self.interval)
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

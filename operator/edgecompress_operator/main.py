@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from edgecompress_runner.spec import API_GROUP, API_VERSION
+from edgecompress_contract.spec import API_GROUP, API_VERSION
 
 from . import kube
 from .config import load_config
@@ -28,10 +28,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube.load_client_config()
     settings.posting.level = logging.WARNING
     memo.admission = PassLoop("admission", config.admission_interval_seconds, lambda: admission_pass(config))
-    memo.progress = PassLoop("progress", config.progress_interval_seconds,
-                             lambda: progress_pass(config.watch_namespace))
+    memo.progress = PassLoop(
+        "progress", config.progress_interval_seconds, lambda: progress_pass(config.watch_namespace)
+    )
     memo.servers = await start_servers(
-        METRICS.registry, config.metrics_port, config.health_port,
+        METRICS.registry,
+        config.metrics_port,
+        config.health_port,
         alive=lambda: not (memo.admission.task.done() or memo.progress.task.done()),
         ready=lambda: memo.admission.last_pass_succeeded,
     )
@@ -60,7 +63,6 @@ def on_compression_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
 def on_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reflect_job(dict(body))
     memo.admission.wake()
-
 
 
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})

@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from edgecompress_runner.errors import ExitCode
-from edgecompress_runner.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, SOURCE_ENV, CompressionJobSpec
+from edgecompress_contract.exit_codes import ExitCode
+from edgecompress_contract.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, SOURCE_ENV, CompressionJobSpec
 
 from .config import Config
 from .status import KUEUE_QUEUE_LABEL
@@ -110,7 +110,8 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, con
             pod_spec["nodeSelector"] = dict(execution.node_selector)
         if execution.tolerations:
             pod_spec["tolerations"] = [
-                toleration.model_dump(mode="json", by_alias=True, exclude_none=True) for toleration in execution.tolerations
+                toleration.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for toleration in execution.tolerations
             ]
         if execution.priority_class_name:
             pod_spec["priorityClassName"] = execution.priority_class_name

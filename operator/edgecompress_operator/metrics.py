@@ -25,8 +25,11 @@ _RESULT_GAUGES = (
     ("baseline_size_bytes", "Size of the float baseline .tflite of the last run, in bytes.", ("baseline", "sizeBytes")),
     ("output_size_bytes", "Size of the compressed .tflite of the last run, in bytes.", ("output", "sizeBytes")),
     ("compression_ratio", "Baseline size divided by compressed size, last run.", ("comparison", "compressionRatio")),
-    ("accuracy_drop_ratio", "Baseline accuracy minus compressed accuracy (0.01 = one point), last run.",
-     ("comparison", "accuracyDrop")),
+    (
+        "accuracy_drop_ratio",
+        "Baseline accuracy minus compressed accuracy (0.01 = one point), last run.",
+        ("comparison", "accuracyDrop"),
+    ),
 )
 _LATENCIES = (("50", "latencyP50Ms"), ("95", "latencyP95Ms"))
 
@@ -67,19 +70,23 @@ class CompressionJobCollector(Collector):
             labels=["namespace", "name", "percentile"],
         )
         gates = GaugeMetricFamily(
-            "edgecompress_compressionjob_gates_passed", "1 if every gate of the last run passed, else 0.",
+            "edgecompress_compressionjob_gates_passed",
+            "1 if every gate of the last run passed, else 0.",
             labels=["namespace", "name"],
         )
         current_phase = GaugeMetricFamily(
-            "edgecompress_compressionjob_status_phase", "1 for the current phase of each CompressionJob.",
+            "edgecompress_compressionjob_status_phase",
+            "1 for the current phase of each CompressionJob.",
             labels=["namespace", "name", "phase"],
         )
         created = GaugeMetricFamily(
-            "edgecompress_compressionjob_created_timestamp_seconds", "When the CompressionJob was created (Unix time).",
+            "edgecompress_compressionjob_created_timestamp_seconds",
+            "When the CompressionJob was created (Unix time).",
             labels=["namespace", "name"],
         )
         started = GaugeMetricFamily(
-            "edgecompress_compressionjob_start_timestamp_seconds", "When its runner started (Unix time).",
+            "edgecompress_compressionjob_start_timestamp_seconds",
+            "When its runner started (Unix time).",
             labels=["namespace", "name"],
         )
         for (namespace, name), status in sorted(statuses.items()):
@@ -117,12 +124,15 @@ class OperatorMetrics:
         self.completions = Counter(
             "edgecompress_compressionjob_completions",
             "CompressionJobs that finished, by result (Succeeded or Failed) and reason.",
-            ["result", "reason"], registry=self.registry,
+            ["result", "reason"],
+            registry=self.registry,
         )
         self.duration = Histogram(
             "edgecompress_compressionjob_duration_seconds",
             "Time from the runner's start to the end of the CompressionJob, by result.",
-            ["result"], buckets=DURATION_BUCKETS, registry=self.registry,
+            ["result"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
         )
         for result, reason in EXPECTED_OUTCOMES:
             self.completions.labels(result=result, reason=reason)

@@ -7,6 +7,7 @@ from typing import Any
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
+
 def runner_summary(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     """The runner's compact result from its container's termination message, if any."""
     if pod is None:

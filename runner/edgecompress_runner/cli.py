@@ -18,10 +18,11 @@ from typing import Any
 
 import click
 
+from edgecompress_contract.spec import JOB_ENV, SOURCE_ENV
+
 from .errors import ExitCode, InfrastructureError, RunnerError, SpecError
 from .progress import JsonLineFormatter
 from .report import failure_summary
-from .spec import JOB_ENV, SOURCE_ENV
 
 log = logging.getLogger("edgecompress")
 
@@ -128,7 +129,7 @@ def run_command(job_file: Any, summary_file: Path | None, work_dir: Path | None,
     Without JOB_FILE the job is read from the EDGECOMPRESS_JOB environment variable (how the
     operator passes it to the runner pod).
     """
-    from .spec import load_spec_text
+    from edgecompress_contract.spec import load_spec_text
 
     if job_file is not None:
         text = job_file.read()
@@ -160,7 +161,7 @@ def example_command(output: Path, summary_file: Path | None, progress: str) -> N
 @click.argument("job_file", type=click.File("r"))
 def validate_command(job_file: Any) -> None:
     """Check a job spec without running it."""
-    from .spec import load_spec_text
+    from edgecompress_contract.spec import load_spec_text
 
     try:
         spec = load_spec_text(job_file.read())
@@ -173,7 +174,7 @@ def validate_command(job_file: Any) -> None:
 @main.command("schema")
 def schema_command() -> None:
     """Print the JSON Schema of the job spec."""
-    from .spec import spec_json_schema
+    from edgecompress_contract.spec import spec_json_schema
 
     click.echo(json.dumps(spec_json_schema(), indent=2))
 

@@ -15,11 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from edgecompress_contract.spec import (
+    CentroidInit,
+    ClusterStep,
+    DistillStep,
+    FineTune,
+    PruneStep,
+    PruningSchedule,
+    QatStep,
+)
+
 from .errors import InputError, UnsupportedLayerError
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
 from .progress import Progress
-from .spec import CentroidInit, ClusterStep, DistillStep, FineTune, PruneStep, PruningSchedule, QatStep
 from .tfcompat import keras, tf, tfmot
 
 
@@ -40,9 +49,7 @@ def outputs_are_probabilities(predictions: np.ndarray) -> bool:
     return bool(predictions.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3))
 
 
-def training_targets(
-    model: Any, x: np.ndarray, y: np.ndarray | None, step: str
-) -> TrainingTargets:
+def training_targets(model: Any, x: np.ndarray, y: np.ndarray | None, step: str) -> TrainingTargets:
     """Chooses the loss from the labels and the model's output."""
     sample_predictions = model.predict(x[:64], verbose=0)
     from_logits = not outputs_are_probabilities(sample_predictions)
@@ -51,9 +58,7 @@ def training_targets(
     classes = sample_predictions.shape[-1] if sample_predictions.ndim >= 2 else 1
     if y.dtype.kind in "iu" and y.ndim == 1 and classes > 1:
         if y.min() < 0 or y.max() >= classes:
-            raise InputError(
-                f"{step}: labels range {int(y.min())}..{int(y.max())} but the model has {classes} outputs"
-            )
+            raise InputError(f"{step}: labels range {int(y.min())}..{int(y.max())} but the model has {classes} outputs")
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
         return TrainingTargets(x, y, loss, ["accuracy"])
     if y.shape[1:] != sample_predictions.shape[1:]:
@@ -114,8 +119,7 @@ def wrap_layers(
     if unsupported:
         described = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in unsupported)
         raise UnsupportedLayerError(
-            f"{step}: tfmot cannot {action} layer {described}; list it in this step's "
-            "skipLayers to keep it as it is"
+            f"{step}: tfmot cannot {action} layer {described}; list it in this step's skipLayers to keep it as it is"
         )
     wrapped: list[str] = []
 
@@ -165,9 +169,7 @@ def kernel_sparsity(model: Any, layer_names: Iterable[str]) -> dict[str, Any]:
 
 
 def unique_weight_counts(model: Any, layer_names: Iterable[str]) -> dict[str, int]:
-    return {
-        name: int(np.unique(kernel).size) for name in layer_names for kernel in _kernels(model, name)
-    }
+    return {name: int(np.unique(kernel).size) for name in layer_names for kernel in _kernels(model, name)}
 
 
 def prune(
@@ -206,9 +208,7 @@ def prune(
     )
     if not pruned:
         raise InputError(f"{name}: no layer left to prune (all are skipped or have no weights)")
-    metrics = fine_tune(
-        wrapped_model, targets, step.fine_tune, progress, [tfmot.sparsity.keras.UpdatePruningStep()]
-    )
+    metrics = fine_tune(wrapped_model, targets, step.fine_tune, progress, [tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped_model)
     sparsity = kernel_sparsity(stripped, pruned)
     if sparsity["overall"] < step.target_sparsity - 0.02:
@@ -376,9 +376,7 @@ def distill(
         raise InputError("step distill: the teacher must output class scores (batch, classes)")
     student_shape = tuple(student.output_shape[1:])
     if student_shape != teacher_out.shape[1:]:
-        raise InputError(
-            f"step distill: the student outputs {student_shape} but the teacher {teacher_out.shape[1:]}"
-        )
+        raise InputError(f"step distill: the student outputs {student_shape} but the teacher {teacher_out.shape[1:]}")
     teacher_probs = outputs_are_probabilities(teacher_out)
     teacher_logits = np.log(np.clip(teacher_out, 1e-7, 1.0)) if teacher_probs else teacher_out
     student_probs = outputs_are_probabilities(student.predict(x[:64], verbose=0))
@@ -397,7 +395,9 @@ def distill(
             loss = (1.0 - alpha) * soft * temperature**2
             if alpha > 0:
                 loss += alpha * hard_loss(yb, logits)
-        optimizer.apply_gradients(zip(tape.gradient(loss, student.trainable_variables), student.trainable_variables))
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, student.trainable_variables), student.trainable_variables, strict=True)
+        )
         return loss
 
     labels = y if y is not None else np.zeros(len(x), dtype=np.int32)

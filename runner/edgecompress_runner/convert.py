@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from edgecompress_contract.spec import PtqMode, PtqStep
+
 from .errors import InputError
-from .spec import PtqMode, PtqStep
 from .tfcompat import tf
 
 WEIGHTED_OPS = frozenset(
@@ -88,9 +89,7 @@ def denylisted_nodes(float_model: bytes, layer_names: list[str], first_and_last:
             return any(spellings & set(part.split("/")) for part in name.split(";"))
 
         # A model's last op is named after the model output, so its weights identify it.
-        matches = [
-            outputs[0] for _, outputs, weights in ops if outputs and any(map(belongs, outputs + weights))
-        ]
+        matches = [outputs[0] for _, outputs, weights in ops if outputs and any(map(belongs, outputs + weights))]
         if not matches:
             raise InputError(f"{where}.skipLayers: layer {layer!r} is not found in the converted model")
         nodes.extend(matches)

@@ -69,13 +69,11 @@ def check_input_shape(dataset: Dataset, expected: tuple[int | None, ...], source
             continue
         sample = tuple(array.shape[1:])
         fits = len(sample) == len(expected) and all(
-            want is None or want == got for want, got in zip(expected, sample)
+            want is None or want == got for want, got in zip(expected, sample, strict=True)
         )
         if not fits:
             shown = tuple("?" if dim is None else dim for dim in expected)
-            raise InputError(
-                f"{source}: {name} samples have shape {sample} but the model expects {shown}"
-            )
+            raise InputError(f"{source}: {name} samples have shape {sample} but the model expects {shown}")
 
 
 def training_arrays(dataset: Dataset, step: str) -> tuple[np.ndarray, np.ndarray | None]:

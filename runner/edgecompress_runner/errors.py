@@ -6,15 +6,18 @@ and failed gates end the Job at once, infrastructure errors are retried.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from edgecompress_contract.exit_codes import ExitCode
+from edgecompress_contract.spec import SpecError
 
-
-class ExitCode(IntEnum):
-    SUCCEEDED = 0
-    UNEXPECTED = 1
-    INVALID_INPUT = 20
-    GATES_FAILED = 21
-    INFRASTRUCTURE = 22
+__all__ = [
+    "ExitCode",
+    "InfrastructureError",
+    "InputError",
+    "PromotionConflict",
+    "RunnerError",
+    "SpecError",
+    "UnsupportedLayerError",
+]
 
 
 class RunnerError(Exception):
@@ -23,12 +26,6 @@ class RunnerError(Exception):
     exit_code = ExitCode.UNEXPECTED
     reason = "Error"
 
-
-class SpecError(RunnerError, ValueError):
-    """The job spec is invalid; nothing was started."""
-
-    exit_code = ExitCode.INVALID_INPUT
-    reason = "InvalidSpec"
 
 
 class InputError(RunnerError, ValueError):

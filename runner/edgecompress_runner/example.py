@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .spec import CompressionJobSpec, parse_spec
+from edgecompress_contract.spec import CompressionJobSpec, parse_spec
 
 EVAL_SAMPLES = 360
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgecompress_contract.spec import Gates
+
 from .evaluate import Metrics
-from .spec import Gates
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,23 @@ def evaluate_gates(gates: Gates, baseline: Metrics, result: Metrics) -> list[Gat
         measured = accuracy_drop(baseline, result)
         if measured is None:
             results.append(
-                GateResult("maxAccuracyDrop", False, None, gates.max_accuracy_drop,
-                           "no accuracy or top-1 agreement could be measured (the model is not a classifier)")
+                GateResult(
+                    "maxAccuracyDrop",
+                    False,
+                    None,
+                    gates.max_accuracy_drop,
+                    "no accuracy or top-1 agreement could be measured (the model is not a classifier)",
+                )
             )
         else:
             drop, what = measured
             passed = drop <= gates.max_accuracy_drop + 1e-9
             results.append(
                 GateResult(
-                    "maxAccuracyDrop", passed, round(drop, 5), gates.max_accuracy_drop,
+                    "maxAccuracyDrop",
+                    passed,
+                    round(drop, 5),
+                    gates.max_accuracy_drop,
                     f"{what} dropped by {drop:.2%}, {'within' if passed else 'over'} the allowed "
                     f"{gates.max_accuracy_drop:.2%}",
                 )
@@ -61,7 +70,10 @@ def evaluate_gates(gates: Gates, baseline: Metrics, result: Metrics) -> list[Gat
         passed = reduction >= gates.min_size_reduction
         results.append(
             GateResult(
-                "minSizeReduction", passed, round(reduction, 5), gates.min_size_reduction,
+                "minSizeReduction",
+                passed,
+                round(reduction, 5),
+                gates.min_size_reduction,
                 f"{gates.size_basis} size reduced by {reduction:.1%}, "
                 f"{'meeting' if passed else 'short of'} the required {gates.min_size_reduction:.1%}",
             )
@@ -71,7 +83,10 @@ def evaluate_gates(gates: Gates, baseline: Metrics, result: Metrics) -> list[Gat
         passed = latency <= gates.max_latency_ms
         results.append(
             GateResult(
-                "maxLatencyMs", passed, latency, gates.max_latency_ms,
+                "maxLatencyMs",
+                passed,
+                latency,
+                gates.max_latency_ms,
                 f"median latency {latency:.3f} ms, {'within' if passed else 'over'} the limit "
                 f"{gates.max_latency_ms:g} ms",
             )

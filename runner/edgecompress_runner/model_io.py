@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecompress_contract.spec import ModelFormat
+
 from .errors import InputError, UnsupportedLayerError
-from .spec import ModelFormat
 from .tfcompat import keras, tf
 
 

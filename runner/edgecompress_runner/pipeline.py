@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from edgecompress_contract.spec import API_GROUP, API_VERSION, CompressionJobSpec, DistillStep, Promotion, PtqStep
+
 from .errors import ExitCode, InputError, PromotionConflict
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
 from .report import comparison, summary_from_report, versions
-from .spec import API_GROUP, API_VERSION, CompressionJobSpec, DistillStep, Promotion, PtqStep
 from .storage import Storage, join_uri, sha256_of, storage_for
 
 TFLITE_NAME = "model.tflite"
@@ -151,7 +152,9 @@ def run(
     denylist: list[str] = []
     where = f"spec.steps[{len(spec.steps) - 1}]"
     if ptq is not None and (ptq.skip_layers or ptq.skip_first_and_last):
-        graph = baseline_bytes if keras_model is None else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+        graph = (
+            baseline_bytes if keras_model is None else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+        )
         denylist = convert.denylisted_nodes(graph, ptq.skip_layers, ptq.skip_first_and_last, where)
     final_mode = ptq.mode if ptq else ("qat" if qat_applied else "float")
     sparse = bool(pruned_layers) and final_mode in ("float", "float16")
@@ -161,8 +164,13 @@ def run(
     )
     if ptq is not None:
         step_results.append(
-            {"type": "ptq", "mode": ptq.mode, "integerIO": ptq.integer_io, "denylistedNodes": denylist,
-             "seconds": round(time.monotonic() - phase_started, 2)}
+            {
+                "type": "ptq",
+                "mode": ptq.mode,
+                "integerIO": ptq.integer_io,
+                "denylistedNodes": denylist,
+                "seconds": round(time.monotonic() - phase_started, 2),
+            }
         )
     tflite_file = work_dir / TFLITE_NAME
     tflite_file.write_bytes(result_bytes)
@@ -229,8 +237,12 @@ def _promote(
     try:
         return promote(promotion, tflite_file, source, _storage(promotion.uri, storages), work_dir)
     except PromotionConflict as error:
-        return {"uri": join_uri(promotion.uri, PROMOTED_MODEL), "promoted": False, "reason": error.reason,
-                "message": str(error)}
+        return {
+            "uri": join_uri(promotion.uri, PROMOTED_MODEL),
+            "promoted": False,
+            "reason": error.reason,
+            "message": str(error),
+        }
 
 
 @dataclass

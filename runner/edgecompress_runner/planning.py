@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
+from edgecompress_contract.spec import PruneStep
+
 from .errors import InputError
-from .spec import PruneStep
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:

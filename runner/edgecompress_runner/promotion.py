@@ -9,12 +9,13 @@ stable model with the same sha256 is left as it is; a different one is only repl
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgecompress_contract.spec import API_GROUP, API_VERSION, Promotion
+
 from .errors import PromotionConflict
-from .spec import API_GROUP, API_VERSION, Promotion
 from .storage import Storage, join_uri, sha256_of
 
 PROMOTED_MODEL = "model.tflite"
@@ -63,7 +64,7 @@ def promote(
             )
         outcome["replaced"] = existing_sha256
         storage.delete(record_uri)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     storage.upload(tflite_file, model_uri, metadata=object_metadata(sha256, source))
     record_file = work_dir / PROMOTION_RECORD
     record = promotion_record(model_uri, sha256, tflite_file.stat().st_size, source, now)

@@ -56,7 +56,9 @@ def summary_from_report(report: dict[str, Any], report_uri: str, report_sha256: 
         "output": _compact(report["result"]),
         "comparison": report["comparison"],
         "mode": report["conversion"]["mode"],
-        "gates": [{"name": gate["name"], "passed": gate["passed"], "actual": gate["actual"]} for gate in report["gates"]],
+        "gates": [
+            {"name": gate["name"], "passed": gate["passed"], "actual": gate["actual"]} for gate in report["gates"]
+        ],
         "gatesPassed": passed,
         "artifacts": {
             "tflite": report["outputs"]["tflite"],
@@ -64,7 +66,9 @@ def summary_from_report(report: dict[str, Any], report_uri: str, report_sha256: 
         },
     }
     if promotion is not None:
-        summary["promotion"] = {key: promotion[key] for key in ("uri", "promoted", "sha256", "reason") if key in promotion}
+        summary["promotion"] = {
+            key: promotion[key] for key in ("uri", "promoted", "sha256", "reason") if key in promotion
+        }
         if not promotion["promoted"]:
             summary["reason"] = promotion["reason"]
     return fit_summary(summary)
@@ -130,8 +134,12 @@ def summary_table(report: dict[str, Any]) -> str:
     lines.append(f"speed path: {report['conversion']['speedPath']}")
     for gate in report["gates"]:
         lines.append(f"gate {gate['name']}: {'PASS' if gate['passed'] else 'FAIL'} ({gate['reason']})")
-    lines.append(f"result: {'PASSED' if report['gatesPassed'] else 'GATES FAILED'} -> {report['outputs']['tflite']['uri']}")
+    lines.append(
+        f"result: {'PASSED' if report['gatesPassed'] else 'GATES FAILED'} -> {report['outputs']['tflite']['uri']}"
+    )
     promotion = report.get("promotion")
     if promotion is not None:
-        lines.append(f"promoted -> {promotion['uri']}" if promotion["promoted"] else f"NOT PROMOTED: {promotion['message']}")
+        lines.append(
+            f"promoted -> {promotion['uri']}" if promotion["promoted"] else f"NOT PROMOTED: {promotion['message']}"
+        )
     return "\n".join(lines)

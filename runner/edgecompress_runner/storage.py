@@ -98,7 +98,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def s3_client(max_attempts: int = 5) -> "S3Client":
+def s3_client(max_attempts: int = 5) -> S3Client:
     import boto3
     from botocore.config import Config
 
@@ -116,7 +116,7 @@ def s3_client(max_attempts: int = 5) -> "S3Client":
 class S3Storage:
     """Objects in S3 or an S3-compatible store."""
 
-    def __init__(self, client: "S3Client | None" = None) -> None:
+    def __init__(self, client: S3Client | None = None) -> None:
         self._client = client or s3_client()
 
     def download(self, uri: str, destination: Path) -> None:

@@ -62,18 +62,33 @@ def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
     rules = rules_by_scope["namespaced"] + rules_by_scope["cluster"]
     objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": "edgecompress-operator", "namespace": OPERATOR_NAMESPACE}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "edgecompress-operator"}, "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "edgecompress-operator"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edgecompress-operator"},
-         "subjects": [{"kind": "ServiceAccount", "name": "edgecompress-operator", "namespace": OPERATOR_NAMESPACE}]},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "edgecompress-operator", "namespace": OPERATOR_NAMESPACE},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "edgecompress-operator"},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "edgecompress-operator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "edgecompress-operator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "edgecompress-operator", "namespace": OPERATOR_NAMESPACE}],
+        },
     ]
     control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    token = control_plane.kubectl("create", "token", "edgecompress-operator", "-n", OPERATOR_NAMESPACE,
-                                  "--duration=24h").stdout.strip()
+    token = control_plane.kubectl(
+        "create", "token", "edgecompress-operator", "-n", OPERATOR_NAMESPACE, "--duration=24h"
+    ).stdout.strip()
     config = yaml.safe_load(control_plane.kubeconfig.read_text())
     config["users"] = [{"name": "admin", "user": {"token": token}}]
     path.write_text(yaml.safe_dump(config))
@@ -81,7 +96,7 @@ def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
 
 
 class OperatorProcess:
-    """The operator as a user runs it (edgecompress-operator) with its own RBAC, against the test control plane; restartable."""
+    """The operator as a user runs it (edgecompress-operator) with its own RBAC, on the test control plane; restartable."""
 
     def __init__(self, control_plane: ControlPlane, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -137,7 +152,9 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator_process(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator_process(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     operator = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
     operator.start()
     try:
@@ -154,9 +171,13 @@ def demo_bucket(control_plane: ControlPlane, minio: MinioServer, digits_model: P
     s3.upload_file(str(digits_model), "edgecompress-demo", "models/digits.keras")
     s3.upload_file(str(digits_npz), "edgecompress-demo", "datasets/digits.npz")
     control_plane.kubectl(
-        "create", "secret", "generic", "edgecompress-s3",
+        "create",
+        "secret",
+        "generic",
+        "edgecompress-s3",
         f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.secret_key}",
-        f"--from-literal=AWS_ENDPOINT_URL={minio.endpoint}", "--from-literal=AWS_DEFAULT_REGION=us-east-1",
+        f"--from-literal=AWS_ENDPOINT_URL={minio.endpoint}",
+        "--from-literal=AWS_DEFAULT_REGION=us-east-1",
     )
     return s3

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from edgecompress_contract.spec import parse_spec
 from edgecompress_runner.errors import SpecError
-from edgecompress_runner.spec import parse_spec
 from tests.k8s.controlplane import ControlPlane
 
 pytestmark = pytest.mark.k8s
@@ -54,59 +54,113 @@ def ptq(mode: str, **extra: Any) -> dict[str, Any]:
 # (name, document, text the apiserver's message must contain)
 MISTAKES = [
     ("unknown-field", changed("unknown-field", colour="blue"), 'unknown field "spec.colour"'),
-    ("unknown-step-field", changed("unknown-step-field", steps=[{"type": "prune", "sparsity": 0.5}]),
-     'unknown field "spec.steps[0].sparsity"'),
-    ("wrong-type", changed("wrong-type", steps=[{"type": "prune", "targetSparsity": "lots"}]),
-     "spec.steps[0].targetSparsity: Invalid value"),
-    ("sparsity-range", changed("sparsity-range", steps=[{"type": "prune", "targetSparsity": 1.5}]),
-     "spec.steps[0].targetSparsity: Invalid value: 1.5"),
-    ("unknown-step-type", changed("unknown-step-type", steps=[{"type": "shrink"}]),
-     'spec.steps[0].type: Unsupported value: "shrink"'),
+    (
+        "unknown-step-field",
+        changed("unknown-step-field", steps=[{"type": "prune", "sparsity": 0.5}]),
+        'unknown field "spec.steps[0].sparsity"',
+    ),
+    (
+        "wrong-type",
+        changed("wrong-type", steps=[{"type": "prune", "targetSparsity": "lots"}]),
+        "spec.steps[0].targetSparsity: Invalid value",
+    ),
+    (
+        "sparsity-range",
+        changed("sparsity-range", steps=[{"type": "prune", "targetSparsity": 1.5}]),
+        "spec.steps[0].targetSparsity: Invalid value: 1.5",
+    ),
+    (
+        "unknown-step-type",
+        changed("unknown-step-type", steps=[{"type": "shrink"}]),
+        'spec.steps[0].type: Unsupported value: "shrink"',
+    ),
     ("missing-model", changed("missing-model", model=None), "spec.model: Required value"),
-    ("bad-format", changed("bad-format", model={"uri": "/m.onnx", "format": "onnx"}),
-     'spec.model.format: Unsupported value: "onnx"'),
-    ("int8-no-dataset", changed("int8-no-dataset", dataset=None, steps=[ptq("int8")]),
-     "ptq int8 and int16x8 need spec.dataset"),
-    ("train-no-dataset", changed("train-no-dataset", dataset=None, steps=[{"type": "cluster"}]),
-     "need spec.dataset"),
-    ("prune-savedmodel", changed("prune-savedmodel", model={"uri": "/m.tar.gz", "format": "savedmodel"}),
-     "a SavedModel can only be converted with ptq"),
+    (
+        "bad-format",
+        changed("bad-format", model={"uri": "/m.onnx", "format": "onnx"}),
+        'spec.model.format: Unsupported value: "onnx"',
+    ),
+    (
+        "int8-no-dataset",
+        changed("int8-no-dataset", dataset=None, steps=[ptq("int8")]),
+        "ptq int8 and int16x8 need spec.dataset",
+    ),
+    ("train-no-dataset", changed("train-no-dataset", dataset=None, steps=[{"type": "cluster"}]), "need spec.dataset"),
+    (
+        "prune-savedmodel",
+        changed("prune-savedmodel", model={"uri": "/m.tar.gz", "format": "savedmodel"}),
+        "a SavedModel can only be converted with ptq",
+    ),
     ("two-ptq", changed("two-ptq", steps=[ptq("dynamic"), ptq("int8")]), "at most one ptq step"),
-    ("step-after-ptq", changed("step-after-ptq", steps=[ptq("int8"), {"type": "prune"}]),
-     "ptq must be the last step"),
-    ("prune-after-qat", changed("prune-after-qat", steps=[{"type": "qat"}, {"type": "prune"}]),
-     "only ptq may follow qat"),
-    ("ptq-skip-after-qat", changed("ptq-skip-after-qat", steps=[{"type": "qat"}, ptq("int8", skipLayers=["fc1"])]),
-     "after qat, list the layers to keep float on the qat step"),
-    ("distill-not-first", changed("distill-not-first", steps=[
-        {"type": "prune"}, {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}}]),
-     "distill must be the first step"),
+    ("step-after-ptq", changed("step-after-ptq", steps=[ptq("int8"), {"type": "prune"}]), "ptq must be the last step"),
+    (
+        "prune-after-qat",
+        changed("prune-after-qat", steps=[{"type": "qat"}, {"type": "prune"}]),
+        "only ptq may follow qat",
+    ),
+    (
+        "ptq-skip-after-qat",
+        changed("ptq-skip-after-qat", steps=[{"type": "qat"}, ptq("int8", skipLayers=["fc1"])]),
+        "after qat, list the layers to keep float on the qat step",
+    ),
+    (
+        "distill-not-first",
+        changed(
+            "distill-not-first",
+            steps=[{"type": "prune"}, {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}}],
+        ),
+        "distill must be the first step",
+    ),
     ("ptq-without-mode", changed("ptq-without-mode", steps=[{"type": "ptq"}]), "a ptq step needs mode"),
-    ("field-of-other-type", changed("field-of-other-type", steps=[{"type": "qat", "numberOfClusters": 8}]),
-     "numberOfClusters is only valid for steps of type cluster"),
-    ("integer-io-dynamic", changed("integer-io-dynamic", steps=[ptq("dynamic", integerIO=True)]),
-     "integerIO is only valid with mode int8"),
-    ("2-4-target", changed("2-4-target", steps=[{"type": "prune", "pattern": "2:4", "targetSparsity": 0.7}]),
-     "pattern 2:4 means a targetSparsity of exactly 0.5"),
-    ("initial-above-target", changed("initial-above-target", steps=[
-        {"type": "prune", "initialSparsity": 0.9, "targetSparsity": 0.5}]),
-     "initialSparsity must be below targetSparsity"),
-    ("end-before-begin", changed("end-before-begin", steps=[{"type": "prune", "beginStep": 10, "endStep": 5}]),
-     "endStep must be greater than beginStep"),
+    (
+        "field-of-other-type",
+        changed("field-of-other-type", steps=[{"type": "qat", "numberOfClusters": 8}]),
+        "numberOfClusters is only valid for steps of type cluster",
+    ),
+    (
+        "integer-io-dynamic",
+        changed("integer-io-dynamic", steps=[ptq("dynamic", integerIO=True)]),
+        "only valid with mode int8",
+    ),
+    (
+        "2-4-target",
+        changed("2-4-target", steps=[{"type": "prune", "pattern": "2:4", "targetSparsity": 0.7}]),
+        "pattern 2:4 means exactly 0.5",
+    ),
+    (
+        "initial-above-target",
+        changed("initial-above-target", steps=[{"type": "prune", "initialSparsity": 0.9, "targetSparsity": 0.5}]),
+        "must be below targetSparsity",
+    ),
+    (
+        "end-before-begin",
+        changed("end-before-begin", steps=[{"type": "prune", "beginStep": 10, "endStep": 5}]),
+        "must be greater than beginStep",
+    ),
     ("gate-range", changed("gate-range", gates={"maxAccuracyDrop": 2}), "spec.gates.maxAccuracyDrop: Invalid value"),
-    ("size-gate-range", changed("size-gate-range", gates={"minSizeReduction": 1.0}),
-     "spec.gates.minSizeReduction: Invalid value"),
-    ("promote-onto-output", changed("promote-onto-output", promotion={"uri": "s3://models/digits/compressed"}),
-     "promotion.uri must differ from output.uri"),
-    ("bad-secret-name", changed("bad-secret-name", credentials={"secretName": "S3_Creds"}),
-     "spec.credentials.secretName: Invalid value"),
+    (
+        "size-gate-range",
+        changed("size-gate-range", gates={"minSizeReduction": 1.0}),
+        "spec.gates.minSizeReduction: Invalid value",
+    ),
+    (
+        "promote-onto-output",
+        changed("promote-onto-output", promotion={"uri": "s3://models/digits/compressed"}),
+        "must differ from spec.output.uri",
+    ),
+    (
+        "bad-secret-name",
+        changed("bad-secret-name", credentials={"secretName": "S3_Creds"}),
+        "spec.credentials.secretName: Invalid value",
+    ),
     ("no-steps", changed("no-steps", steps=[]), "spec.steps: Invalid value"),
 ]
 
 
 @pytest.mark.parametrize(("name", "document", "message"), MISTAKES, ids=[row[0] for row in MISTAKES])
-def test_apiserver_rejects_invalid_jobs(name: str, document: dict[str, Any], message: str,
-                                        control_plane: ControlPlane) -> None:
+def test_apiserver_rejects_invalid_jobs(
+    name: str, document: dict[str, Any], message: str, control_plane: ControlPlane
+) -> None:
     applied = control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document), check=False)
     assert applied.returncode != 0, f"{name} was accepted"
     assert message in applied.stderr, applied.stderr
@@ -123,7 +177,12 @@ def test_valid_job_is_stored_and_its_spec_is_immutable_except_suspend(control_pl
     assert stored["spec"]["steps"] == document["spec"]["steps"]
     parse_spec(stored["spec"])
     edited = control_plane.kubectl(
-        "patch", "compressionjob", "immutable", "--type=merge", "-p", '{"spec": {"gates": {"maxAccuracyDrop": 0.5}}}',
+        "patch",
+        "compressionjob",
+        "immutable",
+        "--type=merge",
+        "-p",
+        '{"spec": {"gates": {"maxAccuracyDrop": 0.5}}}',
         check=False,
     )
     assert edited.returncode != 0 and "spec is immutable except suspend" in edited.stderr
@@ -151,16 +210,22 @@ def test_runner_job_is_valid_and_restricted(control_plane: ControlPlane) -> None
     from edgecompress_operator.manifests import build_job
 
     control_plane.kubectl("create", "namespace", "restricted-ns")
-    control_plane.kubectl("label", "namespace", "restricted-ns", "pod-security.kubernetes.io/enforce=restricted",
-                          "pod-security.kubernetes.io/warn=restricted")
+    control_plane.kubectl(
+        "label",
+        "namespace",
+        "restricted-ns",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
     document = changed("pss")
     document["metadata"]["namespace"] = "restricted-ns"
     document["spec"]["queueName"] = "gpu-queue"
     control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document))
     uid = control_plane.kubectl("get", "cpj", "pss", "-n", "restricted-ns", "-o", "jsonpath={.metadata.uid}").stdout
     manifest = build_job("pss", "restricted-ns", uid, parse_spec(document["spec"]), Config(runner_image="runner:1"))
-    created = control_plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(manifest),
-                                    check=False)
+    created = control_plane.kubectl(
+        "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(manifest), check=False
+    )
     assert created.returncode == 0, created.stderr
     assert "would violate PodSecurity" not in created.stderr, created.stderr
     accepted = json.loads(created.stdout)

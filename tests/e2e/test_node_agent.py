@@ -22,21 +22,31 @@ SCRIPT = (
 
 def job(name: str, exit_code: int) -> dict[str, Any]:
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "default"},
         "spec": {
             "backoffLimit": 3,
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [21]}},
-            ]},
-            "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{
-                    "name": "main", "image": "python:local",
-                    "command": [sys.executable, "-c", SCRIPT], "args": ["/dev/termination-log", str(exit_code)],
-                    "env": [{"name": "GREETING", "value": "hello"}],
-                    "envFrom": [{"secretRef": {"name": "agent-secret"}}],
-                }],
-            }},
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [21]}},
+                ]
+            },
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "python:local",
+                            "command": [sys.executable, "-c", SCRIPT],
+                            "args": ["/dev/termination-log", str(exit_code)],
+                            "env": [{"name": "GREETING", "value": "hello"}],
+                            "envFrom": [{"secretRef": {"name": "agent-secret"}}],
+                        }
+                    ],
+                }
+            },
         },
     }
 
@@ -69,8 +79,9 @@ def test_pod_runs_and_reports_its_termination_message(control_plane: ControlPlan
     assert terminated["exitCode"] == 0 and terminated["message"] == "hello s3cr3t"
 
 
-def test_exit_code_in_pod_failure_policy_fails_the_job_at_once(control_plane: ControlPlane,
-                                                               node_agent: NodeAgent) -> None:
+def test_exit_code_in_pod_failure_policy_fails_the_job_at_once(
+    control_plane: ControlPlane, node_agent: NodeAgent
+) -> None:
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(job("agent-gates", 21)))
     condition = wait_until(lambda: job_condition(control_plane, "agent-gates"), "the Job to fail", timeout=90)
     assert condition["type"] == "Failed" and condition["reason"] == "PodFailurePolicy"

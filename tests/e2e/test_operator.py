@@ -33,8 +33,11 @@ def wait_for_phase(plane: ControlPlane, name: str, phases: set[str], timeout: fl
 
 
 def metric_samples(operator: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(operator.metrics()) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for sample in family.samples
+    }
 
 
 def example(name: str, **spec_changes: Any) -> str:
@@ -45,8 +48,9 @@ def example(name: str, **spec_changes: Any) -> str:
     return yaml.safe_dump(document)
 
 
-def test_example_job_succeeds_end_to_end(control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any,
-                                         demo_bucket: Any) -> None:
+def test_example_job_succeeds_end_to_end(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
     s3 = demo_bucket
     control_plane.kubectl("apply", "-f", str(EXAMPLE))
     job = wait_for_phase(control_plane, "digits", {"Succeeded", "Failed"})
@@ -57,8 +61,9 @@ def test_example_job_succeeds_end_to_end(control_plane: ControlPlane, node_agent
     assert ready["status"] == "True"
     result = status["result"]
     assert result["gatesPassed"] and result["comparison"]["compressionRatio"] >= 3.5
-    keys = sorted(item["Key"] for item in
-                  s3.list_objects_v2(Bucket="edgecompress-demo", Prefix="compressed/digits/")["Contents"])
+    keys = sorted(
+        item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo", Prefix="compressed/digits/")["Contents"]
+    )
     assert keys == ["compressed/digits/model.tflite", "compressed/digits/report.json"]
     report = json.loads(s3.get_object(Bucket="edgecompress-demo", Key="compressed/digits/report.json")["Body"].read())
     assert report["outputs"]["tflite"]["sha256"] == result["artifacts"]["tflite"]["sha256"]
@@ -68,20 +73,30 @@ def test_example_job_succeeds_end_to_end(control_plane: ControlPlane, node_agent
     assert {"JobCreated", "Succeeded"} <= {event["reason"] for event in events}
     assert status["progress"]["percent"] == 100.0
     metrics = metric_samples(operator_process)
-    assert metrics[("edgecompress_compressionjob_completions_total", (("reason", "Succeeded"), ("result", "Succeeded")))] >= 1
+    assert (
+        metrics[("edgecompress_compressionjob_completions_total", (("reason", "Succeeded"), ("result", "Succeeded")))]
+        >= 1
+    )
     assert metrics[("edgecompress_compressionjob_duration_seconds_count", (("result", "Succeeded"),))] >= 1
     digits = (("name", "digits"), ("namespace", "default"))
-    assert metrics[("edgecompress_compressionjob_compression_ratio", digits)] == result["comparison"]["compressionRatio"]
+    assert (
+        metrics[("edgecompress_compressionjob_compression_ratio", digits)] == result["comparison"]["compressionRatio"]
+    )
     assert metrics[("edgecompress_compressionjob_output_size_bytes", digits)] == result["output"]["sizeBytes"]
     assert metrics[("edgecompress_compressionjob_gates_passed", digits)] == 1
     assert metrics[("edgecompress_compressionjobs", (("phase", "Succeeded"),))] >= 1
     assert operator_process.probe("/healthz") == 200 and operator_process.probe("/readyz") == 200
 
 
-def test_missing_model_fails_with_the_runners_reason(control_plane: ControlPlane, node_agent: NodeAgent,
-                                                     operator_process: Any, demo_bucket: Any) -> None:
-    control_plane.kubectl("apply", "-f", "-", stdin=example(
-        "missing-model", model={"uri": "s3://edgecompress-demo/models/absent.keras", "format": "keras"}))
+def test_missing_model_fails_with_the_runners_reason(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=example("missing-model", model={"uri": "s3://edgecompress-demo/models/absent.keras", "format": "keras"}),
+    )
     status = wait_for_phase(control_plane, "missing-model", {"Succeeded", "Failed"})["status"]
     assert status["phase"] == "Failed" and status["reason"] == "InvalidInput"
     assert status["message"] == "s3://edgecompress-demo/models/absent.keras: object not found"
@@ -90,10 +105,15 @@ def test_missing_model_fails_with_the_runners_reason(control_plane: ControlPlane
     assert len(pods) == 1, "a bad input must not be retried"
 
 
-def test_failed_gates_keep_the_results(control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any,
-                                       demo_bucket: Any) -> None:
-    control_plane.kubectl("apply", "-f", "-", stdin=example(
-        "strict-gates", steps=[{"type": "ptq", "mode": "float16"}], gates={"minSizeReduction": 0.9}))
+def test_failed_gates_keep_the_results(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=example("strict-gates", steps=[{"type": "ptq", "mode": "float16"}], gates={"minSizeReduction": 0.9}),
+    )
     status = wait_for_phase(control_plane, "strict-gates", {"Succeeded", "Failed"})["status"]
     assert status["phase"] == "Failed" and status["reason"] == "GatesFailed"
     assert "short of the required 90.0%" in status["message"]
@@ -104,15 +124,23 @@ def test_failed_gates_keep_the_results(control_plane: ControlPlane, node_agent: 
     assert stalled["status"] == "True" and stalled["reason"] == "GatesFailed"
 
 
-def test_deleting_a_job_removes_its_runner_but_never_artifacts(control_plane: ControlPlane, node_agent: NodeAgent,
-                                                               operator_process: Any, demo_bucket: Any) -> None:
+def test_deleting_a_job_removes_its_runner_but_never_artifacts(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
     s3 = demo_bucket
-    control_plane.kubectl("apply", "-f", "-", stdin=example(
-        "long-running", steps=[{"type": "prune", "fineTune": {"epochs": 200}}, {"type": "ptq", "mode": "int8"}]))
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=example(
+            "long-running", steps=[{"type": "prune", "fineTune": {"epochs": 200}}, {"type": "ptq", "mode": "int8"}]
+        ),
+    )
     wait_for_phase(control_plane, "long-running", {"Running"}, timeout=120)
     progress = wait_until(
         lambda: (get(control_plane, "compressionjob", "long-running")["status"].get("progress") or {}).get("epoch"),
-        "status.progress to report a fine-tuning epoch")
+        "status.progress to report a fine-tuning epoch",
+    )
     assert progress >= 1
     status = get(control_plane, "compressionjob", "long-running")["status"]
     assert status["progress"]["phase"] == "steps[0] prune" and 0 < status["progress"]["percent"] < 100
@@ -131,14 +159,24 @@ def test_deleting_a_job_removes_its_runner_but_never_artifacts(control_plane: Co
     after = {item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo")["Contents"]}
     assert before <= after
     assert node_agent.live_processes() == 0
-    wait_until(lambda: not [key for key in metric_samples(operator_process) if ("name", "digits") in key[1]],
-               "the deleted CompressionJob's metric series to disappear", timeout=30)
+    wait_until(
+        lambda: not [key for key in metric_samples(operator_process) if ("name", "digits") in key[1]],
+        "the deleted CompressionJob's metric series to disappear",
+        timeout=30,
+    )
 
 
-def test_operator_restart_while_running_makes_no_second_job(control_plane: ControlPlane, node_agent: NodeAgent,
-                                                           operator_process: Any, demo_bucket: Any) -> None:
-    control_plane.kubectl("apply", "-f", "-", stdin=example(
-        "restarted", steps=[{"type": "prune", "fineTune": {"epochs": 3}}, {"type": "ptq", "mode": "int8"}]))
+def test_operator_restart_while_running_makes_no_second_job(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=example(
+            "restarted", steps=[{"type": "prune", "fineTune": {"epochs": 3}}, {"type": "ptq", "mode": "int8"}]
+        ),
+    )
     wait_for_phase(control_plane, "restarted", {"Running"}, timeout=120)
     operator_process.restart()
     status = wait_for_phase(control_plane, "restarted", {"Succeeded", "Failed"})["status"]
@@ -149,7 +187,8 @@ def test_operator_restart_while_running_makes_no_second_job(control_plane: Contr
 
 
 def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order(
-        control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any) -> None:
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
     from tests.e2e.conftest import MAX_CONCURRENT_JOBS
 
     names = ["queue-d", "queue-c", "queue-b", "queue-a"]
@@ -158,9 +197,11 @@ def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order
         control_plane.kubectl("apply", "-f", "-", stdin=example(name, steps=[{"type": "ptq", "mode": "dynamic"}]))
         time.sleep(1.1)
     selector = f"edgecompress.io/compressionjob in ({', '.join(names)})"
+
     def queued_statuses() -> dict[str, Any] | None:
-        found = {name: get(control_plane, "compressionjob", name).get("status") or {}
-                 for name in names[MAX_CONCURRENT_JOBS:]}
+        found = {
+            name: get(control_plane, "compressionjob", name).get("status") or {} for name in names[MAX_CONCURRENT_JOBS:]
+        }
         return found if {status.get("reason") for status in found.values()} == {"Queued"} else None
 
     queued = wait_until(queued_statuses, "the jobs over the limit to be Queued", timeout=30)
@@ -178,8 +219,10 @@ def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order
         time.sleep(0.5)
     assert {status["phase"] for status in statuses.values()} == {"Succeeded"}, statuses
     assert most_running <= MAX_CONCURRENT_JOBS
-    jobs = {job["metadata"]["labels"]["edgecompress.io/compressionjob"]: job
-            for job in get(control_plane, "jobs", "-l", selector)["items"]}
+    jobs = {
+        job["metadata"]["labels"]["edgecompress.io/compressionjob"]: job
+        for job in get(control_plane, "jobs", "-l", selector)["items"]
+    }
     first_done = min(jobs[name]["status"]["completionTime"] for name in names[:MAX_CONCURRENT_JOBS])
     assert jobs["queue-b"]["metadata"]["creationTimestamp"] >= first_done
     assert jobs["queue-b"]["metadata"]["creationTimestamp"] <= jobs["queue-a"]["metadata"]["creationTimestamp"]
@@ -188,35 +231,54 @@ def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order
     control_plane.kubectl("delete", "compressionjob", *names)
 
 
-def test_suspend_holds_the_job_and_resume_runs_it(control_plane: ControlPlane, node_agent: NodeAgent,
-                                                  operator_process: Any, demo_bucket: Any) -> None:
-    control_plane.kubectl("apply", "-f", "-", stdin=example(
-        "suspended", suspend=True, steps=[{"type": "prune", "fineTune": {"epochs": 200}}, {"type": "ptq", "mode": "int8"}]))
-    status = wait_until(lambda: (get(control_plane, "compressionjob", "suspended").get("status") or {}), "a status")
+def test_suspend_holds_the_job_and_resume_runs_it(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=example(
+            "suspended",
+            suspend=True,
+            steps=[{"type": "prune", "fineTune": {"epochs": 200}}, {"type": "ptq", "mode": "int8"}],
+        ),
+    )
+    status = wait_until(lambda: get(control_plane, "compressionjob", "suspended").get("status") or {}, "a status")
     assert (status["phase"], status["reason"]) == ("Pending", "Suspended")
     assert get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=suspended")["items"] == []
     control_plane.kubectl("patch", "compressionjob", "suspended", "--type=merge", "-p", '{"spec": {"suspend": false}}')
     wait_for_phase(control_plane, "suspended", {"Running"}, timeout=120)
     control_plane.kubectl("patch", "compressionjob", "suspended", "--type=merge", "-p", '{"spec": {"suspend": true}}')
-    status = wait_until(lambda: (s := get(control_plane, "compressionjob", "suspended")["status"])["reason"] == "Suspended"
-                        and s, "the running job to be suspended")
+    status = wait_until(
+        lambda: (s := get(control_plane, "compressionjob", "suspended")["status"])["reason"] == "Suspended" and s,
+        "the running job to be suspended",
+    )
     assert status["phase"] == "Pending" and status["observedGeneration"] == 3
     job = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=suspended")["items"][0]
     assert job["spec"]["suspend"] is True
-    wait_until(lambda: not get(control_plane, "pods", "-l", "edgecompress.io/compressionjob=suspended")["items"],
-               "the suspended job's pod to go away")
+    wait_until(
+        lambda: not get(control_plane, "pods", "-l", "edgecompress.io/compressionjob=suspended")["items"],
+        "the suspended job's pod to go away",
+    )
     control_plane.kubectl("patch", "compressionjob", "suspended", "--type=merge", "-p", '{"spec": {"suspend": false}}')
     wait_for_phase(control_plane, "suspended", {"Running"}, timeout=120)
     assert len(get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=suspended")["items"]) == 1
     control_plane.kubectl("delete", "compressionjob", "suspended", "--wait=true")
 
 
-def test_a_pod_without_a_free_gpu_shows_the_schedulers_reason(control_plane: ControlPlane, node_agent: NodeAgent,
-                                                               operator_process: Any, demo_bucket: Any) -> None:
+def test_a_pod_without_a_free_gpu_shows_the_schedulers_reason(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
     control_plane.kubectl("apply", "-f", "-", stdin=example("too-many-gpus", execution={"gpus": 4}))
     status = wait_until(
-        lambda: (s := get(control_plane, "compressionjob", "too-many-gpus").get("status") or {}).get("reason")
-        == "Unschedulable" and s, "the Unschedulable reason in status")
+        lambda: (
+            (s := get(control_plane, "compressionjob", "too-many-gpus").get("status") or {}).get("reason")
+            == "Unschedulable"
+            and s
+        ),
+        "the Unschedulable reason in status",
+    )
     assert status["phase"] == "Pending"
     assert status["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
     control_plane.kubectl("delete", "compressionjob", "too-many-gpus", "--wait=true")

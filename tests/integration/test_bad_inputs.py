@@ -54,8 +54,13 @@ def test_truncated_h5_model(digits_model: Path, small_digits_npz: Path, tmp_path
 def test_input_shape_does_not_match_dataset(digits_model: Path, tmp_path: Path) -> None:
     flat = tmp_path / "flat.npz"
     rng = np.random.default_rng(0)
-    np.savez(flat, x_train=rng.random((50, 64)), y_train=np.zeros(50, np.int32),
-             x_eval=rng.random((20, 64)), y_eval=np.zeros(20, np.int32))
+    np.savez(
+        flat,
+        x_train=rng.random((50, 64)),
+        y_train=np.zeros(50, np.int32),
+        x_eval=rng.random((20, 64)),
+        y_eval=np.zeros(20, np.int32),
+    )
     document = job(digits_model, flat, tmp_path / "out", [{"type": "ptq", "mode": "int8"}])
     assert_rejected(document, tmp_path, r"x_train samples have shape \(64,\) but the model expects \(8, 8, 1\)")
 
@@ -65,8 +70,15 @@ def test_input_shape_does_not_match_dataset(digits_model: Path, tmp_path: Path) 
     [
         ({"x_train": np.zeros((0, 8, 8, 1)), "x_eval": np.zeros((0, 8, 8, 1))}, r"x_train is empty"),
         ({"x_train": np.zeros((5, 8, 8, 1))}, r"the dataset has no x_eval array"),
-        ({"x_train": np.zeros((5, 8, 8, 1)), "y_train": np.zeros(4), "x_eval": np.zeros((5, 8, 8, 1)),
-          "y_eval": np.zeros(5)}, r"x_train has 5 samples but y_train has 4"),
+        (
+            {
+                "x_train": np.zeros((5, 8, 8, 1)),
+                "y_train": np.zeros(4),
+                "x_eval": np.zeros((5, 8, 8, 1)),
+                "y_eval": np.zeros(5),
+            },
+            r"x_train has 5 samples but y_train has 4",
+        ),
         ({"x_eval": np.zeros((5, 8, 8, 1)), "images": np.zeros(3)}, r"unexpected arrays \['images'\]"),
         ({"x_eval": np.zeros((5, 8, 8, 1))}, r"spec\.steps\[0\]\.mode: int8 calibrates on x_train"),
     ],
@@ -90,13 +102,15 @@ def _rescaling_model(path: Path) -> None:
     from edgecompress_runner.tfcompat import keras
 
     layers = keras.layers
-    keras.Sequential([
-        layers.Input((8, 8, 1)),
-        layers.Rescaling(1.0, name="rescale"),
-        layers.Conv2D(8, 3, activation="relu", name="conv"),
-        layers.Flatten(name="flatten"),
-        layers.Dense(10, name="logits"),
-    ]).save(path)
+    keras.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            layers.Rescaling(1.0, name="rescale"),
+            layers.Conv2D(8, 3, activation="relu", name="conv"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(10, name="logits"),
+        ]
+    ).save(path)
 
 
 def test_layer_qat_cannot_quantize_is_named(small_digits_npz: Path, tmp_path: Path) -> None:
@@ -104,8 +118,10 @@ def test_layer_qat_cannot_quantize_is_named(small_digits_npz: Path, tmp_path: Pa
     _rescaling_model(model)
     steps = [{"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
     assert_rejected(
-        job(model, small_digits_npz, tmp_path / "out", steps), tmp_path,
-        r"steps\[0\] qat: tfmot cannot quantize \(QAT\) layer 'rescale' \(Rescaling\); list it in this step's skipLayers",
+        job(model, small_digits_npz, tmp_path / "out", steps),
+        tmp_path,
+        r"steps\[0\] qat: tfmot cannot quantize \(QAT\) layer 'rescale' \(Rescaling\); "
+        r"list it in this step's skipLayers",
         reason="UnsupportedLayer",
     )
     steps[0]["skipLayers"] = ["rescale"]
@@ -117,13 +133,18 @@ def test_layer_qat_cannot_quantize_is_named(small_digits_npz: Path, tmp_path: Pa
 def test_nested_model_is_named(small_digits_npz: Path, tmp_path: Path) -> None:
     from edgecompress_runner.tfcompat import keras
 
-    inner = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(16)],
-                             name="backbone")
+    inner = keras.Sequential(
+        [keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(16)], name="backbone"
+    )
     outer = keras.Sequential([keras.layers.Input((8, 8, 1)), inner, keras.layers.Dense(10, name="head")])
     model = tmp_path / "nested.keras"
     outer.save(model)
-    assert_rejected(job(model, small_digits_npz, tmp_path / "out", [{"type": "prune", "fineTune": {"epochs": 1}}]),
-                    tmp_path, r"layer 'backbone' is a nested model", reason="UnsupportedLayer")
+    assert_rejected(
+        job(model, small_digits_npz, tmp_path / "out", [{"type": "prune", "fineTune": {"epochs": 1}}]),
+        tmp_path,
+        r"layer 'backbone' is a nested model",
+        reason="UnsupportedLayer",
+    )
 
 
 def test_keras3_model_gets_a_hint(small_digits_npz: Path, tmp_path: Path) -> None:
@@ -135,20 +156,30 @@ def test_keras3_model_gets_a_hint(small_digits_npz: Path, tmp_path: Path) -> Non
     )
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True, timeout=300)
-    assert_rejected(job(model, small_digits_npz, tmp_path / "out", [{"type": "qat"}]), tmp_path,
-                    r"k3\.keras: saved with Keras 3\.\d+.*needs a tf-keras \(Keras 2\) model", reason="UnsupportedLayer")
+    assert_rejected(
+        job(model, small_digits_npz, tmp_path / "out", [{"type": "qat"}]),
+        tmp_path,
+        r"k3\.keras: saved with Keras 3\.\d+.*needs a tf-keras \(Keras 2\) model",
+        reason="UnsupportedLayer",
+    )
 
 
 def test_pruning_frequency_that_would_never_prune(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
     steps = [{"type": "prune", "frequency": 500, "fineTune": {"epochs": 1}}]
-    assert_rejected(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path,
-                    r"steps\[0\]\.frequency: 500 exceeds the pruning window of 18 steps")
+    assert_rejected(
+        job(digits_model, small_digits_npz, tmp_path / "out", steps),
+        tmp_path,
+        r"steps\[0\]\.frequency: 500 exceeds the pruning window of 18 steps",
+    )
 
 
 def test_unknown_skip_layer(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
     steps = [{"type": "ptq", "mode": "int8", "skipLayers": ["dense_9"]}]
-    assert_rejected(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path,
-                    r"skipLayers: layer 'dense_9' is not found")
+    assert_rejected(
+        job(digits_model, small_digits_npz, tmp_path / "out", steps),
+        tmp_path,
+        r"skipLayers: layer 'dense_9' is not found",
+    )
 
 
 def test_finished_output_is_not_overwritten(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
@@ -179,9 +210,13 @@ def test_subclassed_model_is_named(small_digits_npz: Path, tmp_path: Path) -> No
     model(np.zeros((1, 8, 8, 1), np.float32))
     path = tmp_path / "subclassed.keras"
     model.save(path)
-    assert_rejected(job(path, small_digits_npz, tmp_path / "out", [{"type": "qat"}]), tmp_path,
-                    r"subclassed\.keras: TinySubclassed is a subclassed model; tfmot and the converter need "
-                    r"a Sequential or functional model", reason="UnsupportedLayer")
+    assert_rejected(
+        job(path, small_digits_npz, tmp_path / "out", [{"type": "qat"}]),
+        tmp_path,
+        r"subclassed\.keras: TinySubclassed is a subclassed model; tfmot and the converter need "
+        r"a Sequential or functional model",
+        reason="UnsupportedLayer",
+    )
 
 
 def test_unregistered_custom_class_gets_a_hint(small_digits_npz: Path, tmp_path: Path) -> None:
@@ -203,5 +238,8 @@ def test_unregistered_custom_class_gets_a_hint(small_digits_npz: Path, tmp_path:
                 config["config"]["layers"][-1]["class_name"] = "MyCustomDense"
                 data = json.dumps(config).encode()
             target.writestr(item, data)
-    assert_rejected(job(custom, small_digits_npz, tmp_path / "out", [{"type": "ptq", "mode": "dynamic"}]), tmp_path,
-                    r"custom\.keras: the model uses classes the runner cannot import: MyCustomDense\.")
+    assert_rejected(
+        job(custom, small_digits_npz, tmp_path / "out", [{"type": "ptq", "mode": "dynamic"}]),
+        tmp_path,
+        r"custom\.keras: the model uses classes the runner cannot import: MyCustomDense\.",
+    )

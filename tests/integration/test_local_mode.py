@@ -14,7 +14,10 @@ pytestmark = pytest.mark.tf
 def test_example_command_runs_end_to_end(tmp_path: Path) -> None:
     finished = subprocess.run(
         ["edgecompress-runner", "example", "--output", str(tmp_path), "--summary-file", str(tmp_path / "summary.json")],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     result = tmp_path / "result"
@@ -31,7 +34,9 @@ def test_example_command_runs_end_to_end(tmp_path: Path) -> None:
 def test_validate_command_reports_the_field(tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text("model: {uri: /m.keras, format: keras}\nsteps: [{type: ptq, mode: int8}]\noutput: {uri: /o}\n")
-    finished = subprocess.run(["edgecompress-runner", "validate", str(job)], capture_output=True, text=True, timeout=120)
+    finished = subprocess.run(
+        ["edgecompress-runner", "validate", str(job)], capture_output=True, text=True, timeout=120
+    )
     assert finished.returncode == 20
     assert "spec.steps[0].mode: int8 needs spec.dataset" in finished.stderr
 
@@ -41,8 +46,13 @@ def test_run_reads_the_job_from_the_environment_like_a_pod(tmp_path: Path) -> No
 
     env = {**os.environ, "EDGECOMPRESS_JOB": '{"model": {"uri": "/m.keras", "format": "keras"}, "steps": []}'}
     summary = tmp_path / "termination-log"
-    finished = subprocess.run(["edgecompress-runner", "run", "--summary-file", str(summary)],
-                              capture_output=True, text=True, timeout=120, env=env)
+    finished = subprocess.run(
+        ["edgecompress-runner", "run", "--summary-file", str(summary)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert finished.returncode == 20
     result = json.loads(summary.read_text())
     assert result["reason"] == "InvalidSpec" and "spec.steps: List should have at least 1 item" in result["message"]

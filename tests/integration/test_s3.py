@@ -44,23 +44,34 @@ def s3_job(model_uri: str, dataset_uri: str, output_uri: str, steps: list) -> di
     return document
 
 
-def test_cli_run_writes_artifacts_to_s3(s3_env: MinioServer, bucket: str, digits_model: Path,
-                                       digits_npz: Path, tmp_path: Path) -> None:
+def test_cli_run_writes_artifacts_to_s3(
+    s3_env: MinioServer, bucket: str, digits_model: Path, digits_npz: Path, tmp_path: Path
+) -> None:
     model_uri = upload(s3_env, digits_model, bucket, "models/digits.keras")
     data_uri = upload(s3_env, digits_npz, bucket, "data/digits.npz")
-    steps = [{"type": "prune", "targetSparsity": 0.6, "fineTune": {"epochs": 1}},
-             {"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
+    steps = [
+        {"type": "prune", "targetSparsity": 0.6, "fineTune": {"epochs": 1}},
+        {"type": "qat", "fineTune": {"epochs": 1}},
+        {"type": "ptq", "mode": "int8"},
+    ]
     document = {
-        "apiVersion": "edgecompress.io/v1alpha1", "kind": "CompressionJob", "metadata": {"name": "digits"},
-        "spec": {**s3_job(model_uri, data_uri, f"s3://{bucket}/out/digits/", steps),
-                 "gates": {"maxAccuracyDrop": 0.05, "minSizeReduction": 0.6}},
+        "apiVersion": "edgecompress.io/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {"name": "digits"},
+        "spec": {
+            **s3_job(model_uri, data_uri, f"s3://{bucket}/out/digits/", steps),
+            "gates": {"maxAccuracyDrop": 0.05, "minSizeReduction": 0.6},
+        },
     }
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(document))
     summary_file = tmp_path / "termination-log"
     finished = subprocess.run(
         [sys.executable, "-m", "edgecompress_runner.cli", "run", str(job_file), "--summary-file", str(summary_file)],
-        env={**os.environ}, capture_output=True, text=True, timeout=600,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert keys(s3_env, bucket, "out/") == ["out/digits/model.tflite", "out/digits/report.json"]
@@ -80,12 +91,16 @@ def test_cli_run_writes_artifacts_to_s3(s3_env: MinioServer, bucket: str, digits
     assert report["steps"][1]["sparsity"]["overall"] == pytest.approx(0.6, abs=0.02)
     epochs = [json.loads(line) for line in finished.stderr.splitlines() if line.startswith("{") and '"epoch"' in line]
     assert [(event["phase"], event["epoch"]) for event in epochs if event.get("event") == "epoch"] == [
-        ("steps[0] prune", 1), ("steps[1] qat", 1)]
+        ("steps[0] prune", 1),
+        ("steps[1] qat", 1),
+    ]
 
 
 def test_missing_object(s3_env: MinioServer, bucket: str, small_digits_npz: Path, tmp_path: Path) -> None:
     data_uri = upload(s3_env, small_digits_npz, bucket, "data/digits.npz")
-    document = s3_job(f"s3://{bucket}/models/absent.keras", data_uri, f"s3://{bucket}/out/", [{"type": "ptq", "mode": "int8"}])
+    document = s3_job(
+        f"s3://{bucket}/models/absent.keras", data_uri, f"s3://{bucket}/out/", [{"type": "ptq", "mode": "int8"}]
+    )
     run = run_job(document, tmp_path)
     assert run.exit_code == ExitCode.INVALID_INPUT
     assert run.summary["message"] == f"s3://{bucket}/models/absent.keras: object not found"
@@ -93,36 +108,54 @@ def test_missing_object(s3_env: MinioServer, bucket: str, small_digits_npz: Path
 
 
 def test_missing_bucket(s3_env: MinioServer, tmp_path: Path) -> None:
-    document = s3_job("s3://no-such-bucket/m.keras", "s3://no-such-bucket/d.npz", "s3://no-such-bucket/out/",
-                      [{"type": "ptq", "mode": "dynamic"}])
+    document = s3_job(
+        "s3://no-such-bucket/m.keras",
+        "s3://no-such-bucket/d.npz",
+        "s3://no-such-bucket/out/",
+        [{"type": "ptq", "mode": "dynamic"}],
+    )
     run = run_job(document, tmp_path)
     assert run.exit_code == ExitCode.INVALID_INPUT
     assert run.summary["message"] == "s3://no-such-bucket/out/report.json: bucket 'no-such-bucket' does not exist"
 
 
-def test_wrong_credentials(s3_env: MinioServer, bucket: str, digits_model: Path, small_digits_npz: Path,
-                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_credentials(
+    s3_env: MinioServer,
+    bucket: str,
+    digits_model: Path,
+    small_digits_npz: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model_uri = upload(s3_env, digits_model, bucket, "models/digits.keras")
     data_uri = upload(s3_env, small_digits_npz, bucket, "data/digits.npz")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     run = run_job(s3_job(model_uri, data_uri, f"s3://{bucket}/out/", [{"type": "ptq", "mode": "int8"}]), tmp_path)
     assert run.exit_code == ExitCode.INVALID_INPUT
-    assert re.search(r"out/report.json: access denied \((403|SignatureDoesNotMatch)\): check the S3 credentials", run.summary["message"])
+    assert re.search(
+        r"out/report.json: access denied \((403|SignatureDoesNotMatch)\): check the S3 credentials",
+        run.summary["message"],
+    )
     assert keys(s3_env, bucket, "out/") == []
 
 
-def test_unreachable_endpoint_is_an_infrastructure_error(s3_env: MinioServer, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_endpoint_is_an_infrastructure_error(
+    s3_env: MinioServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.conftest import _free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
-    run = run_job(s3_job("s3://bucket/m.keras", "s3://bucket/d.npz", "s3://bucket/out/", [{"type": "ptq", "mode": "dynamic"}]), tmp_path)
+    run = run_job(
+        s3_job("s3://bucket/m.keras", "s3://bucket/d.npz", "s3://bucket/out/", [{"type": "ptq", "mode": "dynamic"}]),
+        tmp_path,
+    )
     assert run.exit_code == ExitCode.INFRASTRUCTURE
     assert run.summary["reason"] == "InfrastructureError" and "S3 request failed" in run.summary["message"]
 
 
-def test_overwrite_replaces_an_earlier_result(s3_env: MinioServer, bucket: str, digits_model: Path,
-                                              small_digits_npz: Path, tmp_path: Path) -> None:
+def test_overwrite_replaces_an_earlier_result(
+    s3_env: MinioServer, bucket: str, digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
     model_uri = upload(s3_env, digits_model, bucket, "models/digits.keras")
     data_uri = upload(s3_env, small_digits_npz, bucket, "data/digits.npz")
     document = s3_job(model_uri, data_uri, f"s3://{bucket}/out/", [{"type": "ptq", "mode": "float16"}])

@@ -21,7 +21,9 @@ def succeed(document: dict, tmp_path: Path):  # type: ignore[no-untyped-def]
     return run
 
 
-def test_prune_reaches_target_sparsity_in_the_tflite(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
+def test_prune_reaches_target_sparsity_in_the_tflite(
+    digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
     steps = [{"type": "prune", "targetSparsity": 0.6, "fineTune": {"epochs": 2}}, {"type": "ptq", "mode": "dynamic"}]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     reached = run.report["steps"][0]["sparsity"]["overall"]
@@ -34,8 +36,16 @@ def test_prune_reaches_target_sparsity_in_the_tflite(digits_model: Path, small_d
 
 
 def test_structured_2_by_4_sparsity(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
-    steps = [{"type": "prune", "pattern": "2:4", "schedule": "constantSparsity", "skipFirstAndLast": True,
-              "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "dynamic"}]
+    steps = [
+        {
+            "type": "prune",
+            "pattern": "2:4",
+            "schedule": "constantSparsity",
+            "skipFirstAndLast": True,
+            "fineTune": {"epochs": 1},
+        },
+        {"type": "ptq", "mode": "dynamic"},
+    ]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     pruned = run.report["steps"][0]["sparsity"]["layers"]
     assert set(pruned) == {"conv2", "fc1"}
@@ -43,8 +53,14 @@ def test_structured_2_by_4_sparsity(digits_model: Path, small_digits_npz: Path, 
 
 
 def test_pruning_alone_gives_a_sparse_float_model(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
-    steps = [{"type": "prune", "targetSparsity": 0.7, "initialSparsity": 0.3,
-              "fineTune": {"epochs": 3, "learningRate": 0.001}}]
+    steps = [
+        {
+            "type": "prune",
+            "targetSparsity": 0.7,
+            "initialSparsity": 0.3,
+            "fineTune": {"epochs": 3, "learningRate": 0.001},
+        }
+    ]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     report = run.report
     assert report["conversion"]["mode"] == "float" and report["conversion"]["sparseEncoding"]
@@ -62,8 +78,11 @@ def test_cluster_limits_distinct_weights(digits_model: Path, small_digits_npz: P
 
 
 def test_qat_after_prune_keeps_sparsity(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
-    steps = [{"type": "prune", "targetSparsity": 0.7, "fineTune": {"epochs": 2}},
-             {"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
+    steps = [
+        {"type": "prune", "targetSparsity": 0.7, "fineTune": {"epochs": 2}},
+        {"type": "qat", "fineTune": {"epochs": 1}},
+        {"type": "ptq", "mode": "int8"},
+    ]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     qat = run.report["steps"][1]
     assert qat["scheme"] == "Default8BitPrunePreserveQuantizeScheme"
@@ -72,9 +91,12 @@ def test_qat_after_prune_keeps_sparsity(digits_model: Path, small_digits_npz: Pa
 
 
 def test_prune_cluster_qat_preserve_earlier_gains(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
-    steps = [{"type": "prune", "targetSparsity": 0.5, "fineTune": {"epochs": 2}},
-             {"type": "cluster", "numberOfClusters": 8, "fineTune": {"epochs": 1}},
-             {"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
+    steps = [
+        {"type": "prune", "targetSparsity": 0.5, "fineTune": {"epochs": 2}},
+        {"type": "cluster", "numberOfClusters": 8, "fineTune": {"epochs": 1}},
+        {"type": "qat", "fineTune": {"epochs": 1}},
+        {"type": "ptq", "mode": "int8"},
+    ]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     _, clustered, qat, _ = run.report["steps"]
     assert clustered["preserveSparsity"] and clustered["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
@@ -95,8 +117,9 @@ def test_int8_is_at_least_3_5x_smaller_than_float(digits_model: Path, small_digi
 
 
 @pytest.mark.parametrize(("mode", "min_ratio", "weight_dtype"), [("float16", 1.8, "float16"), ("int16x8", 3.0, "int8")])
-def test_other_ptq_modes(mode: str, min_ratio: float, weight_dtype: str, digits_model: Path,
-                         small_digits_npz: Path, tmp_path: Path) -> None:
+def test_other_ptq_modes(
+    mode: str, min_ratio: float, weight_dtype: str, digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", [{"type": "ptq", "mode": mode}]), tmp_path)
     report = run.report
     assert report["baseline"]["size_bytes"] / report["result"]["size_bytes"] >= min_ratio
@@ -112,16 +135,19 @@ def test_other_ptq_modes(mode: str, min_ratio: float, weight_dtype: str, digits_
     ("steps", "fully_connected"),
     [
         # QAT annotates every layer but logits; int8 conversion keeps logits float.
-        ([{"type": "qat", "skipLayers": ["logits"], "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}],
-         ["int8", "float32"]),
+        (
+            [{"type": "qat", "skipLayers": ["logits"], "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}],
+            ["int8", "float32"],
+        ),
         # PTQ alone: the converter's denylist keeps fc1 float.
         ([{"type": "ptq", "mode": "int8", "skipLayers": ["fc1"]}], ["float32", "int8"]),
         ([{"type": "ptq", "mode": "int8", "skipFirstAndLast": True}], ["int8", "float32"]),
     ],
     ids=["qat-skip", "ptq-denylist", "ptq-first-last"],
 )
-def test_protected_layers_stay_float(steps: list, fully_connected: list, digits_model: Path,
-                                     small_digits_npz: Path, tmp_path: Path) -> None:
+def test_protected_layers_stay_float(
+    steps: list, fully_connected: list, digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     ops = op_types(run.output / "model.tflite")
     assert [dtype for op, dtype in ops if op == "FULLY_CONNECTED"] == fully_connected
@@ -138,8 +164,14 @@ def test_distill_trains_a_smaller_student(digits_model: Path, small_digits_npz: 
 
     student = tmp_path / "student.keras"
     digits_cnn(width=4).save(student)
-    steps = [{"type": "distill", "student": {"uri": str(student), "format": "keras"},
-              "fineTune": {"epochs": 6, "learningRate": 0.003}}, {"type": "ptq", "mode": "dynamic"}]
+    steps = [
+        {
+            "type": "distill",
+            "student": {"uri": str(student), "format": "keras"},
+            "fineTune": {"epochs": 6, "learningRate": 0.003},
+        },
+        {"type": "ptq", "mode": "dynamic"},
+    ]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     distilled = run.report["steps"][0]
     assert distilled["studentParameters"] * 8 < distilled["teacherParameters"]
@@ -160,15 +192,22 @@ def test_fidelity_without_labels(digits_model: Path, digits: dict, tmp_path: Pat
 
 def test_gates_failure_exit_code_and_report(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
     steps = [{"type": "ptq", "mode": "float16"}]
-    document = job(digits_model, small_digits_npz, tmp_path / "out", steps,
-                   gates={"minSizeReduction": 0.9, "maxAccuracyDrop": 0.05})
+    document = job(
+        digits_model,
+        small_digits_npz,
+        tmp_path / "out",
+        steps,
+        gates={"minSizeReduction": 0.9, "maxAccuracyDrop": 0.05},
+    )
     run = run_job(document, tmp_path)
     assert run.exit_code == ExitCode.GATES_FAILED
     assert run.summary["result"] == "GatesFailed" and not run.summary["gatesPassed"]
     assert "short of the required 90.0%" in run.summary["message"]
     assert run.report["gatesPassed"] is False
     assert {gate["name"]: gate["passed"] for gate in run.report["gates"]} == {
-        "maxAccuracyDrop": True, "minSizeReduction": False}
+        "maxAccuracyDrop": True,
+        "minSizeReduction": False,
+    }
 
 
 def test_savedmodel_archive_is_converted(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:

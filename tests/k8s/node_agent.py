@@ -23,7 +23,7 @@ import tempfile
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from tests.processes import stop_process
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -95,9 +95,16 @@ class NodeAgent:
             "status": {
                 "capacity": self.capacity,
                 "allocatable": self.capacity,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "test node agent", "lastHeartbeatTime": _now(),
-                                "lastTransitionTime": _now()}],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "test node agent",
+                        "lastHeartbeatTime": _now(),
+                        "lastTransitionTime": _now(),
+                    }
+                ],
                 "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": self._log_port}},
             }
@@ -140,9 +147,28 @@ class NodeAgent:
 
     def _start_log_server(self) -> None:
         certificate, key = self.log_dir / "kubelet.crt", self.log_dir / "kubelet.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=edgecompress-test-node",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                str(key),
+                "-out",
+                str(certificate),
+                "-subj",
+                "/CN=edgecompress-test-node",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )
         agent = self
 
         class ContainerLogs(http.server.BaseHTTPRequestHandler):
@@ -155,7 +181,7 @@ class NodeAgent:
                     return
                 lines = log.read_bytes().splitlines(keepends=True)
                 tail = urllib.parse.parse_qs(url.query).get("tailLines")
-                body = b"".join(lines[-int(tail[0]):] if tail else lines)
+                body = b"".join(lines[-int(tail[0]) :] if tail else lines)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
@@ -175,6 +201,7 @@ class NodeAgent:
 
     def _insufficient(self, pod: Any, pods: list[Any]) -> list[str]:
         """Extended resources (e.g. nvidia.com/gpu) the pod requests beyond what is free on the node."""
+
         def requests(candidate: Any) -> dict[str, int]:
             wanted: dict[str, int] = {}
             for container in candidate.spec.containers:
@@ -188,24 +215,43 @@ class NodeAgent:
             if other.spec.node_name == self.node_name and other.status.phase in ("Pending", "Running"):
                 for name, amount in requests(other).items():
                     used[name] = used.get(name, 0) + amount
-        return sorted(name for name, amount in requests(pod).items()
-                      if amount > int(self.capacity.get(name, "0")) - used.get(name, 0))
+        return sorted(
+            name
+            for name, amount in requests(pod).items()
+            if amount > int(self.capacity.get(name, "0")) - used.get(name, 0)
+        )
 
     def _mark_unschedulable(self, pod: Any, missing: list[str]) -> None:
         message = "0/1 nodes are available: " + ", ".join(f"1 Insufficient {name}" for name in missing) + "."
         for condition in pod.status.conditions or []:
             if condition.type == "PodScheduled" and condition.message == message:
                 return
-        self._patch_status(pod, {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                                  "message": message, "lastTransitionTime": _now()}]})
+        self._patch_status(
+            pod,
+            {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": message,
+                        "lastTransitionTime": _now(),
+                    }
+                ]
+            },
+        )
 
     def _bind(self, pod: Any) -> None:
-        body = {"apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": pod.metadata.name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod.metadata.name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
+        }
         try:
-            self.core.create_namespaced_pod_binding(pod.metadata.name, pod.metadata.namespace, body,
-                                                    _preload_content=False)
+            self.core.create_namespaced_pod_binding(
+                pod.metadata.name, pod.metadata.namespace, body, _preload_content=False
+            )
         except client.ApiException as error:
             if error.status != 409:
                 raise
@@ -219,10 +265,19 @@ class NodeAgent:
         """What the kubelet's projected token volume gives a pod, as a kubeconfig (a process cannot
         see a volume mounted at /var/run/secrets): a fresh token of the pod's ServiceAccount."""
         account = pod.spec.service_account_name or "default"
-        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                   "spec": {"expirationSeconds": 86400,
-                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
-                                               "uid": pod.metadata.uid}}}
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": 86400,
+                "boundObjectRef": {
+                    "kind": "Pod",
+                    "apiVersion": "v1",
+                    "name": pod.metadata.name,
+                    "uid": pod.metadata.uid,
+                },
+            },
+        }
         token = self.core.create_namespaced_service_account_token(account, pod.metadata.namespace, request)
         admin = yaml.safe_load(self.kubeconfig.read_text())
         admin["users"] = [{"name": admin["users"][0]["name"], "user": {"token": token.status.token}}]
@@ -258,21 +313,32 @@ class NodeAgent:
         log = self._log_file(pod.metadata.namespace, pod.metadata.name).open("wb")
         started = _now()
         try:
-            process = subprocess.Popen(command + args, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=self.log_dir)
+            process = subprocess.Popen(
+                command + args, env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir
+            )
         except OSError as error:
             self._set_status(pod, "Failed", container.name, started, 127, f"cannot start {command}: {error}")
             return
         self._running[key] = _Running(process, message_file, started)
-        self._patch_status(pod, {
-            "phase": "Running",
-            "startTime": started,
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{
-                "name": container.name, "image": container.image, "imageID": "", "ready": True,
-                "restartCount": 0, "started": True, "state": {"running": {"startedAt": started}},
-            }],
-        })
+        self._patch_status(
+            pod,
+            {
+                "phase": "Running",
+                "startTime": started,
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [
+                    {
+                        "name": container.name,
+                        "image": container.image,
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "started": True,
+                        "state": {"running": {"startedAt": started}},
+                    }
+                ],
+            },
+        )
 
     def _report_exit(self, pod: Any, key: str) -> None:
         running = self._running[key]
@@ -284,16 +350,32 @@ class NodeAgent:
         self._set_status(pod, "Succeeded" if code == 0 else "Failed", container.name, running.started, code, message)
 
     def _set_status(self, pod: Any, phase: str, container: str, started: str, code: int, message: str) -> None:
-        self._patch_status(pod, {
-            "phase": phase,
-            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
-            "containerStatuses": [{
-                "name": container, "image": pod.spec.containers[0].image, "imageID": "", "ready": False,
-                "restartCount": 0, "started": False,
-                "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                         "message": message, "startedAt": started, "finishedAt": _now()}},
-            }],
-        })
+        self._patch_status(
+            pod,
+            {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+                "containerStatuses": [
+                    {
+                        "name": container,
+                        "image": pod.spec.containers[0].image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
+                        "state": {
+                            "terminated": {
+                                "exitCode": code,
+                                "reason": "Completed" if code == 0 else "Error",
+                                "message": message,
+                                "startedAt": started,
+                                "finishedAt": _now(),
+                            }
+                        },
+                    }
+                ],
+            },
+        )
 
     def _patch_status(self, pod: Any, status: dict[str, Any]) -> None:
         self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})

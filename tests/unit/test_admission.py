@@ -10,17 +10,25 @@ from edgecompress_operator.admission import Candidate, plan_admission, queued_me
 
 
 def job(state: str) -> dict[str, Any]:
-    conditions = {"complete": [{"type": "Complete", "status": "True"}],
-                  "failed": [{"type": "Failed", "status": "True"}]}.get(state, [])
+    conditions = {
+        "complete": [{"type": "Complete", "status": "True"}],
+        "failed": [{"type": "Failed", "status": "True"}],
+    }.get(state, [])
     return {"metadata": {"name": "j"}, "spec": {"suspend": state == "suspended"}, "status": {"conditions": conditions}}
 
 
-def cr(name: str, created: str, job_state: str | None = None, suspended: bool = False,
-       kueue: bool = False, namespace: str = "ml") -> Candidate:
+def cr(
+    name: str,
+    created: str,
+    job_state: str | None = None,
+    suspended: bool = False,
+    kueue: bool = False,
+    namespace: str = "ml",
+) -> Candidate:
     return Candidate(namespace, name, created, suspended, kueue, job(job_state) if job_state else None)
 
 
-T = ["2026-11-22T10:00:0%dZ" % second for second in range(10)]
+T = [f"2026-11-22T10:00:0{second}Z" for second in range(10)]
 
 
 @pytest.mark.parametrize(
@@ -34,15 +42,39 @@ T = ["2026-11-22T10:00:0%dZ" % second for second in range(10)]
         ([cr("s", T[0], suspended=True), cr("w", T[1])], 1, ["w"], [], [], [], ["s"]),
         ([cr("s", T[0], "running", suspended=True), cr("w", T[1])], 1, ["w"], [], ["s"], [], []),
         ([cr("r", T[0], "suspended"), cr("w", T[1])], 1, [], ["r"], [], ["w"], []),
-        ([cr("k1", T[0], kueue=True), cr("k2", T[1], "suspended", kueue=True), cr("w", T[2])], 1, ["k1", "w"], [], [],
-         [], []),
+        (
+            [cr("k1", T[0], kueue=True), cr("k2", T[1], "suspended", kueue=True), cr("w", T[2])],
+            1,
+            ["k1", "w"],
+            [],
+            [],
+            [],
+            [],
+        ),
         ([cr("z", T[0], namespace="b"), cr("y", T[0], namespace="a")], 1, ["y"], [], [], ["z"], []),
     ],
-    ids=["under-limit", "creation-order", "one-slot-left", "full", "finished-free-slots", "suspended-waits",
-         "suspend-running", "resumed-job-queues-first", "kueue-bypasses-limit", "same-second-tiebreak"],
+    ids=[
+        "under-limit",
+        "creation-order",
+        "one-slot-left",
+        "full",
+        "finished-free-slots",
+        "suspended-waits",
+        "suspend-running",
+        "resumed-job-queues-first",
+        "kueue-bypasses-limit",
+        "same-second-tiebreak",
+    ],
 )
-def test_plan(candidates: list[Candidate], limit: int, create: list[str], resume: list[str], suspend: list[str],
-              queued: list[str], waiting_suspended: list[str]) -> None:
+def test_plan(
+    candidates: list[Candidate],
+    limit: int,
+    create: list[str],
+    resume: list[str],
+    suspend: list[str],
+    queued: list[str],
+    waiting_suspended: list[str],
+) -> None:
     plan = plan_admission(candidates, limit)
     assert [c.name for c in plan.create] == create
     assert [c.name for c in plan.resume] == resume

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
+from edgecompress_contract.spec import spec_json_schema
 from edgecompress_operator.crd import SHORT_NAMES, build_crd, render_crd
-from edgecompress_runner.spec import spec_json_schema
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "compressionjobs.edgecompress.io.yaml"
 
@@ -79,4 +79,9 @@ def test_crd_names_and_columns() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert [column["name"] for column in version["additionalPrinterColumns"]] == [
-        "Phase", "Size-Reduction", "Accuracy-Drop", "Gates", "Age"]
+        "Phase",
+        "Size-Reduction",
+        "Accuracy-Drop",
+        "Gates",
+        "Age",
+    ]

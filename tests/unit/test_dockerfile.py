@@ -40,8 +40,11 @@ def test_base_images_are_pinned() -> None:
     images = arguments()
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", images["PYTHON_IMAGE"])
     assert images["TENSORFLOW_GPU_IMAGE"] == "tensorflow/tensorflow:2.21.0-gpu"
-    pinned = {line.split("==")[0]: line.split("==")[1] for line in (ROOT / "constraints.txt").read_text().splitlines()
-              if "==" in line}
+    pinned = {
+        line.split("==")[0]: line.split("==")[1]
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
     assert images["TENSORFLOW_GPU_IMAGE"].split(":")[1].removesuffix("-gpu") == pinned["tensorflow"]
 
 
@@ -60,8 +63,9 @@ def test_final_stage_is_non_root_and_has_no_build_tools(target: str) -> None:
 @pytest.mark.parametrize(("target", "extra"), TARGETS.items())
 def test_installs_with_the_same_command_as_ci(target: str, extra: str) -> None:
     runs = " ".join(command.value[0] for command in stages()[target] if command.cmd == "RUN")
-    assert re.search(rf"python -m pip install -c /tmp/constraints\.txt \"\$\(ls /wheels/edgecompress-\*\.whl\)\[{extra}\]\"",
-                     runs)
+    assert re.search(
+        rf"python -m pip install -c /tmp/constraints\.txt \"\$\(ls /wheels/edgecompress-\*\.whl\)\[{extra}\]\"", runs
+    )
     other = ({"operator", "runner"} - {extra}).pop()
     assert f"[{other}]" not in runs and "[dev]" not in runs
     ci = (ROOT / ".ci" / "run").read_text()
@@ -74,6 +78,9 @@ def test_the_runner_stage_keeps_tensorflow_on_legacy_keras() -> None:
 
 
 def test_entrypoints_are_the_console_scripts() -> None:
-    entrypoints = {name: [c for c in commands if c.cmd == "ENTRYPOINT"][-1].value for name, commands in stages().items()
-                   if name in TARGETS}
+    entrypoints = {
+        name: [c for c in commands if c.cmd == "ENTRYPOINT"][-1].value
+        for name, commands in stages().items()
+        if name in TARGETS
+    }
     assert entrypoints == {"operator": ("edgecompress-operator",), "runner": ("edgecompress-runner",)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgecompress_runner.spec import spec_reference_markdown
+from edgecompress_contract.spec import spec_reference_markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -16,7 +16,7 @@ def test_readme_spec_reference_matches_schema() -> None:
     assert found, "README.md lost its spec-reference markers"
     assert found.group(1) == spec_reference_markdown(), (
         "README spec reference is stale: regenerate it with "
-        "python -c 'from edgecompress_runner.spec import spec_reference_markdown as f; print(f())'"
+        "python -c 'from edgecompress_contract.spec import spec_reference_markdown as f; print(f())'"
     )
 
 

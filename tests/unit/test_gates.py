@@ -2,15 +2,23 @@ from __future__ import annotations
 
 import pytest
 
+from edgecompress_contract.spec import Gates
 from edgecompress_runner.evaluate import Metrics
 from edgecompress_runner.gates import evaluate_gates
-from edgecompress_runner.spec import Gates
 
 
-def metrics(size: int, accuracy: float | None = None, agreement: float | None = None,
-            p50: float = 1.0, gzip: int | None = None) -> Metrics:
-    return Metrics(size_bytes=size, gzip_bytes=gzip or size, latency_p50_ms=p50, latency_p95_ms=p50 * 2,
-                   peak_memory_bytes=None, accuracy=accuracy, top1_agreement=agreement)
+def metrics(
+    size: int, accuracy: float | None = None, agreement: float | None = None, p50: float = 1.0, gzip: int | None = None
+) -> Metrics:
+    return Metrics(
+        size_bytes=size,
+        gzip_bytes=gzip or size,
+        latency_p50_ms=p50,
+        latency_p95_ms=p50 * 2,
+        peak_memory_bytes=None,
+        accuracy=accuracy,
+        top1_agreement=agreement,
+    )
 
 
 BASE = metrics(1000, accuracy=0.95, p50=2.0, gzip=900)
@@ -29,8 +37,11 @@ BASE = metrics(1000, accuracy=0.95, p50=2.0, gzip=900)
         (Gates(max_latency_ms=1.5), metrics(250, p50=1.5), {"maxLatencyMs": True}),
         (Gates(max_latency_ms=1.5), metrics(250, p50=1.6), {"maxLatencyMs": False}),
         (Gates(), metrics(2000), {}),
-        (Gates(max_accuracy_drop=0.05, min_size_reduction=0.5, max_latency_ms=10),
-         metrics(100, accuracy=0.5), {"maxAccuracyDrop": False, "minSizeReduction": True, "maxLatencyMs": True}),
+        (
+            Gates(max_accuracy_drop=0.05, min_size_reduction=0.5, max_latency_ms=10),
+            metrics(100, accuracy=0.5),
+            {"maxAccuracyDrop": False, "minSizeReduction": True, "maxLatencyMs": True},
+        ),
     ],
 )
 def test_gate_outcomes(gates: Gates, result: Metrics, expected: dict[str, bool]) -> None:

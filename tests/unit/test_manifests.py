@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from edgecompress_contract.spec import parse_spec
 from edgecompress_operator.config import Config, ConfigError, load_config
 from edgecompress_operator.manifests import JOB_ENV, build_job, job_name
 from edgecompress_operator.status import KUEUE_QUEUE_LABEL
 from edgecompress_runner.errors import ExitCode
-from edgecompress_runner.spec import parse_spec
 
 UID = "5f1c2a9e-0c1d-4a53-9a6e-1d2b3c4d5e6f"
 SPEC: dict[str, Any] = {
@@ -45,8 +45,14 @@ def test_job_name_is_deterministic_and_short() -> None:
 
 def test_owner_reference_makes_the_job_go_with_the_custom_resource() -> None:
     [owner] = job()["metadata"]["ownerReferences"]
-    assert owner == {"apiVersion": "edgecompress.io/v1alpha1", "kind": "CompressionJob", "name": "digits",
-                     "uid": UID, "controller": True, "blockOwnerDeletion": True}
+    assert owner == {
+        "apiVersion": "edgecompress.io/v1alpha1",
+        "kind": "CompressionJob",
+        "name": "digits",
+        "uid": UID,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def test_pod_failure_policy_fails_fast_on_runner_verdicts_and_ignores_disruptions() -> None:
@@ -75,13 +81,21 @@ def test_gpus_default_and_override(execution: dict[str, Any] | None, gpu: str | 
 
 
 def test_execution_settings_override_operator_defaults() -> None:
-    manifest = job(execution={
-        "image": "mirror/runner:1", "nodeSelector": {"gpu": "a100"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "priorityClassName": "batch-low", "serviceAccountName": "compress", "backoffLimit": 0,
-        "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60,
-        "resources": {"requests": {"cpu": "8"}, "limits": {"memory": "32Gi"}},
-    }, credentials={"secretName": "s3"}, queueName="gpu-queue")
+    manifest = job(
+        execution={
+            "image": "mirror/runner:1",
+            "nodeSelector": {"gpu": "a100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "priorityClassName": "batch-low",
+            "serviceAccountName": "compress",
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 600,
+            "ttlSecondsAfterFinished": 60,
+            "resources": {"requests": {"cpu": "8"}, "limits": {"memory": "32Gi"}},
+        },
+        credentials={"secretName": "s3"},
+        queueName="gpu-queue",
+    )
     pod = manifest["spec"]["template"]["spec"]
     assert container(manifest)["image"] == "mirror/runner:1"
     assert pod["nodeSelector"] == {"gpu": "a100"} and pod["priorityClassName"] == "batch-low"
@@ -114,13 +128,16 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
     ("env", "message"),
     [
         ({}, r"EDGECOMPRESS_RUNNER_IMAGE: Field required"),
-        ({"EDGECOMPRESS_RUNNER_IMAGE": "x", "EDGECOMPRESS_MAX_CONCURRENT_JOBS": "0"},
-         r"EDGECOMPRESS_MAX_CONCURRENT_JOBS: Input should be greater than or equal to 1"),
+        (
+            {"EDGECOMPRESS_RUNNER_IMAGE": "x", "EDGECOMPRESS_MAX_CONCURRENT_JOBS": "0"},
+            r"EDGECOMPRESS_MAX_CONCURRENT_JOBS: Input should be greater than or equal to 1",
+        ),
         ({"EDGECOMPRESS_RUNNER_IMAGE": "x", "EDGECOMPRESS_DEFAULT_GPUS": "many"}, r"EDGECOMPRESS_DEFAULT_GPUS"),
     ],
 )
-def test_config_fails_fast_naming_the_variable(env: dict[str, str], message: str,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_fails_fast_naming_the_variable(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in list(__import__("os").environ):
         if name.startswith("EDGECOMPRESS_"):
             monkeypatch.delenv(name)

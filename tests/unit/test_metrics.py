@@ -7,17 +7,27 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgecompress_operator.metrics import OperatorMetrics
 
-RESULT = {"phase": "Succeeded", "reason": "Succeeded", "startTime": "2026-11-22T10:00:00Z",
-          "completionTime": "2026-11-22T10:01:30Z",
-          "result": {"gatesPassed": True, "baseline": {"sizeBytes": 290104},
-                     "output": {"sizeBytes": 78088, "latencyP50Ms": 0.02, "latencyP95Ms": 0.05},
-                     "comparison": {"compressionRatio": 3.715, "accuracyDrop": -0.003}}}
+RESULT = {
+    "phase": "Succeeded",
+    "reason": "Succeeded",
+    "startTime": "2026-11-22T10:00:00Z",
+    "completionTime": "2026-11-22T10:01:30Z",
+    "result": {
+        "gatesPassed": True,
+        "baseline": {"sizeBytes": 290104},
+        "output": {"sizeBytes": 78088, "latencyP50Ms": 0.02, "latencyP95Ms": 0.05},
+        "comparison": {"compressionRatio": 3.715, "accuracyDrop": -0.003},
+    },
+}
 
 
 def samples(metrics: OperatorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = generate_latest(metrics.registry).decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_jobs_by_phase_and_last_result() -> None:
@@ -26,12 +36,23 @@ def test_jobs_by_phase_and_last_result() -> None:
     metrics.jobs.observe("ml", "queued", {"phase": "Pending", "reason": "Queued"}, "2026-11-22T10:00:00Z")
     metrics.jobs.observe("ml", "new", {})
     found = samples(metrics)
-    assert found[("edgecompress_compressionjob_status_phase", (("name", "queued"), ("namespace", "ml"),
-                                                               ("phase", "Pending")))] == 1
-    assert found[("edgecompress_compressionjob_created_timestamp_seconds", (("name", "queued"), ("namespace", "ml")))] \
+    assert (
+        found[
+            (
+                "edgecompress_compressionjob_status_phase",
+                (("name", "queued"), ("namespace", "ml"), ("phase", "Pending")),
+            )
+        ]
+        == 1
+    )
+    assert (
+        found[("edgecompress_compressionjob_created_timestamp_seconds", (("name", "queued"), ("namespace", "ml")))]
         == 1795341600
-    assert found[("edgecompress_compressionjob_start_timestamp_seconds", (("name", "digits"), ("namespace", "ml")))] \
+    )
+    assert (
+        found[("edgecompress_compressionjob_start_timestamp_seconds", (("name", "digits"), ("namespace", "ml")))]
         == 1795341600
+    )
     assert found[("edgecompress_compressionjobs", (("phase", "Pending"),))] == 2
     assert found[("edgecompress_compressionjobs", (("phase", "Succeeded"),))] == 1
     assert found[("edgecompress_compressionjobs", (("phase", "Running"),))] == 0
@@ -52,7 +73,9 @@ def test_deleted_job_loses_its_series() -> None:
 
 def test_expected_outcomes_exist_at_zero_before_any_completion() -> None:
     found = samples(OperatorMetrics())
-    assert found[("edgecompress_compressionjob_completions_total", (("reason", "GatesFailed"), ("result", "Failed")))] == 0
+    assert (
+        found[("edgecompress_compressionjob_completions_total", (("reason", "GatesFailed"), ("result", "Failed")))] == 0
+    )
     assert found[("edgecompress_compressionjob_duration_seconds_count", (("result", "Succeeded"),))] == 0
 
 
@@ -61,10 +84,17 @@ def test_completion_counts_and_duration() -> None:
     metrics.record_completion(RESULT)
     metrics.record_completion({"phase": "Failed", "reason": "GatesFailed"})
     found = samples(metrics)
-    assert found[("edgecompress_compressionjob_completions_total",
-                  (("reason", "Succeeded"), ("result", "Succeeded")))] == 1
-    assert found[("edgecompress_compressionjob_completions_total",
-                  (("reason", "GatesFailed"), ("result", "Failed")))] == 1
+    assert (
+        found[("edgecompress_compressionjob_completions_total", (("reason", "Succeeded"), ("result", "Succeeded")))]
+        == 1
+    )
+    assert (
+        found[("edgecompress_compressionjob_completions_total", (("reason", "GatesFailed"), ("result", "Failed")))] == 1
+    )
     assert found[("edgecompress_compressionjob_duration_seconds_sum", (("result", "Succeeded"),))] == 90
-    assert found[("edgecompress_compressionjob_duration_seconds_bucket", (("le", "60.0"), ("result", "Succeeded")))] == 0
-    assert found[("edgecompress_compressionjob_duration_seconds_bucket", (("le", "120.0"), ("result", "Succeeded")))] == 1
+    assert (
+        found[("edgecompress_compressionjob_duration_seconds_bucket", (("le", "60.0"), ("result", "Succeeded")))] == 0
+    )
+    assert (
+        found[("edgecompress_compressionjob_duration_seconds_bucket", (("le", "120.0"), ("result", "Succeeded")))] == 1
+    )

@@ -19,16 +19,21 @@ README = Path(__file__).resolve().parents[2] / "README.md"
     ("environment", "message"),
     [
         ({}, "EDGECOMPRESS_RUNNER_IMAGE: Field required"),
-        ({"EDGECOMPRESS_RUNNER_IMAGE": "r:1", "EDGECOMPRESS_MAX_CONCURRENT_JOBS": "0"},
-         "EDGECOMPRESS_MAX_CONCURRENT_JOBS: Input should be greater than or equal to 1"),
-        ({"EDGECOMPRESS_RUNNER_IMAGE": "r:1", "EDGECOMPRESS_RUNNER_COMMAND": "edgecompress-runner"},
-         "EDGECOMPRESS_RUNNER_COMMAND"),
+        (
+            {"EDGECOMPRESS_RUNNER_IMAGE": "r:1", "EDGECOMPRESS_MAX_CONCURRENT_JOBS": "0"},
+            "EDGECOMPRESS_MAX_CONCURRENT_JOBS: Input should be greater than or equal to 1",
+        ),
+        (
+            {"EDGECOMPRESS_RUNNER_IMAGE": "r:1", "EDGECOMPRESS_RUNNER_COMMAND": "edgecompress-runner"},
+            "EDGECOMPRESS_RUNNER_COMMAND",
+        ),
         ({"EDGECOMPRESS_RUNNER_IMAGE": "r:1", "EDGECOMPRESS_METRICS_PORT": "http"}, "EDGECOMPRESS_METRICS_PORT"),
     ],
     ids=["no-image", "zero-limit", "command-not-json", "port-not-a-number"],
 )
-def test_bad_configuration_exits_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str],
-                                                       message: str) -> None:
+def test_bad_configuration_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], message: str
+) -> None:
     for name in [name for name in os.environ if name.startswith("EDGECOMPRESS_")]:
         monkeypatch.delenv(name)
     result = CliRunner().invoke(main, [], env=environment)

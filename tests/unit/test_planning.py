@@ -2,19 +2,17 @@ from __future__ import annotations
 
 import pytest
 
+from edgecompress_contract.spec import PruneStep, parse_spec
 from edgecompress_runner.errors import InputError
 from edgecompress_runner.pipeline import plan_phases
 from edgecompress_runner.planning import pruning_plan, steps_per_epoch
-from edgecompress_runner.spec import PruneStep, parse_spec
 
 
 def prune_step(**fields: object) -> PruneStep:
     return PruneStep.model_validate({"type": "prune", **fields})
 
 
-@pytest.mark.parametrize(
-    ("samples", "batch", "expected"), [(1437, 32, 45), (32, 32, 1), (33, 32, 2), (1, 64, 1)]
-)
+@pytest.mark.parametrize(("samples", "batch", "expected"), [(1437, 32, 45), (32, 32, 1), (33, 32, 2), (1, 64, 1)])
 def test_steps_per_epoch(samples: int, batch: int, expected: int) -> None:
     assert steps_per_epoch(samples, batch) == expected
 
@@ -47,12 +45,21 @@ def test_pruning_plan_rejects_plans_that_would_not_prune(fields: dict[str, int],
 
 
 def test_phases_follow_the_steps() -> None:
-    spec = parse_spec({
-        "model": {"uri": "/m.keras", "format": "keras"},
-        "dataset": {"uri": "/d.npz"},
-        "steps": [{"type": "prune"}, {"type": "qat"}, {"type": "ptq", "mode": "int8"}],
-        "output": {"uri": "/out"},
-    })
+    spec = parse_spec(
+        {
+            "model": {"uri": "/m.keras", "format": "keras"},
+            "dataset": {"uri": "/d.npz"},
+            "steps": [{"type": "prune"}, {"type": "qat"}, {"type": "ptq", "mode": "int8"}],
+            "output": {"uri": "/out"},
+        }
+    )
     assert plan_phases(spec) == [
-        "download", "baseline", "steps[0] prune", "steps[1] qat", "steps[2] ptq", "convert", "evaluate", "upload"
+        "download",
+        "baseline",
+        "steps[0] prune",
+        "steps[1] qat",
+        "steps[2] ptq",
+        "convert",
+        "evaluate",
+        "upload",
     ]

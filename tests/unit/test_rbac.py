@@ -27,11 +27,15 @@ CLIENT_CALLS = {
     "patch_namespaced_custom_object_status": ("edgecompress.io", "compressionjobs/status", "patch"),
     "create_namespaced_event": ("", "events", "create"),
 }
-# kopf's own calls: the watches of @kopf.on.event on CompressionJobs, Jobs and pods (list + watch), its scan of CRDs for the resources
-# it serves, and Events for its warnings about handlers.
+# kopf's own calls: the watches of @kopf.on.event on CompressionJobs, Jobs and pods (list + watch), its scan of CRDs
+# for the resources it serves, and Events for its warnings about handlers.
 KOPF_CALLS = {
-    ("edgecompress.io", "compressionjobs", "list"), ("edgecompress.io", "compressionjobs", "watch"),
-    ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("", "pods", "list"), ("", "pods", "watch"),
+    ("edgecompress.io", "compressionjobs", "list"),
+    ("edgecompress.io", "compressionjobs", "watch"),
+    ("batch", "jobs", "list"),
+    ("batch", "jobs", "watch"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
     ("", "events", "create"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -46,16 +50,27 @@ def granted(scope: str | None = None) -> set[tuple[str, str, str]]:
     """(group, resource, verb) granted by the rules of one scope ("namespaced" or "cluster"), or of both."""
     rules = yaml.safe_load(RULES.read_text())
     scopes = [scope] if scope else ["namespaced", "cluster"]
-    return {(group, resource, verb) for name in scopes for rule in rules[name] for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for name in scopes
+        for rule in rules[name]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def client_methods_called() -> set[str]:
     tree = ast.parse(KUBE.read_text())
-    return {node.func.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Call) and isinstance(node.func.value.func, ast.Attribute)
-            and node.func.value.func.attr.endswith("Api")}
+    return {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Attribute)
+        and node.func.value.func.attr.endswith("Api")
+    }
 
 
 def test_every_client_call_is_known() -> None:
@@ -74,6 +89,9 @@ def test_no_wildcards() -> None:
 @pytest.mark.parametrize("scope, cluster_scoped", [("namespaced", False), ("cluster", True)])
 def test_rules_are_filed_under_their_scope(scope: str, cluster_scoped: bool) -> None:
     """With watchNamespace the chart grants the namespaced rules by a Role, which cannot grant cluster-scoped ones."""
-    misplaced = {(group, resource) for group, resource, _ in granted(scope)
-                 if ((group, resource) in CLUSTER_SCOPED) != cluster_scoped}
+    misplaced = {
+        (group, resource)
+        for group, resource, _ in granted(scope)
+        if ((group, resource) in CLUSTER_SCOPED) != cluster_scoped
+    }
     assert misplaced == set()

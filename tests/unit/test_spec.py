@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from edgecompress_runner.errors import ExitCode, SpecError
-from edgecompress_runner.spec import (
+from edgecompress_contract.spec import (
     CompressionJobSpec,
     PtqStep,
     load_spec_text,
     parse_spec,
     spec_json_schema,
 )
+from edgecompress_runner.errors import ExitCode, SpecError
 
 VALID: dict[str, Any] = {
     "model": {"uri": "s3://models/digits/model.keras", "format": "keras"},
@@ -68,11 +68,21 @@ spec:
 
 REJECTIONS = [
     ("unknown top-level field", with_changes(colour="blue"), r"spec\.colour: Extra inputs"),
-    ("unknown step field", with_changes(steps=[{"type": "prune", "sparsity": 0.5}, {"type": "ptq", "mode": "int8"}]),
-     r"spec\.steps\[0\]\.sparsity: Extra inputs"),
-    ("wrong type", with_changes(steps=[{"type": "prune", "targetSparsity": "lots"}]), r"spec\.steps\[0\]\.targetSparsity"),
-    ("sparsity out of range", with_changes(steps=[{"type": "prune", "targetSparsity": 1.5}]),
-     r"spec\.steps\[0\]\.targetSparsity: Input should be less than 1"),
+    (
+        "unknown step field",
+        with_changes(steps=[{"type": "prune", "sparsity": 0.5}, {"type": "ptq", "mode": "int8"}]),
+        r"spec\.steps\[0\]\.sparsity: Extra inputs",
+    ),
+    (
+        "wrong type",
+        with_changes(steps=[{"type": "prune", "targetSparsity": "lots"}]),
+        r"spec\.steps\[0\]\.targetSparsity",
+    ),
+    (
+        "sparsity out of range",
+        with_changes(steps=[{"type": "prune", "targetSparsity": 1.5}]),
+        r"spec\.steps\[0\]\.targetSparsity: Input should be less than 1",
+    ),
     ("unknown step type", with_changes(steps=[{"type": "shrink"}]), r"spec\.steps\[0\].*'shrink'"),
     ("unknown ptq mode", with_changes(steps=[{"type": "ptq", "mode": "int4"}]), r"spec\.steps\[0\]\.mode"),
     ("missing model", with_changes(model=None), r"spec\.model: Field required"),
@@ -80,49 +90,104 @@ REJECTIONS = [
     ("no steps", with_changes(steps=[]), r"spec\.steps: List should have at least 1 item"),
     ("bad uri scheme", with_changes(model={"uri": "s3://", "format": "keras"}), r"spec\.model\.uri"),
     ("bad model format", with_changes(model={"uri": "/m.onnx", "format": "onnx"}), r"spec\.model\.format"),
-    ("int8 without dataset", with_changes(dataset=None, steps=[{"type": "ptq", "mode": "int8"}]),
-     r"steps\[0\]\.mode: int8 needs spec\.dataset"),
-    ("int16x8 without dataset", with_changes(dataset=None, steps=[{"type": "ptq", "mode": "int16x8"}]),
-     r"steps\[0\]\.mode: int16x8 needs spec\.dataset"),
-    ("training without dataset", with_changes(dataset=None, steps=[{"type": "cluster"}]),
-     r"steps\[0\]: cluster fine-tunes the model and needs spec\.dataset"),
-    ("prune on a SavedModel", with_changes(model={"uri": "/m.tar.gz", "format": "savedmodel"}),
-     r"steps\[0\]: prune needs a Keras model"),
-    ("two ptq steps", with_changes(steps=[{"type": "ptq", "mode": "dynamic"}, {"type": "ptq", "mode": "int8"}]),
-     r"ptq must be the last step"),
-    ("step after ptq", with_changes(steps=[{"type": "ptq", "mode": "int8"}, {"type": "prune"}]),
-     r"steps\[0\]: ptq must be the last step \(found 'prune' after it\)"),
-    ("two ptq at the end", with_changes(steps=[{"type": "prune"}, {"type": "ptq", "mode": "int8"}, {"type": "ptq", "mode": "int8"}]),
-     r"at most one ptq step"),
+    (
+        "int8 without dataset",
+        with_changes(dataset=None, steps=[{"type": "ptq", "mode": "int8"}]),
+        r"steps\[0\]\.mode: ptq int8 and int16x8 need spec\.dataset .*\(found int8\)",
+    ),
+    (
+        "int16x8 without dataset",
+        with_changes(dataset=None, steps=[{"type": "ptq", "mode": "int16x8"}]),
+        r"steps\[0\]\.mode: ptq int8 and int16x8 need spec\.dataset .*\(found int16x8\)",
+    ),
+    (
+        "training without dataset",
+        with_changes(dataset=None, steps=[{"type": "cluster"}]),
+        r"steps\[0\]: prune, cluster, qat and distill fine-tune the model and need spec\.dataset \(found cluster\)",
+    ),
+    (
+        "prune on a SavedModel",
+        with_changes(model={"uri": "/m.tar.gz", "format": "savedmodel"}),
+        r"steps\[0\]: prune, cluster and qat need a Keras model .*\(found prune\)",
+    ),
+    (
+        "two ptq steps",
+        with_changes(steps=[{"type": "ptq", "mode": "dynamic"}, {"type": "ptq", "mode": "int8"}]),
+        r"ptq must be the last step",
+    ),
+    (
+        "step after ptq",
+        with_changes(steps=[{"type": "ptq", "mode": "int8"}, {"type": "prune"}]),
+        r"steps\[0\]: ptq must be the last step \(found 'prune' after it\)",
+    ),
+    (
+        "two ptq at the end",
+        with_changes(steps=[{"type": "prune"}, {"type": "ptq", "mode": "int8"}, {"type": "ptq", "mode": "int8"}]),
+        r"at most one ptq step",
+    ),
     ("prune after qat", with_changes(steps=[{"type": "qat"}, {"type": "prune"}]), r"only ptq may follow qat"),
     ("two qat", with_changes(steps=[{"type": "qat"}, {"type": "qat"}]), r"at most one qat step"),
-    ("ptq skip after qat", with_changes(steps=[{"type": "qat"}, {"type": "ptq", "mode": "int8", "skipLayers": ["x"]}]),
-     r"spec\.steps\[1\]\.skipLayers: after qat, list the layers to keep float on the qat step"),
-    ("distill not first", with_changes(steps=[{"type": "prune"}, {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}}]),
-     r"steps\[1\]: distill must be the first step"),
-    ("savedmodel student", with_changes(steps=[{"type": "distill", "student": {"uri": "/s.tgz", "format": "savedmodel"}}]),
-     r"steps\[0\]\.student\.format: the student must be trainable"),
-    ("promote onto the output", with_changes(promotion={"uri": "s3://models/digits/compressed"}),
-     r"spec\.promotion\.uri: must differ from spec\.output\.uri"),
-    ("integer io with dynamic", with_changes(steps=[{"type": "ptq", "mode": "dynamic", "integerIO": True}]),
-     r"steps\[0\]\.integerIO: only valid with mode int8"),
-    ("2:4 with other target", with_changes(steps=[{"type": "prune", "pattern": "2:4", "targetSparsity": 0.7}]),
-     r"steps\[0\]\.targetSparsity: pattern 2:4 means exactly 0\.5"),
-    ("initial above target", with_changes(steps=[{"type": "prune", "initialSparsity": 0.9, "targetSparsity": 0.5}]),
-     r"steps\[0\]\.initialSparsity: must be below targetSparsity"),
-    ("end before begin", with_changes(steps=[{"type": "prune", "beginStep": 10, "endStep": 5}]),
-     r"steps\[0\]\.endStep: must be greater than beginStep"),
-    ("too many clusters", with_changes(steps=[{"type": "cluster", "numberOfClusters": 1000}]),
-     r"spec\.steps\[0\]\.numberOfClusters"),
+    (
+        "ptq skip after qat",
+        with_changes(steps=[{"type": "qat"}, {"type": "ptq", "mode": "int8", "skipLayers": ["x"]}]),
+        r"spec\.steps\[1\]\.skipLayers: after qat, list the layers to keep float on the qat step",
+    ),
+    (
+        "distill not first",
+        with_changes(steps=[{"type": "prune"}, {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}}]),
+        r"steps\[1\]: distill must be the first step",
+    ),
+    (
+        "savedmodel student",
+        with_changes(steps=[{"type": "distill", "student": {"uri": "/s.tgz", "format": "savedmodel"}}]),
+        r"steps\[0\]\.student\.format: the student must be trainable",
+    ),
+    (
+        "promote onto the output",
+        with_changes(promotion={"uri": "s3://models/digits/compressed"}),
+        r"spec\.promotion\.uri: must differ from spec\.output\.uri",
+    ),
+    (
+        "integer io with dynamic",
+        with_changes(steps=[{"type": "ptq", "mode": "dynamic", "integerIO": True}]),
+        r"steps\[0\]\.integerIO: only valid with mode int8",
+    ),
+    (
+        "2:4 with other target",
+        with_changes(steps=[{"type": "prune", "pattern": "2:4", "targetSparsity": 0.7}]),
+        r"steps\[0\]\.targetSparsity: pattern 2:4 means exactly 0\.5",
+    ),
+    (
+        "initial above target",
+        with_changes(steps=[{"type": "prune", "initialSparsity": 0.9, "targetSparsity": 0.5}]),
+        r"steps\[0\]\.initialSparsity: must be below targetSparsity",
+    ),
+    (
+        "end before begin",
+        with_changes(steps=[{"type": "prune", "beginStep": 10, "endStep": 5}]),
+        r"steps\[0\]\.endStep: must be greater than beginStep",
+    ),
+    (
+        "too many clusters",
+        with_changes(steps=[{"type": "cluster", "numberOfClusters": 1000}]),
+        r"spec\.steps\[0\]\.numberOfClusters",
+    ),
     ("accuracy drop out of range", with_changes(gates={"maxAccuracyDrop": 2}), r"spec\.gates\.maxAccuracyDrop"),
     ("size reduction of 1", with_changes(gates={"minSizeReduction": 1.0}), r"spec\.gates\.minSizeReduction"),
     ("negative latency", with_changes(gates={"maxLatencyMs": -1}), r"spec\.gates\.maxLatencyMs"),
-    ("zero epochs", with_changes(steps=[{"type": "qat", "fineTune": {"epochs": 0}}]), r"spec\.steps\[0\]\.fineTune\.epochs"),
+    (
+        "zero epochs",
+        with_changes(steps=[{"type": "qat", "fineTune": {"epochs": 0}}]),
+        r"spec\.steps\[0\]\.fineTune\.epochs",
+    ),
     ("unknown metric", with_changes(evaluation={"metric": "f1"}), r"spec\.evaluation\.metric"),
     ("bad secret name", with_changes(credentials={"secretName": "S3_Creds"}), r"spec\.credentials\.secretName"),
     ("negative gpus", with_changes(execution={"gpus": -1}), r"spec\.execution\.gpus"),
-    ("bad toleration", with_changes(execution={"tolerations": [{"operator": "Maybe"}]}),
-     r"spec\.execution\.tolerations\[0\]\.operator"),
+    (
+        "bad toleration",
+        with_changes(execution={"tolerations": [{"operator": "Maybe"}]}),
+        r"spec\.execution\.tolerations\[0\]\.operator",
+    ),
     ("bad queue name", with_changes(queueName="GPU queue"), r"spec\.queueName"),
 ]
 
@@ -152,7 +217,16 @@ def test_document_level_rejections(text: str, message: str) -> None:
 def test_schema_uses_camel_case_and_describes_fields() -> None:
     schema = spec_json_schema()
     assert set(schema["properties"]) == {
-        "model", "dataset", "steps", "evaluation", "gates", "output", "promotion", "credentials", "execution", "suspend",
+        "model",
+        "dataset",
+        "steps",
+        "evaluation",
+        "gates",
+        "output",
+        "promotion",
+        "credentials",
+        "execution",
+        "suspend",
         "queueName",
     }
     prune = schema["$defs"]["PruneStep"]["properties"]

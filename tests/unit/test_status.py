@@ -13,26 +13,47 @@ NOW = "2026-11-22T12:00:00Z"
 
 
 def job(*conditions: str, reason: str = "", suspend: bool = False, queue: str | None = None) -> dict[str, Any]:
-    return {"metadata": {"name": "digits-1a2b3c4d", "labels": {KUEUE_QUEUE_LABEL: queue} if queue else {}},
-            "spec": {"suspend": suspend},
-            "status": {"startTime": "2026-11-22T11:59:00Z",
-                       "conditions": [{"type": kind, "status": "True", "reason": reason} for kind in conditions]}}
+    return {
+        "metadata": {"name": "digits-1a2b3c4d", "labels": {KUEUE_QUEUE_LABEL: queue} if queue else {}},
+        "spec": {"suspend": suspend},
+        "status": {
+            "startTime": "2026-11-22T11:59:00Z",
+            "conditions": [{"type": kind, "status": "True", "reason": reason} for kind in conditions],
+        },
+    }
 
 
 def pod(phase: str, message: str | None = None, code: int = 0, unschedulable: str | None = None) -> dict[str, Any]:
     state = {"terminated": {"exitCode": code, "message": message}} if message is not None else {"running": {}}
     conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}]
-    return {"status": {"phase": phase, "containerStatuses": [{"name": "runner", "state": state}],
-                       "conditions": conditions if unschedulable else []}}
+    return {
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": "runner", "state": state}],
+            "conditions": conditions if unschedulable else [],
+        }
+    }
 
 
 NO_GPU = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 
-SUCCEEDED = json.dumps({"result": "Succeeded", "message": "all gates passed", "gatesPassed": True,
-                        "artifacts": {"tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"}}})
-GATES = json.dumps({"result": "GatesFailed", "message": "size reduced by 10%", "gatesPassed": False,
-                    "artifacts": {"tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"}}})
+SUCCEEDED = json.dumps(
+    {
+        "result": "Succeeded",
+        "message": "all gates passed",
+        "gatesPassed": True,
+        "artifacts": {"tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"}},
+    }
+)
+GATES = json.dumps(
+    {
+        "result": "GatesFailed",
+        "message": "size reduced by 10%",
+        "gatesPassed": False,
+        "artifacts": {"tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"}},
+    }
+)
 MISSING = json.dumps({"result": "Failed", "reason": "InvalidInput", "message": "s3://b/m.keras: object not found"})
 
 
@@ -44,19 +65,44 @@ MISSING = json.dumps({"result": "Failed", "reason": "InvalidInput", "message": "
         (job(), pod("Running"), "Running", "Running", "False", False),
         (job("Complete"), pod("Succeeded", SUCCEEDED), "Succeeded", "Succeeded", "True", True),
         (job("Failed", reason="PodFailurePolicy"), pod("Failed", GATES, 21), "Failed", "GatesFailed", "False", True),
-        (job("Failed", reason="PodFailurePolicy"), pod("Failed", MISSING, 20), "Failed", "InvalidInput", "False", False),
+        (
+            job("Failed", reason="PodFailurePolicy"),
+            pod("Failed", MISSING, 20),
+            "Failed",
+            "InvalidInput",
+            "False",
+            False,
+        ),
         (job("Failed", reason="DeadlineExceeded"), None, "Failed", "DeadlineExceeded", "False", False),
-        (job("Failed", reason="BackoffLimitExceeded"), pod("Failed", "Traceback ...", 1), "Failed", "RunnerCrashed",
-         "False", False),
+        (
+            job("Failed", reason="BackoffLimitExceeded"),
+            pod("Failed", "Traceback ...", 1),
+            "Failed",
+            "RunnerCrashed",
+            "False",
+            False,
+        ),
         (job(), pod("Pending", unschedulable=NO_GPU), "Pending", "Unschedulable", "False", False),
         (job(suspend=True), None, "Pending", "Suspended", "False", False),
         (job(suspend=True, queue="gpu"), None, "Pending", "Queued", "False", False),
     ],
-    ids=["no-pod", "pod-pending", "running", "succeeded", "gates-failed", "bad-input", "deadline", "crash",
-         "unschedulable", "suspended", "kueue-queued"],
+    ids=[
+        "no-pod",
+        "pod-pending",
+        "running",
+        "succeeded",
+        "gates-failed",
+        "bad-input",
+        "deadline",
+        "crash",
+        "unschedulable",
+        "suspended",
+        "kueue-queued",
+    ],
 )
-def test_status_table(job_body: dict[str, Any], pod_body: dict[str, Any] | None, phase: str, reason: str,
-                      ready: str, has_result: bool) -> None:
+def test_status_table(
+    job_body: dict[str, Any], pod_body: dict[str, Any] | None, phase: str, reason: str, ready: str, has_result: bool
+) -> None:
     status = status_from_job(job_body, pod_body, 3, NOW)
     assert (status["phase"], status["reason"]) == (phase, reason)
     conditions = {condition["type"]: condition for condition in status["conditions"]}
@@ -91,4 +137,7 @@ def test_waiting_status_is_kstatus_shaped() -> None:
     status = waiting_status("Queued", "position 1 of 2 in the queue", 4, NOW)
     assert (status["phase"], status["observedGeneration"]) == ("Pending", 4)
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+        "Ready": "False",
+        "Reconciling": "True",
+        "Stalled": "False",
+    }

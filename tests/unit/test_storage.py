@@ -12,7 +12,12 @@ from edgecompress_runner.storage import LocalStorage, S3Storage, join_uri, sha25
 
 @pytest.mark.parametrize(
     ("uri", "kind"),
-    [("s3://bucket/key", S3Storage), ("file:///tmp/x", LocalStorage), ("/tmp/x", LocalStorage), ("rel/x", LocalStorage)],
+    [
+        ("s3://bucket/key", S3Storage),
+        ("file:///tmp/x", LocalStorage),
+        ("/tmp/x", LocalStorage),
+        ("rel/x", LocalStorage),
+    ],
 )
 def test_storage_is_picked_by_scheme(uri: str, kind: type, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -25,9 +30,7 @@ def test_unknown_schemes_are_rejected(uri: str) -> None:
         storage_for(uri)
 
 
-@pytest.mark.parametrize(
-    ("uri", "expected"), [("s3://b/k/x.npz", ("b", "k/x.npz")), ("s3://b/", ("b", ""))]
-)
+@pytest.mark.parametrize(("uri", "expected"), [("s3://b/k/x.npz", ("b", "k/x.npz")), ("s3://b/", ("b", ""))])
 def test_split_s3_uri(uri: str, expected: tuple[str, str]) -> None:
     assert split_s3_uri(uri) == expected
 

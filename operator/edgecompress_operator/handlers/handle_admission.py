@@ -7,11 +7,10 @@ Runs in a single loop (see main.py), woken by CompressionJob and Job events and 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from edgecompress_runner.errors import SpecError
-from edgecompress_runner.spec import CompressionJobSpec, parse_spec
+from edgecompress_contract.spec import CompressionJobSpec, SpecError, parse_spec
 
 from .. import kube
 from ..admission import TERMINAL_PHASES, AdmissionPlan, Candidate, plan_admission, queued_message
@@ -25,7 +24,7 @@ logger = logging.getLogger("edgecompress.admission")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _set_waiting(resource: dict[str, Any], reason: str, message: str, phase: str = "Pending") -> dict[str, Any]:
@@ -58,8 +57,11 @@ def admission_pass(config: Config) -> AdmissionPlan:
             METRICS.record_completion(_set_waiting(resource, "InvalidSpec", f"invalid spec: {error}", "Failed"))
             continue
         candidate = Candidate(
-            namespace=meta["namespace"], name=meta["name"], created=meta["creationTimestamp"],
-            suspended=spec.suspend, kueue=bool(spec.queue_name),
+            namespace=meta["namespace"],
+            name=meta["name"],
+            created=meta["creationTimestamp"],
+            suspended=spec.suspend,
+            kueue=bool(spec.queue_name),
             job=jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"]))),
         )
         candidates.append(candidate)
@@ -84,6 +86,9 @@ def admission_pass(config: Config) -> AdmissionPlan:
         message = queued_message(position, len(plan.queued), config.max_concurrent_jobs)
         _set_waiting(resources[candidate.key][0], "Queued", message)
     for candidate in plan.waiting_suspended:
-        _set_waiting(resources[candidate.key][0], "Suspended",
-                     "spec.suspend is true; the runner Job is created when it is set to false")
+        _set_waiting(
+            resources[candidate.key][0],
+            "Suspended",
+            "spec.suspend is true; the runner Job is created when it is set to false",
+        )
     return plan

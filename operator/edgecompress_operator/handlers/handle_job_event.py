@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from edgecompress_runner.spec import KIND
+from edgecompress_contract.spec import KIND
 
 from .. import kube
 from ..admission import TERMINAL_PHASES
@@ -26,7 +26,7 @@ def reflect_job(job: dict[str, Any]) -> dict[str, Any] | None:
     if previous.get("phase") in TERMINAL_PHASES:
         return None
     pod = kube.runner_pod(namespace, job["metadata"]["name"])
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     suspended = bool((owner.get("spec") or {}).get("suspend"))
     status = status_from_job(job, pod, int(owner["metadata"].get("generation", 1)), now, suspended)
     if all(previous.get(key) == status[key] for key in ("phase", "reason", "message")):

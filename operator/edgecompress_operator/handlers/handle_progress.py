@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -34,7 +34,9 @@ def progress_from_log(log: str) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue
         if isinstance(entry, dict) and entry.get("event") in ("phase", "epoch"):
-            return {key: entry[key] for key in PROGRESS_KEYS if key in entry and not (key == "epochs" and not entry[key])}
+            return {
+                key: entry[key] for key in PROGRESS_KEYS if key in entry and not (key == "epochs" and not entry[key])
+            }
     return None
 
 
@@ -43,13 +45,14 @@ def update_progress(namespace: str, name: str, job: str, previous: dict[str, Any
     pod = kube.runner_pod(namespace, job)
     if pod is None or pod.get("status", {}).get("phase") != "Running":
         return previous
-    progress = progress_from_log(kube.pod_log_tail(namespace, pod["metadata"]["name"], RUNNER_CONTAINER,
-                                                   LOG_TAIL_LINES))
+    progress = progress_from_log(
+        kube.pod_log_tail(namespace, pod["metadata"]["name"], RUNNER_CONTAINER, LOG_TAIL_LINES)
+    )
     if progress is None:
         return previous
     if previous is not None and all(previous.get(key) == progress.get(key) for key in PROGRESS_KEYS):
         return previous
-    progress["updateTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    progress["updateTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     kube.patch_status(namespace, name, {"progress": progress})
     return progress
 

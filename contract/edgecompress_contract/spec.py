@@ -1,20 +1,20 @@
 """The CompressionJob spec: the single source of truth for the runner, the CRD and the docs.
 
 Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
-Every cross-field rule lives in ``CompressionJobSpec._check_plan`` so that a bad spec is
-rejected before any download or training starts.
+Every cross-field rule lives in ``rules.py`` (with its CEL twin for the CRD) and runs when a
+spec is validated, so a bad spec is rejected before any download or training starts.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
-from .errors import SpecError
+from .exit_codes import ExitCode
+from .wire import StrictWire
 
 API_GROUP = "edgecompress.io"
 API_VERSION = "v1alpha1"
@@ -26,15 +26,14 @@ SOURCE_ENV = "EDGECOMPRESS_SOURCE_JOB"
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.*|file://.+|[^:]+)$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_enum_values=True,
-        validate_default=True,
-        frozen=True,
-    )
+class SpecError(ValueError):
+    """The job spec is invalid; nothing was started."""
+
+    exit_code = ExitCode.INVALID_INPUT
+    reason = "InvalidSpec"
+
+
+_Strict = StrictWire
 
 
 class ModelFormat(str, Enum):
@@ -79,9 +78,7 @@ class FineTune(_Strict):
 
     epochs: int = Field(default=2, ge=1, le=1000, description="Fine-tuning epochs.")
     batch_size: int = Field(default=32, ge=1, le=65536, description="Mini-batch size.")
-    learning_rate: float = Field(
-        default=1e-4, gt=0, le=1, description="Adam learning rate for fine-tuning."
-    )
+    learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Adam learning rate for fine-tuning.")
 
 
 class _LayerwiseStep(_Strict):
@@ -112,12 +109,8 @@ class PruneStep(_LayerwiseStep):
         default=PruningSchedule.POLYNOMIAL_DECAY,
         description="Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity.",
     )
-    initial_sparsity: float = Field(
-        default=0.0, ge=0, lt=1, description="Starting sparsity for polynomialDecay."
-    )
-    target_sparsity: float = Field(
-        default=0.5, gt=0, lt=1, description="Fraction of weights set to zero at the end."
-    )
+    initial_sparsity: float = Field(default=0.0, ge=0, lt=1, description="Starting sparsity for polynomialDecay.")
+    target_sparsity: float = Field(default=0.5, gt=0, lt=1, description="Fraction of weights set to zero at the end.")
     begin_step: int = Field(default=0, ge=0, description="Optimizer step at which pruning starts.")
     end_step: int | None = Field(
         default=None,
@@ -151,9 +144,7 @@ class ClusterStep(_LayerwiseStep):
     """Weight clustering (tfmot cluster_weights), fine-tuned, then stripped."""
 
     type: Literal["cluster"] = Field(description="Step type.")
-    number_of_clusters: int = Field(
-        default=16, ge=2, le=256, description="Distinct weight values per layer."
-    )
+    number_of_clusters: int = Field(default=16, ge=2, le=256, description="Distinct weight values per layer.")
     centroid_init: CentroidInit = Field(
         default=CentroidInit.KMEANS_PLUS_PLUS, description="How cluster centroids are initialised."
     )
@@ -213,9 +204,7 @@ class DistillStep(_Strict):
 
     type: Literal["distill"] = Field(description="Step type.")
     student: ModelSource = Field(description="The untrained or pre-trained student model.")
-    temperature: float = Field(
-        default=4.0, gt=0, le=100, description="Softmax temperature for the soft targets."
-    )
+    temperature: float = Field(default=4.0, gt=0, le=100, description="Softmax temperature for the soft targets.")
     alpha: float = Field(
         default=0.1,
         ge=0,
@@ -229,7 +218,7 @@ class DistillStep(_Strict):
 
 
 Step = Annotated[
-    Union[PruneStep, ClusterStep, QatStep, PtqStep, DistillStep],
+    PruneStep | ClusterStep | QatStep | PtqStep | DistillStep,
     Field(discriminator="type"),
 ]
 TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill"})
@@ -261,9 +250,7 @@ class Evaluation(_Strict):
             "versus the float baseline), or auto: accuracy when labels exist, else fidelity."
         ),
     )
-    samples: int = Field(
-        default=1000, ge=1, le=1000000, description="Evaluation samples taken from x_eval."
-    )
+    samples: int = Field(default=1000, ge=1, le=1000000, description="Evaluation samples taken from x_eval.")
     latency: Latency = Field(default_factory=Latency, description="Latency measurement.")
 
 
@@ -340,9 +327,7 @@ class Toleration(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate; empty matches all."
     )
-    toleration_seconds: int | None = Field(
-        default=None, ge=0, description="How long a NoExecute taint is tolerated."
-    )
+    toleration_seconds: int | None = Field(default=None, ge=0, description="How long a NoExecute taint is tolerated.")
 
 
 class Resources(_Strict):
@@ -439,61 +424,19 @@ class CompressionJobSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check_plan(self) -> "CompressionJobSpec":
+    def _check_plan(self, info: ValidationInfo) -> CompressionJobSpec:
+        from .rules import plan_problems
+
+        if info.context and info.context.get(SKIP_RULES):
+            return self
         problems = plan_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
-def plan_problems(spec: CompressionJobSpec) -> list[str]:
-    """Every cross-field rule, each broken rule as a message naming the field."""
-    problems: list[str] = []
-    kinds = [step.type for step in spec.steps]
-    last = len(kinds) - 1
-    for index, step in enumerate(spec.steps):
-        where = f"spec.steps[{index}]"
-        if step.type == "ptq" and index != last:
-            problems.append(f"{where}: ptq must be the last step (found {kinds[index + 1]!r} after it)")
-        if step.type == "distill" and index != 0:
-            problems.append(f"{where}: distill must be the first step, it replaces the model")
-        if step.type in TRAINING_STEP_TYPES and spec.dataset is None:
-            problems.append(f"{where}: {step.type} fine-tunes the model and needs spec.dataset")
-        if step.type in KERAS_ONLY_STEP_TYPES and spec.model.format == ModelFormat.SAVEDMODEL:
-            problems.append(
-                f"{where}: {step.type} needs a Keras model (format keras or h5); "
-                "a SavedModel can only be converted with ptq"
-            )
-        if isinstance(step, PtqStep):
-            if step.mode in (PtqMode.INT8, PtqMode.INT16X8) and spec.dataset is None:
-                problems.append(f"{where}.mode: {step.mode} needs spec.dataset for representative samples")
-            if step.integer_io and step.mode != PtqMode.INT8:
-                problems.append(f"{where}.integerIO: only valid with mode int8, not {step.mode}")
-        if isinstance(step, PruneStep):
-            if step.pattern == "2:4" and step.target_sparsity != 0.5:
-                problems.append(f"{where}.targetSparsity: pattern 2:4 means exactly 0.5, not {step.target_sparsity}")
-            if step.schedule == PruningSchedule.POLYNOMIAL_DECAY and step.initial_sparsity >= step.target_sparsity:
-                problems.append(f"{where}.initialSparsity: must be below targetSparsity")
-            if step.end_step is not None and step.end_step <= step.begin_step:
-                problems.append(f"{where}.endStep: must be greater than beginStep")
-        if isinstance(step, DistillStep) and step.student.format == ModelFormat.SAVEDMODEL:
-            problems.append(f"{where}.student.format: the student must be trainable (keras or h5)")
-    for kind in ("ptq", "qat", "distill"):
-        if kinds.count(kind) > 1:
-            problems.append(f"spec.steps: at most one {kind} step, found {kinds.count(kind)}")
-    if spec.promotion is not None and spec.promotion.uri.rstrip("/") == spec.output.uri.rstrip("/"):
-        problems.append("spec.promotion.uri: must differ from spec.output.uri (the stable copy needs its own folder)")
-    if "qat" in kinds:
-        after_qat = kinds[kinds.index("qat") + 1 :]
-        if any(kind != "ptq" for kind in after_qat):
-            problems.append("spec.steps: only ptq may follow qat (the model is already quantized)")
-        for index, step in enumerate(spec.steps):
-            if isinstance(step, PtqStep) and (step.skip_layers or step.skip_first_and_last):
-                problems.append(
-                    f"spec.steps[{index}].skipLayers: after qat, list the layers to keep float on the "
-                    "qat step (the converter takes QAT's quantization as it is)"
-                )
-    return problems
+SKIP_RULES = "skipCrossFieldRules"
+"""Validation context key: check fields only (the CEL parity test judges each rule on its own)."""
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -552,37 +495,8 @@ def spec_json_schema() -> dict[str, Any]:
     return CompressionJobSpec.model_json_schema(by_alias=True)
 
 
-
 def spec_reference_markdown() -> str:
-    """The field reference in the README, generated from the schema (a test keeps them equal)."""
-    schema = spec_json_schema()
-    definitions = schema["$defs"]
-    rows: list[str] = ["| field | type | default | description |", "| --- | --- | --- | --- |"]
+    """The spec reference in the README, generated from the schema (a test keeps them equal)."""
+    from .docs import reference_markdown
 
-    def type_of(body: dict[str, Any]) -> str:
-        if "$ref" in body:
-            return str(body["$ref"]).rsplit("/", 1)[-1]
-        if "enum" in body:
-            return " \\| ".join(str(value) for value in body["enum"])
-        if "const" in body:
-            return str(body["const"])
-        if "anyOf" in body:
-            return " \\| ".join(type_of(option) for option in body["anyOf"] if option.get("type") != "null")
-        if body.get("type") == "array":
-            items = body.get("items", {})
-            return f"list of {type_of(items) if 'oneOf' not in items else 'step'}"
-        return str(body.get("type", "object"))
-
-    def walk(properties: dict[str, Any], prefix: str, required: list[str]) -> None:
-        for name, body in properties.items():
-            default = body.get("default", "required" if name in required else "")
-            text = body.get("description", "").replace("\n", " ")
-            rows.append(f"| `{prefix}{name}` | {type_of(body)} | {'' if default is None or isinstance(default, (dict, list)) else default} | {text} |")
-
-    walk(schema["properties"], "spec.", schema.get("required", []))
-    for name in sorted(definitions):
-        definition = definitions[name]
-        if "properties" in definition:
-            rows.append(f"| **{name}** | | | {definition.get('description', '').splitlines()[0]} |")
-            walk(definition["properties"], "  ", definition.get("required", []))
-    return "\n".join(rows) + "\n"
+    return reference_markdown(CompressionJobSpec, "spec.")
