@@ -42,6 +42,7 @@ def reference_markdown(model: type[BaseModel], prefix: str) -> str:
     for name in sorted(definitions):
         definition = definitions[name]
         if "properties" in definition:
-            rows.append(f"| **{name}** | | | {definition.get('description', '').splitlines()[0]} |")
+            summary = (definition.get("description") or "").strip().splitlines()
+            rows.append(f"| **{name}** | | | {summary[0] if summary else ''} |")
             walk(definition["properties"], "  ", definition.get("required", []))
     return "\n".join(rows) + "\n"

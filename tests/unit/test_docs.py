@@ -1,22 +1,49 @@
-"""The README's spec reference is generated from the schema; this keeps the two equal."""
+"""The README's reference tables are generated from the contract's models; this keeps them equal."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from edgecompress_contract.spec import spec_reference_markdown
+import pytest
+from pydantic import BaseModel
+
+from edgecompress_contract.docs import reference_markdown
+from edgecompress_contract.report import Report
+from edgecompress_contract.spec import CompressionJobSpec
+from edgecompress_contract.status import CompressionJobStatus
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
+REFERENCES = [
+    ("spec", CompressionJobSpec, "spec."),
+    ("report", Report, ""),
+    ("status", CompressionJobStatus, "status."),
+]
 
-def test_readme_spec_reference_matches_schema() -> None:
+
+def readme_section(marker: str) -> str:
+    found = re.search(
+        rf"<!-- {marker}-reference:begin -->\n(.*)<!-- {marker}-reference:end -->", README.read_text(), re.S
+    )
+    assert found, f"README.md lost its {marker}-reference markers"
+    return found.group(1)
+
+
+def write_references() -> None:
+    """Regenerates the tables: python -c 'from tests.unit.test_docs import write_references as w; w()'."""
     text = README.read_text()
-    found = re.search(r"<!-- spec-reference:begin -->\n(.*)<!-- spec-reference:end -->", text, re.S)
-    assert found, "README.md lost its spec-reference markers"
-    assert found.group(1) == spec_reference_markdown(), (
-        "README spec reference is stale: regenerate it with "
-        "python -c 'from edgecompress_contract.spec import spec_reference_markdown as f; print(f())'"
+    for marker, model, prefix in REFERENCES:
+        begin, end = f"<!-- {marker}-reference:begin -->\n", f"<!-- {marker}-reference:end -->"
+        head, rest = text.split(begin, 1)
+        text = head + begin + reference_markdown(model, prefix) + end + rest.split(end, 1)[1]
+    README.write_text(text)
+
+
+@pytest.mark.parametrize(("marker", "model", "prefix"), REFERENCES, ids=[row[0] for row in REFERENCES])
+def test_readme_reference_matches_the_contract(marker: str, model: type[BaseModel], prefix: str) -> None:
+    assert readme_section(marker) == reference_markdown(model, prefix), (
+        f"README {marker} reference is stale: python -c 'from tests.unit.test_docs import write_references as w; w()'"
     )
 
 
