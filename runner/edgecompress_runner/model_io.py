@@ -5,7 +5,9 @@ tf-keras builds a .keras or .h5 model, its config (config.json in the .keras zip
 ``model_config`` attribute) is scanned for Lambda layers, serialized Python bytecode and classes or
 functions from non-Keras modules, and such a model is refused (exit 20) with the layers named.
 .keras files are also loaded with Keras ``safe_mode``. SavedModels are never loaded as Keras models:
-the TFLite converter reads their TensorFlow graph, and no Python from the archive runs. Only
+the TFLite converter reads their TensorFlow graph, and no Python from the archive runs; loading it
+runs some graph functions (resource initializers), so a graph with ops that call Python or touch
+files (UNSAFE_SAVEDMODEL_OPS) is refused. Only
 ``trust_code=True`` (spec ``trustCode``; in a cluster only when the operator allows it) skips the
 scan and turns ``safe_mode`` off.
 """
@@ -78,7 +80,16 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
     if model_format == ModelFormat.SAVEDMODEL:
         # Only the converter reads it (tf.saved_model graph functions); never keras load_model, which
         # could revive Lambda layers from keras_metadata.pb.
-        return LoadedModel(source=source, saved_model_dir=_unpack_saved_model(path, source, work_dir))
+        saved_model_dir = _unpack_saved_model(path, source, work_dir)
+        unsafe = [] if trust_code else find_unsafe_ops(saved_model_dir, source)
+        if unsafe:
+            raise UntrustedCodeError(
+                f"{source}: the SavedModel's graph has ops that run Python or touch files when TensorFlow loads "
+                f"or runs it: {', '.join(unsafe)}. The runner does not run them: export the model without them, "
+                "or, if you trust the model's author, set trustCode: true on this model source (in a cluster the "
+                "operator must also allow it: Helm value operator.config.allowTrustedCode)"
+            )
+        return LoadedModel(source=source, saved_model_dir=saved_model_dir)
     config = _saved_config(path, model_format, source)
     version = _saved_keras_version(path, model_format)
     if version and version.startswith("3."):
@@ -310,6 +321,59 @@ def _unpack_saved_model(archive_path: Path, source: str, work_dir: Path) -> Path
     if not found:
         raise InputError(f"{source}: the archive holds no saved_model.pb")
     return found[0].parent
+
+
+# Ops of a SavedModel's graph that call back into Python or read/write arbitrary files. Loading a
+# SavedModel for conversion runs some of its functions (resource initializers, restore functions), so
+# these are refused by default. A denylist, not a sandbox: the pod's restrictions still matter.
+UNSAFE_SAVEDMODEL_OPS = frozenset(
+    {
+        "PyFunc",
+        "PyFuncStateless",
+        "EagerPyFunc",
+        "WriteFile",
+        "ReadFile",
+        "MatchingFiles",
+        "ImmutableConst",
+        "CreateSummaryFileWriter",
+        "WholeFileReader",
+        "WholeFileReaderV2",
+        "TextLineReader",
+        "TextLineReaderV2",
+        "TFRecordReader",
+        "TFRecordReaderV2",
+        "FixedLengthRecordReader",
+        "FixedLengthRecordReaderV2",
+        "TFRecordDataset",
+        "TFRecordDatasetV2",
+        "TextLineDataset",
+        "FixedLengthRecordDataset",
+        "FixedLengthRecordDatasetV2",
+        "CSVDataset",
+        "CSVDatasetV2",
+        "LoadDataset",
+        "SaveDataset",
+        "SaveDatasetV2",
+        "DatasetToTFRecord",
+    }
+)
+
+
+def find_unsafe_ops(saved_model_dir: Path, source: str) -> list[str]:
+    """Unsafe op types in any graph or function of saved_model.pb (parsed as a protobuf, nothing runs)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    except Exception as error:  # protobuf raises DecodeError and others
+        raise InputError(f"{source}: saved_model.pb is not a readable SavedModel ({_first_line(error)})") from None
+    found: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        found.update(node.op for node in meta_graph.graph_def.node if node.op in UNSAFE_SAVEDMODEL_OPS)
+        for function in meta_graph.graph_def.library.function:
+            found.update(node.op for node in function.node_def if node.op in UNSAFE_SAVEDMODEL_OPS)
+    return sorted(found)
 
 
 def check_tfmot_structure(model: Any, step: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,40 @@ def test_a_savedmodel_is_converted_without_running_its_python(marker: Path, tmp_
     assert run.exit_code == ExitCode.SUCCEEDED, run.summary
     assert not marker.exists(), "converting a SavedModel ran Python from it"
     assert run.report["trustedCode"] is False
+
+
+def test_a_savedmodel_whose_graph_writes_files_is_refused(marker: Path, tmp_path: Path) -> None:
+    """Loading a SavedModel runs its resource initializers: graph ops, not Python, but they can touch files."""
+    from edgecompress_runner.tfcompat import tf
+
+    class Resource(tf.saved_model.experimental.TrackableResource):  # type: ignore[misc]
+        def _create_resource(self) -> Any:
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="")
+
+        def _initialize(self) -> None:
+            tf.io.write_file(str(marker), "the model's graph ran")
+            tf.raw_ops.AssignVariableOp(resource=self.resource_handle, value=1.0)
+
+    class Module(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.resource = Resource()
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])  # type: ignore[misc]
+        def serve(self, inputs: Any) -> Any:
+            return inputs * tf.raw_ops.ReadVariableOp(resource=self.resource.resource_handle, dtype=tf.float32)
+
+    module = Module()
+    folder = tmp_path / "writer_savedmodel"
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    marker.unlink(missing_ok=True)  # creating the resource here ran the initializer once
+    archive = tmp_path / "writer.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for item in folder.rglob("*"):
+            packed.write(item, item.relative_to(tmp_path))
+    document = job(archive, None, tmp_path / "out", PTQ)
+    document["model"]["format"] = "savedmodel"
+    assert_refused(tmp_path / "run", document, marker, r"writer\.zip: the SavedModel's graph has ops .*: WriteFile\.")
 
 
 def _layer(class_name: str, name: str, **config: Any) -> dict[str, Any]:
