@@ -102,7 +102,7 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
             "code): rebuild the model from built-in layers, or export a SavedModel and use only a ptq step"
         )
     if not trust_code:
-        findings = find_code(config, imports=model_format == ModelFormat.KERAS)
+        findings = find_code(config)
         if findings:
             raise UntrustedCodeError(
                 f"{source}: the model carries Python code that loading it would run: {'; '.join(findings)}. "
@@ -199,13 +199,14 @@ _KERAS_FUNCTION_MODULES = (
 )
 
 
-def find_code(config: Any, imports: bool = True) -> list[str]:
+def find_code(config: Any) -> list[str]:
     """What in a saved model config would run Python from the file (or from an arbitrary module) when built.
 
     Finds, naming the layer (nested layers as outer/inner): Lambda layers (in any wrapper or nested
     model), serialized Python bytecode (``{"class_name": "__lambda__"}`` and ``*_type: "lambda"``
-    function configs, e.g. in RNN cell wrappers), and with ``imports`` (the .keras loader, which
-    imports a config's ``module``) classes or functions from modules other than Keras.
+    function configs, e.g. in RNN cell wrappers), and classes or functions from modules other than
+    Keras (tf-keras' serialization_lib imports a config's ``module``; the .h5 loader reaches it too
+    for nested objects deserialized without a module table, so both formats are checked).
     """
     findings: list[str] = []
     lambdas: set[tuple[str, ...]] = set()  # their function configs need no second finding
@@ -238,7 +239,7 @@ def find_code(config: Any, imports: bool = True) -> list[str]:
         for key, value in node.items():
             if isinstance(key, str) and key.endswith("_type") and value == "lambda" and path not in lambdas:
                 add(f"Python lambda (bytecode) in {where(path)} ({key})")
-        if imports and isinstance(class_name, str) and "config" in node:
+        if isinstance(class_name, str) and "config" in node:
             foreign = _foreign_import(node, class_name)
             if foreign:
                 add(f"{where(path)} imports {foreign}")

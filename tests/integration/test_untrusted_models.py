@@ -274,12 +274,3 @@ def test_find_code(config: dict[str, Any], expected: list[str]) -> None:
     from edgecompress_runner.model_io import find_code
 
     assert find_code(config) == expected
-
-
-def test_h5_configs_are_not_checked_for_imports() -> None:
-    """The legacy HDF5 loader resolves names among Keras' own objects only, never imports a module."""
-    from edgecompress_runner.model_io import find_code
-
-    config = _functional({"module": "keras.src.whatever", "class_name": "Dense", "config": {"name": "d"}})
-    assert find_code(config, imports=False) == []
-    assert find_code(_functional(_layer("Lambda", "f")), imports=False) == ["Lambda layer 'f'"]
