@@ -231,6 +231,10 @@ class Report(Record):
     timings_seconds: dict[str, float] = Field(default_factory=dict)
     source: Source | None = None
     promotion: PromotionOutcome | None = None
+    trusted_code: bool = Field(
+        default=False,
+        description="Whether Python code from the model files was allowed to run while loading (spec trustCode).",
+    )
 
     def to_wire(self) -> dict[str, object]:
         document = super().to_wire()

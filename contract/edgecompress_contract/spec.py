@@ -22,6 +22,8 @@ KIND = "CompressionJob"
 # The runner pod receives its job in this environment variable (set by the operator).
 JOB_ENV = "EDGECOMPRESS_JOB"
 SOURCE_ENV = "EDGECOMPRESS_SOURCE_JOB"
+# Set to "true" on a runner pod only when the operator allows spec trustCode (operator allowTrustedCode).
+ALLOW_TRUSTED_CODE_ENV = "EDGECOMPRESS_ALLOW_TRUSTED_CODE"
 
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.*|file://.+|[^:]+)$"
 
@@ -56,6 +58,16 @@ class ModelSource(_Strict):
             "'savedmodel' (a SavedModel directory packed as .tar.gz, .tgz or .zip). "
             "A SavedModel can only be converted and post-training quantized, not fine-tuned."
         )
+    )
+    trust_code: bool = Field(
+        default=False,
+        description=(
+            "Allow Python code stored in the model file to run while it loads (Lambda layers and other "
+            "serialized Python functions; for 'keras' this also turns off Keras safe_mode). By default "
+            "such models are refused before they are built. In a cluster this is honoured only when the "
+            "operator allows it (Helm value operator.config.allowTrustedCode); set it only for models "
+            "whose author you trust, as their code runs with the runner's S3 credentials."
+        ),
     )
 
 

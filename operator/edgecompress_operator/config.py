@@ -50,6 +50,13 @@ class Config(BaseSettings):
     watch_namespace: str | None = Field(
         default=None, description="Watch only this namespace (default: all namespaces)."
     )
+    allow_trusted_code: bool = Field(
+        default=False,
+        description=(
+            "Honour spec trustCode: let Python code stored in model files (e.g. Lambda layers) run in the "
+            "runner. When false, a CompressionJob that sets it fails with TrustedCodeNotAllowed."
+        ),
+    )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of /metrics.")
     health_port: int = Field(
         default=8081, ge=1, le=65535, description="Port of /healthz (liveness) and /readyz (readiness)."

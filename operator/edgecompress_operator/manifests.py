@@ -7,9 +7,18 @@ import json
 from typing import Any
 
 from edgecompress_contract.exit_codes import ExitCode
-from edgecompress_contract.spec import API_GROUP, API_VERSION, JOB_ENV, KIND, SOURCE_ENV, CompressionJobSpec
+from edgecompress_contract.spec import (
+    ALLOW_TRUSTED_CODE_ENV,
+    API_GROUP,
+    API_VERSION,
+    JOB_ENV,
+    KIND,
+    SOURCE_ENV,
+    CompressionJobSpec,
+)
 
 from .config import Config
+from .policy import trusted_code_fields
 from .status import KUEUE_QUEUE_LABEL
 
 RUNNER_CONTAINER = "runner"
@@ -70,6 +79,9 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, con
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
     ]
+    if config.allow_trusted_code and trusted_code_fields(spec):
+        # The runner trusts code in a model file only with this (see policy.py and model_io.py).
+        env.append({"name": ALLOW_TRUSTED_CODE_ENV, "value": "true"})
     container: dict[str, Any] = {
         "name": RUNNER_CONTAINER,
         "image": (execution.image if execution and execution.image else config.runner_image),

@@ -17,6 +17,7 @@ __all__ = [
     "RunnerError",
     "SpecError",
     "UnsupportedLayerError",
+    "UntrustedCodeError",
 ]
 
 
@@ -25,7 +26,6 @@ class RunnerError(Exception):
 
     exit_code = ExitCode.UNEXPECTED
     reason = "Error"
-
 
 
 class InputError(RunnerError, ValueError):
@@ -45,6 +45,12 @@ class UnsupportedLayerError(InputError):
     """A layer cannot be handled by a tfmot step; the message says what to do instead."""
 
     reason = "UnsupportedLayer"
+
+
+class UntrustedCodeError(UnsupportedLayerError):
+    """The model file carries Python code (e.g. a Lambda layer) and the run does not trust its author."""
+
+    reason = "UntrustedCode"
 
 
 class InfrastructureError(RunnerError):

@@ -1,8 +1,21 @@
-"""Loading input models (.keras, .h5, SavedModel archives) and telling the user why one cannot be used."""
+"""Loading input models (.keras, .h5, SavedModel archives) and telling the user why one cannot be used.
+
+A model file is untrusted input: by default loading never runs Python code stored in it. Before
+tf-keras builds a .keras or .h5 model, its config (config.json in the .keras zip, the HDF5
+``model_config`` attribute) is scanned for Lambda layers, serialized Python bytecode and classes or
+functions from non-Keras modules, and such a model is refused (exit 20) with the layers named.
+.keras files are also loaded with Keras ``safe_mode``. SavedModels are never loaded as Keras models:
+the TFLite converter reads their TensorFlow graph, and no Python from the archive runs; loading it
+runs some graph functions (resource initializers), so a graph with ops that call Python or touch
+files (UNSAFE_SAVEDMODEL_OPS) is refused. Only
+``trust_code=True`` (spec ``trustCode``; in a cluster only when the operator allows it) skips the
+scan and turns ``safe_mode`` off.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 import zipfile
@@ -10,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecompress_contract.spec import ModelFormat
+from edgecompress_contract.spec import ALLOW_TRUSTED_CODE_ENV, JOB_ENV, SOURCE_ENV, ModelFormat
 
-from .errors import InputError, UnsupportedLayerError
+from .errors import InputError, UnsupportedLayerError, UntrustedCodeError
 from .tfcompat import keras, tf
 
 
@@ -60,25 +73,53 @@ def _saved_keras_version(path: Path, model_format: str) -> str | None:
     return None
 
 
-def load_model(path: Path, model_format: str, source: str, work_dir: Path) -> LoadedModel:
+def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, trust_code: bool = False) -> LoadedModel:
+    """Loads a model; without ``trust_code`` one whose file carries Python code is refused before it is built."""
+    if trust_code:
+        check_trust_permitted(source)
     if model_format == ModelFormat.SAVEDMODEL:
-        return LoadedModel(source=source, saved_model_dir=_unpack_saved_model(path, source, work_dir))
+        # Only the converter reads it (tf.saved_model graph functions); never keras load_model, which
+        # could revive Lambda layers from keras_metadata.pb.
+        saved_model_dir = _unpack_saved_model(path, source, work_dir)
+        unsafe = [] if trust_code else find_unsafe_ops(saved_model_dir, source)
+        if unsafe:
+            raise UntrustedCodeError(
+                f"{source}: the SavedModel's graph has ops that run Python or touch files when TensorFlow loads "
+                f"or runs it: {', '.join(unsafe)}. The runner does not run them: export the model without them, "
+                "or, if you trust the model's author, set trustCode: true on this model source (in a cluster the "
+                "operator must also allow it: Helm value operator.config.allowTrustedCode)"
+            )
+        return LoadedModel(source=source, saved_model_dir=saved_model_dir)
+    config = _saved_config(path, model_format, source)
     version = _saved_keras_version(path, model_format)
     if version and version.startswith("3."):
         raise _keras3_hint(source, version)
-    unknown = _unknown_classes(path) if model_format == ModelFormat.KERAS else []
+    unknown = _unknown_classes(config) if model_format == ModelFormat.KERAS else []
     if unknown:
         raise InputError(
             f"{source}: the model uses classes the runner cannot import: {', '.join(unknown)}. "
             "The runner loads only built-in tf-keras classes (custom or subclassed classes need your "
             "code): rebuild the model from built-in layers, or export a SavedModel and use only a ptq step"
         )
+    if not trust_code:
+        findings = find_code(config)
+        if findings:
+            raise UntrustedCodeError(
+                f"{source}: the model carries Python code that loading it would run: {'; '.join(findings)}. "
+                "The runner does not run code from model files: replace these with built-in layers, or "
+                "export a SavedModel and use only a ptq step. If you trust the model's author, set "
+                "trustCode: true on this model source (in a cluster the operator must also allow it: "
+                "Helm value operator.config.allowTrustedCode)"
+            )
     suffix = ".keras" if model_format == ModelFormat.KERAS else ".h5"
     named = path.with_suffix(suffix)
     if named != path:
         shutil.copyfile(path, named)
     try:
-        model = keras.models.load_model(str(named), compile=False)
+        if model_format == ModelFormat.KERAS:
+            model = keras.models.load_model(str(named), compile=False, safe_mode=not trust_code)
+        else:
+            model = keras.models.load_model(str(named), compile=False)
     except Exception as error:  # tf-keras raises many types for unreadable files
         raise InputError(
             f"{source}: cannot load as a {model_format} model ({type(error).__name__}: {_first_line(error)})"
@@ -92,14 +133,146 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path) -> Lo
     return LoadedModel(source=source, keras_model=model)
 
 
-def _unknown_classes(path: Path) -> list[str]:
+def check_trust_permitted(source: str) -> None:
+    """A run started by the operator (job in EDGECOMPRESS_JOB) trusts code only when the operator allowed it.
+
+    A local run (``edgecompress-runner run job.yaml``) honours trustCode on its own: the user runs
+    their own models with their own rights.
+    """
+    from_operator = bool(os.environ.get(JOB_ENV) or os.environ.get(SOURCE_ENV))
+    if from_operator and os.environ.get(ALLOW_TRUSTED_CODE_ENV, "").strip().lower() != "true":
+        raise UntrustedCodeError(
+            f"{source}: trustCode is true, but the operator that started this run does not allow trusted "
+            f"code ({ALLOW_TRUSTED_CODE_ENV} is not true on the runner pod; Helm value "
+            "operator.config.allowTrustedCode)"
+        )
+
+
+def _saved_config(path: Path, model_format: str, source: str) -> Any:
+    """The model config tf-keras would build from: config.json of a .keras zip, model_config of an HDF5 file.
+
+    The file must really be what the format says: tf-keras picks its loader from the content (an
+    HDF5 file named .keras is loaded without safe_mode), so a mismatch is refused here. A config that
+    cannot be read is refused too: what cannot be scanned is not loaded.
+    """
+
+    def unreadable(why: str) -> InputError:
+        return InputError(f"{source}: cannot load as a {model_format} model ({why})")
+
+    if model_format == ModelFormat.KERAS:
+        if not zipfile.is_zipfile(path):
+            raise unreadable("not a .keras zip archive")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                raw: Any = archive.read("config.json")
+        except (KeyError, zipfile.BadZipFile, OSError) as error:
+            raise unreadable(f"no readable config.json: {_first_line(error)}") from None
+    else:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                raw = handle.attrs.get("model_config")
+        except OSError as error:
+            raise unreadable(f"{type(error).__name__}: {_first_line(error)}") from None
+        if raw is None:
+            raise unreadable("the HDF5 file has no model_config: it holds weights only")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        raise unreadable("its model config is not text")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise unreadable(f"its model config is not JSON: {error}") from None
+
+
+# tf-keras looks builtins-module functions up in these Keras modules first (serialization_lib.BUILTIN_MODULES).
+_KERAS_FUNCTION_MODULES = (
+    "activations",
+    "constraints",
+    "initializers",
+    "losses",
+    "metrics",
+    "optimizers",
+    "regularizers",
+)
+
+
+def find_code(config: Any) -> list[str]:
+    """What in a saved model config would run Python from the file (or from an arbitrary module) when built.
+
+    Finds, naming the layer (nested layers as outer/inner): Lambda layers (in any wrapper or nested
+    model), serialized Python bytecode (``{"class_name": "__lambda__"}`` and ``*_type: "lambda"``
+    function configs, e.g. in RNN cell wrappers), and classes or functions from modules other than
+    Keras (tf-keras' serialization_lib imports a config's ``module``; the .h5 loader reaches it too
+    for nested objects deserialized without a module table, so both formats are checked).
+    """
+    findings: list[str] = []
+    lambdas: set[tuple[str, ...]] = set()  # their function configs need no second finding
+
+    def add(finding: str) -> None:
+        if finding not in findings:
+            findings.append(finding)
+
+    def where(path: tuple[str, ...]) -> str:
+        return f"layer {'/'.join(path)!r}" if path else "the model config"
+
+    def walk(node: Any, path: tuple[str, ...], root: bool) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, path, False)
+            return
+        if not isinstance(node, dict):
+            return
+        class_name = node.get("class_name")
+        inner = node.get("config")
+        if isinstance(class_name, str) and isinstance(inner, dict) and not root:
+            name = inner.get("name", node.get("name"))
+            if isinstance(name, str) and name:
+                path = (*path, name)
+        if class_name == "Lambda":
+            lambdas.add(path)
+            add(f"Lambda layer {'/'.join(path) or '?'!r}")
+        elif class_name == "__lambda__":
+            add(f"Python lambda (bytecode) in {where(path)}")
+        for key, value in node.items():
+            if isinstance(key, str) and key.endswith("_type") and value == "lambda" and path not in lambdas:
+                add(f"Python lambda (bytecode) in {where(path)} ({key})")
+        if isinstance(class_name, str) and "config" in node:
+            foreign = _foreign_import(node, class_name)
+            if foreign:
+                add(f"{where(path)} imports {foreign}")
+        for value in node.values():
+            walk(value, path, False)
+
+    walk(config, (), True)
+    return findings
+
+
+def _foreign_import(node: dict[str, Any], class_name: str) -> str | None:
+    """The module.name the .keras loader would import for this object, when that is not Keras itself."""
+    module = node.get("module")
+    if not isinstance(module, str):
+        return None
+    registered = node.get("registered_name")
+    if isinstance(registered, str) and registered != class_name and keras.saving.get_registered_object(registered):
+        return None  # found in the runner's registry, nothing is imported
+    top = module.split(".")[0]
+    if top in ("keras", "tf_keras"):
+        return None
+    if top == "tensorflow" and class_name == "__typespec__":
+        return None
+    inner = node.get("config")
+    name = inner if class_name == "function" and isinstance(inner, str) else class_name
+    if module == "builtins" and class_name == "function":
+        if any(hasattr(getattr(keras, namespace, None), name) for namespace in _KERAS_FUNCTION_MODULES):
+            return None
+    return f"{module}.{name}"
+
+
+def _unknown_classes(config: Any) -> list[str]:
     """Class names in a .keras file's config that neither tf-keras nor its registry provides."""
-    if not zipfile.is_zipfile(path):
-        return []
-    with zipfile.ZipFile(path) as archive:
-        if "config.json" not in archive.namelist():
-            return []
-        config = json.loads(archive.read("config.json"))
     unknown: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -149,6 +322,59 @@ def _unpack_saved_model(archive_path: Path, source: str, work_dir: Path) -> Path
     if not found:
         raise InputError(f"{source}: the archive holds no saved_model.pb")
     return found[0].parent
+
+
+# Ops of a SavedModel's graph that call back into Python or read/write arbitrary files. Loading a
+# SavedModel for conversion runs some of its functions (resource initializers, restore functions), so
+# these are refused by default. A denylist, not a sandbox: the pod's restrictions still matter.
+UNSAFE_SAVEDMODEL_OPS = frozenset(
+    {
+        "PyFunc",
+        "PyFuncStateless",
+        "EagerPyFunc",
+        "WriteFile",
+        "ReadFile",
+        "MatchingFiles",
+        "ImmutableConst",
+        "CreateSummaryFileWriter",
+        "WholeFileReader",
+        "WholeFileReaderV2",
+        "TextLineReader",
+        "TextLineReaderV2",
+        "TFRecordReader",
+        "TFRecordReaderV2",
+        "FixedLengthRecordReader",
+        "FixedLengthRecordReaderV2",
+        "TFRecordDataset",
+        "TFRecordDatasetV2",
+        "TextLineDataset",
+        "FixedLengthRecordDataset",
+        "FixedLengthRecordDatasetV2",
+        "CSVDataset",
+        "CSVDatasetV2",
+        "LoadDataset",
+        "SaveDataset",
+        "SaveDatasetV2",
+        "DatasetToTFRecord",
+    }
+)
+
+
+def find_unsafe_ops(saved_model_dir: Path, source: str) -> list[str]:
+    """Unsafe op types in any graph or function of saved_model.pb (parsed as a protobuf, nothing runs)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    except Exception as error:  # protobuf raises DecodeError and others
+        raise InputError(f"{source}: saved_model.pb is not a readable SavedModel ({_first_line(error)})") from None
+    found: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        found.update(node.op for node in meta_graph.graph_def.node if node.op in UNSAFE_SAVEDMODEL_OPS)
+        for function in meta_graph.graph_def.library.function:
+            found.update(node.op for node in function.node_def if node.op in UNSAFE_SAVEDMODEL_OPS)
+    return sorted(found)
 
 
 def check_tfmot_structure(model: Any, step: str) -> None:

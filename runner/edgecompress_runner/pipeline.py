@@ -122,7 +122,9 @@ def run(
 
     progress.start("baseline")
     phase_started = time.monotonic()
-    loaded = model_io.load_model(model_file, spec.model.format, spec.model.uri, work_dir)
+    loaded = model_io.load_model(
+        model_file, spec.model.format, spec.model.uri, work_dir, trust_code=spec.model.trust_code
+    )
     baseline_bytes, _ = convert.convert(loaded.converter(), None, False, False, None, [])
     expected_shape = evaluate.input_signature(baseline_bytes)
     if dataset is not None:
@@ -206,6 +208,7 @@ def run(
         "versions": versions(),
         "devices": [device.name for device in tf.config.list_physical_devices()],
         "timingsSeconds": {key: round(value, 2) for key, value in timings.items()},
+        "trustedCode": spec.model.trust_code or bool(distill_step and distill_step.student.trust_code),
     }
     if source:
         report["source"] = source
@@ -285,7 +288,9 @@ def _apply_steps(
         model = loaded.require_keras(phase) if applied.keras_model is None else applied.keras_model
         if isinstance(step, DistillStep):
             assert student_file is not None
-            student = model_io.load_model(student_file, step.student.format, step.student.uri, work_dir)
+            student = model_io.load_model(
+                student_file, step.student.format, step.student.uri, work_dir, trust_code=step.student.trust_code
+            )
             check_input_shape(dataset, tuple(student.keras_model.input_shape[1:]), step.student.uri)
             applied.keras_model, step_result = compress.distill(
                 model, student.keras_model, step, x_train, y_train, progress

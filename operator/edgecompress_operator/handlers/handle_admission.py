@@ -18,6 +18,7 @@ from ..config import Config
 from ..events import post_event
 from ..manifests import JOB_LABEL, build_job, job_name
 from ..metrics import METRICS
+from ..policy import TRUSTED_CODE_NOT_ALLOWED, spec_policy_problem
 from ..status import waiting_status
 
 logger = logging.getLogger("edgecompress.admission")
@@ -56,13 +57,18 @@ def admission_pass(config: Config) -> AdmissionPlan:
         except SpecError as error:
             METRICS.record_completion(_set_waiting(resource, "InvalidSpec", f"invalid spec: {error}", "Failed"))
             continue
+        job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"])))
+        refused = spec_policy_problem(spec, config) if job is None else None
+        if refused is not None:  # decided before a Job exists; a running Job is left to finish
+            METRICS.record_completion(_set_waiting(resource, TRUSTED_CODE_NOT_ALLOWED, refused, "Failed"))
+            continue
         candidate = Candidate(
             namespace=meta["namespace"],
             name=meta["name"],
             created=meta["creationTimestamp"],
             suspended=spec.suspend,
             kueue=bool(spec.queue_name),
-            job=jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"]))),
+            job=job,
         )
         candidates.append(candidate)
         resources[candidate.key] = (resource, spec)
