@@ -27,7 +27,6 @@ class RunnerError(Exception):
     reason = "Error"
 
 
-
 class InputError(RunnerError, ValueError):
     """The model or dataset cannot be used as given."""
 
