@@ -74,7 +74,7 @@ def training_targets(model: Any, x: np.ndarray, y: np.ndarray | None, step: str)
 
 
 def fine_tune(
-    model: Any, targets: TrainingTargets, settings: FineTune, progress: Progress, callbacks: Iterable[Any] = ()
+    model: Any, targets: TrainingTargets, *, settings: FineTune, progress: Progress, callbacks: Iterable[Any] = ()
 ) -> dict[str, float]:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
@@ -217,7 +217,13 @@ def prune(
     )
     if not pruned:
         raise InputError(f"{name}: no layer left to prune (all are skipped or have no weights)")
-    metrics = fine_tune(wrapped_model, targets, step.fine_tune, progress, [tfmot.sparsity.keras.UpdatePruningStep()])
+    metrics = fine_tune(
+        wrapped_model,
+        targets,
+        settings=step.fine_tune,
+        progress=progress,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped_model)
     sparsity = kernel_sparsity(stripped, pruned)
     if sparsity.overall < step.target_sparsity - 0.02:
@@ -277,7 +283,7 @@ def cluster(
     )
     if not clustered:
         raise InputError(f"{name}: no layer left to cluster (all are skipped or have no weights)")
-    metrics = fine_tune(wrapped_model, targets, step.fine_tune, progress)
+    metrics = fine_tune(wrapped_model, targets, settings=step.fine_tune, progress=progress)
     stripped = tfmot.clustering.keras.strip_clustering(wrapped_model)
     return stripped, ClusterReport(
         number_of_clusters=step.number_of_clusters,
@@ -364,7 +370,7 @@ def qat(
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
     scheme = qat_scheme(bool(pruned_layers), clustered)
     quantized_model, quantized = quantize(model, skipped=skipped, scheme=scheme, step=name)
-    metrics = fine_tune(quantized_model, targets, step.fine_tune, progress)
+    metrics = fine_tune(quantized_model, targets, settings=step.fine_tune, progress=progress)
     return quantized_model, QatReport(
         scheme=type(scheme).__name__,
         quantized_layers=quantized,

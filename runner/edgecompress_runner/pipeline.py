@@ -62,9 +62,24 @@ class RunOutcome:
         return ExitCode(self.summary.exit_code)
 
 
+Phase = tuple[str, int, Callable[["RunState"], None]]
+"""A phase: its name in progress events and timings, its fine-tuning epochs, and what it does."""
+
+
 def plan_phases(spec: CompressionJobSpec) -> list[str]:
     """The phases of a run in order; their names appear in progress events."""
-    return ["download", "baseline", *(step.phase for step in build_steps(spec.steps)), "convert", "evaluate", "upload"]
+    return [name for name, _, _ in _phases(build_steps(spec.steps))]
+
+
+def _phases(steps: list[CompressionStep[Any]]) -> list[Phase]:
+    return [
+        ("download", 0, _fetch),
+        ("baseline", 0, _baseline),
+        *((step.phase, step.epochs, _step_phase(step)) for step in steps),
+        ("convert", 0, _convert),
+        ("evaluate", 0, _evaluate),
+        ("upload", 0, _publish),
+    ]
 
 
 class PhaseClock:
@@ -161,19 +176,11 @@ def run(
     ``source`` identifies the job (the operator passes its namespace, name and uid); it is
     recorded in the report and in the promotion record.
     """
-    progress = Progress(plan_phases(spec), bar=progress_bar, sinks=sinks)
-    state = RunState(
-        spec=spec, work_dir=work_dir, steps=build_steps(spec.steps), clock=PhaseClock(progress), source=source
-    )
+    steps = build_steps(spec.steps)
+    phases = _phases(steps)
+    progress = Progress([name for name, _, _ in phases], bar=progress_bar, sinks=sinks)
+    state = RunState(spec=spec, work_dir=work_dir, steps=steps, clock=PhaseClock(progress), source=source)
     _check_output_is_free(state)
-    phases: list[tuple[str, int, Callable[[RunState], None]]] = [
-        ("download", 0, _fetch),
-        ("baseline", 0, _baseline),
-        *((step.phase, step.epochs, _step_phase(step)) for step in state.steps),
-        ("convert", 0, _convert),
-        ("evaluate", 0, _evaluate),
-        ("upload", 0, _publish),
-    ]
     for name, epochs, phase in phases:
         with state.clock.phase(name, epochs):
             phase(state)

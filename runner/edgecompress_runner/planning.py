@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgecompress_contract.spec import PruneStep, PtqStep
+from edgecompress_contract.spec import PruneStep, PtqMode, PtqStep
 
 from .errors import InputError
 
@@ -63,7 +63,7 @@ class ConversionPlan:
     def mode(self) -> str:
         """The final mode: the ptq step's, else qat after QAT, else float."""
         if self.ptq is not None:
-            return str(self.ptq.mode)
+            return PtqMode(self.ptq.mode).value
         return "qat" if self.qat_applied else "float"
 
     @property

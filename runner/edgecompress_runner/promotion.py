@@ -23,7 +23,7 @@ PROMOTED_MODEL = "model.tflite"
 PROMOTION_RECORD = "promotion.json"
 
 
-def promotion_record(model_uri: str, sha256: str, size: int, source: dict[str, Any], now: str) -> dict[str, Any]:
+def promotion_record(model_uri: str, *, sha256: str, size: int, source: dict[str, Any], now: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "PromotionRecord",
@@ -68,7 +68,7 @@ def promote(
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     storage.upload(tflite_file, model_uri, metadata=object_metadata(sha256, source))
     record_file = work_dir / PROMOTION_RECORD
-    record = promotion_record(model_uri, sha256, tflite_file.stat().st_size, source, now)
+    record = promotion_record(model_uri, sha256=sha256, size=tflite_file.stat().st_size, source=source, now=now)
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     storage.upload(record_file, record_uri)
     return PromotionOutcome(
