@@ -59,7 +59,7 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
         from .report import summary_table
 
         outcome = run(spec, work, progress_bar=bar, source=_source())
-    except RunnerError as error:
+    except (RunnerError, SpecError) as error:
         return _fail(error.exit_code, error.reason, str(error), summary_file)
     except MemoryError:
         message = "out of memory; give the runner more memory or use fewer samples"
@@ -172,7 +172,7 @@ def validate_command(job_file: Any) -> None:
 
     try:
         spec = load_spec_text(job_file.read())
-    except RunnerError as error:
+    except (RunnerError, SpecError) as error:
         click.echo(f"invalid: {error}", err=True)
         sys.exit(int(error.exit_code))
     click.echo(f"valid: {len(spec.steps)} steps -> {spec.output.uri}")
