@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress_contract.spec import parse_spec
+from edgecompress_contract.spec import Latency, parse_spec
 from edgecompress_runner import evaluate
 from edgecompress_runner.example import digits_arrays, digits_cnn, example_job, train_classifier
 from edgecompress_runner.pipeline import run
@@ -98,7 +98,7 @@ def main() -> None:
     outcome = run(parse_spec(document), work / "runner-work")
     runner_seconds = time.monotonic() - started
     runner_bytes = (work / "runner-out" / "model.tflite").read_bytes()
-    runner_sparsity = outcome.report["steps"][1]["sparsity"]["overall"]
+    runner_sparsity = outcome.report.to_wire()["steps"][1]["sparsity"]["overall"]
 
     started = time.monotonic()
     script_bytes, script_sparsity = handwritten(
@@ -107,8 +107,9 @@ def main() -> None:
     script_seconds = time.monotonic() - started
 
     measured = {}
+    latency = Latency(threads=args.threads, runs=args.runs, warmup=20)
     for name, model_bytes in (("runner", runner_bytes), ("tfmot script", script_bytes)):
-        metrics, _ = evaluate.measure(model_bytes, data["x_eval"], data["y_eval"], None, args.threads, args.runs, 20)
+        metrics, _ = evaluate.measure(model_bytes, data["x_eval"], latency=latency, labels=data["y_eval"])
         measured[name] = metrics
     runner, script = measured["runner"], measured["tfmot script"]
     rows = [
@@ -146,8 +147,7 @@ def main() -> None:
         f" | script frequency {args.script_frequency}"
     )
     print(
-        f"float baseline: {outcome.report['baseline']['size_bytes']:,} bytes,"
-        f" accuracy {outcome.report['baseline']['accuracy']:.4f}"
+        f"float baseline: {outcome.report.baseline.size_bytes:,} bytes, accuracy {outcome.report.baseline.accuracy:.4f}"
     )
     widths = [
         max(len(row[i]) for row in rows + [("metric", "runner", "tfmot script", "runner/script")]) for i in range(4)

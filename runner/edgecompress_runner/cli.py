@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
+from edgecompress_contract.report import Source
 from edgecompress_contract.spec import JOB_ENV, SOURCE_ENV
+from edgecompress_contract.summary import RunSummary
 
 from .errors import ExitCode, InfrastructureError, RunnerError, SpecError
 from .progress import JsonLineFormatter
-from .report import failure_summary
 
 log = logging.getLogger("edgecompress")
 
@@ -40,10 +42,10 @@ def _configure_logging(progress: str) -> bool:
     return bar
 
 
-def _write_summary(path: Path | None, summary: dict[str, Any]) -> None:
+def _write_summary(path: Path | None, summary: RunSummary) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, separators=(",", ":")))
+        path.write_bytes(summary.encoded())
 
 
 def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: Path | None, progress: str) -> int:
@@ -57,7 +59,7 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
         from .report import summary_table
 
         outcome = run(spec, work, progress_bar=bar, source=_source())
-    except RunnerError as error:
+    except (RunnerError, SpecError) as error:
         return _fail(error.exit_code, error.reason, str(error), summary_file)
     except MemoryError:
         message = "out of memory; give the runner more memory or use fewer samples"
@@ -71,11 +73,11 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
     _write_summary(summary_file, outcome.summary)
     click.echo(summary_table(outcome.report))
     code = outcome.exit_code
-    log.info("run finished", extra={"fields": {"event": "result", "result": outcome.summary["result"]}})
+    log.info("run finished", extra={"fields": {"event": "result", "result": outcome.summary.result}})
     return int(code)
 
 
-def _source() -> dict[str, Any] | None:
+def _source() -> Source | None:
     """The CompressionJob this run belongs to, as the operator passes it (namespace, name, uid)."""
     raw = os.environ.get(SOURCE_ENV)
     if not raw:
@@ -84,13 +86,18 @@ def _source() -> dict[str, Any] | None:
         job = json.loads(raw)
     except json.JSONDecodeError:
         raise SpecError(f"{SOURCE_ENV}: not JSON: {raw[:100]}") from None
-    return {"job": job} if isinstance(job, dict) else None
+    if not isinstance(job, dict):
+        return None
+    try:
+        return Source.model_validate({"job": job})
+    except ValidationError:
+        raise SpecError(f"{SOURCE_ENV}: not a job reference (namespace, name, uid): {raw[:100]}") from None
 
 
 def _fail(code: ExitCode, reason: str, message: str, summary_file: Path | None) -> int:
     log.error("%s: %s", reason, message, extra={"fields": {"event": "result", "reason": reason}})
     click.echo(f"error ({reason}): {message}", err=True)
-    _write_summary(summary_file, failure_summary(code, reason, message))
+    _write_summary(summary_file, RunSummary.failure(code, reason, message))
     return int(code)
 
 
@@ -165,7 +172,7 @@ def validate_command(job_file: Any) -> None:
 
     try:
         spec = load_spec_text(job_file.read())
-    except RunnerError as error:
+    except (RunnerError, SpecError) as error:
         click.echo(f"invalid: {error}", err=True)
         sys.exit(int(error.exit_code))
     click.echo(f"valid: {len(spec.steps)} steps -> {spec.output.uri}")

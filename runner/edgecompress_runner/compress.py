@@ -1,20 +1,22 @@
 """Training-time compression steps with tensorflow-model-optimization.
 
 Each step is a function with explicit parameters that takes a Keras model and returns the new
-model plus a JSON-ready result. Layers are wrapped one by one (clone_model with a
-clone_function) so skip lists work the same way for every step, and so a layer tfmot cannot
-handle is reported by name before any training starts.
+model plus its step report (the contract's typed model; ``steps`` adds the wall time). Layers are
+wrapped one by one (clone_model with a clone_function) so skip lists work the same way for every
+step, and so a layer tfmot cannot handle is reported by name before any training starts. Whether
+tfmot can handle a layer is learnt from its public API: the wrappers raise ValueError for a layer
+they cannot wrap, and quantize_apply raises naming the layer it cannot quantize.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edgecompress_contract.report import ClusterReport, DistillReport, PruneReport, QatReport, Sparsity
 from edgecompress_contract.spec import (
     CentroidInit,
     ClusterStep,
@@ -72,7 +74,7 @@ def training_targets(model: Any, x: np.ndarray, y: np.ndarray | None, step: str)
 
 
 def fine_tune(
-    model: Any, targets: TrainingTargets, settings: FineTune, progress: Progress, callbacks: Iterable[Any] = ()
+    model: Any, targets: TrainingTargets, *, settings: FineTune, progress: Progress, callbacks: Iterable[Any] = ()
 ) -> dict[str, float]:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
@@ -102,35 +104,51 @@ def layers_to_skip(model: Any, skip_layers: list[str], skip_first_and_last: bool
     return skipped
 
 
+def unsupported_layers_error(layers: Iterable[Any], step: str, action: str) -> UnsupportedLayerError:
+    described = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in layers)
+    return UnsupportedLayerError(
+        f"{step}: tfmot cannot {action} layer {described}; list it in this step's skipLayers to keep it as it is"
+    )
+
+
+# tfmot's wrappers (PruneLowMagnitude, ClusterWeights) raise ValueError with this wording for a layer
+# type they do not support; other ValueErrors are about settings, not the layer type.
+_UNSUPPORTED_WRAPPER = "with a supported layer"
+
+
 def wrap_layers(
     model: Any,
+    *,
     wrap: Callable[[Any], Any],
     wants: Callable[[Any], bool],
-    supports: Callable[[Any], bool],
     skipped: set[str],
     step: str,
     action: str,
 ) -> tuple[Any, list[str]]:
-    """Clones ``model`` wrapping each wanted, non-skipped layer; unsupported wanted layers are errors."""
+    """Clones ``model`` wrapping each wanted, non-skipped layer; layers tfmot cannot wrap are errors.
+
+    Each wrapper is made before cloning, so every layer tfmot refuses is named at once.
+    """
     check_tfmot_structure(model, step)
-    unsupported = [
-        layer for layer in model.layers if layer.name not in skipped and wants(layer) and not supports(layer)
-    ]
+    wrappers: dict[str, Any] = {}
+    unsupported = []
+    for layer in model.layers:
+        if layer.name in skipped or not wants(layer):
+            continue
+        try:
+            wrappers[layer.name] = wrap(layer)
+        except ValueError as error:
+            if _UNSUPPORTED_WRAPPER not in str(error):
+                raise InputError(f"{step}: tfmot cannot {action} layer {layer.name!r} ({_short(error)})") from None
+            unsupported.append(layer)
     if unsupported:
-        described = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in unsupported)
-        raise UnsupportedLayerError(
-            f"{step}: tfmot cannot {action} layer {described}; list it in this step's skipLayers to keep it as it is"
-        )
-    wrapped: list[str] = []
+        raise unsupported_layers_error(unsupported, step, action)
 
     def clone(layer: Any) -> Any:
         # Reusing the trained layer objects (as tfmot's own examples do) keeps their weights.
-        if layer.name in skipped or not wants(layer):
-            return layer
-        wrapped.append(layer.name)
-        return wrap(layer)
+        return wrappers.get(layer.name, layer)
 
-    return keras.models.clone_model(model, clone_function=clone), wrapped
+    return keras.models.clone_model(model, clone_function=clone), list(wrappers)
 
 
 def _has_kernel(layer: Any) -> bool:
@@ -152,7 +170,7 @@ def _kernels(model: Any, layer_name: str) -> list[np.ndarray]:
     return []
 
 
-def kernel_sparsity(model: Any, layer_names: Iterable[str]) -> dict[str, Any]:
+def kernel_sparsity(model: Any, layer_names: Iterable[str]) -> Sparsity:
     """Fraction of exactly-zero kernel weights per layer and overall (biases excluded)."""
     per_layer: dict[str, float] = {}
     zeros = total = 0
@@ -165,7 +183,7 @@ def kernel_sparsity(model: Any, layer_names: Iterable[str]) -> dict[str, Any]:
         per_layer[name] = round(layer_zeros / layer_total, 4)
         zeros += layer_zeros
         total += layer_total
-    return {"overall": round(zeros / total, 4) if total else 0.0, "layers": per_layer}
+    return Sparsity(overall=round(zeros / total, 4) if total else 0.0, layers=per_layer)
 
 
 def unique_weight_counts(model: Any, layer_names: Iterable[str]) -> dict[str, int]:
@@ -173,16 +191,8 @@ def unique_weight_counts(model: Any, layer_names: Iterable[str]) -> dict[str, in
 
 
 def prune(
-    model: Any,
-    step: PruneStep,
-    index: int,
-    x: np.ndarray,
-    y: np.ndarray | None,
-    progress: Progress,
-) -> tuple[Any, dict[str, Any]]:
-    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
-
-    started = time.monotonic()
+    model: Any, step: PruneStep, *, index: int, x: np.ndarray, y: np.ndarray | None, progress: Progress
+) -> tuple[Any, PruneReport]:
     name = f"steps[{index}] prune"
     targets = training_targets(model, x, y, name)
     total = steps_per_epoch(len(x), step.fine_tune.batch_size) * step.fine_tune.epochs
@@ -197,40 +207,43 @@ def prune(
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
     wrapped_model, pruned = wrap_layers(
         model,
-        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
+        wrap=lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
             layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n
         ),
-        _has_kernel,
-        PruneRegistry.supports,
-        skipped,
-        name,
-        "prune",
+        wants=_has_kernel,
+        skipped=skipped,
+        step=name,
+        action="prune",
     )
     if not pruned:
         raise InputError(f"{name}: no layer left to prune (all are skipped or have no weights)")
-    metrics = fine_tune(wrapped_model, targets, step.fine_tune, progress, [tfmot.sparsity.keras.UpdatePruningStep()])
+    metrics = fine_tune(
+        wrapped_model,
+        targets,
+        settings=step.fine_tune,
+        progress=progress,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped_model)
     sparsity = kernel_sparsity(stripped, pruned)
-    if sparsity["overall"] < step.target_sparsity - 0.02:
+    if sparsity.overall < step.target_sparsity - 0.02:
         raise InputError(
-            f"{name}: reached only {sparsity['overall']:.1%} sparsity of the {step.target_sparsity:.0%} "
+            f"{name}: reached only {sparsity.overall:.1%} sparsity of the {step.target_sparsity:.0%} "
             "target; raise fineTune.epochs or lower frequency"
         )
-    return stripped, {
-        "type": "prune",
-        "schedule": step.schedule,
-        "pattern": step.pattern,
-        "targetSparsity": step.target_sparsity,
-        "beginStep": begin,
-        "endStep": end,
-        "frequency": frequency,
-        "optimizerSteps": total,
-        "sparsity": sparsity,
-        "skippedLayers": sorted(skipped),
-        "epochs": step.fine_tune.epochs,
-        "finalMetrics": metrics,
-        "seconds": round(time.monotonic() - started, 2),
-    }
+    return stripped, PruneReport(
+        schedule=step.schedule,
+        pattern=step.pattern,
+        target_sparsity=step.target_sparsity,
+        begin_step=begin,
+        end_step=end,
+        frequency=frequency,
+        optimizer_steps=total,
+        sparsity=sparsity,
+        skipped_layers=sorted(skipped),
+        epochs=step.fine_tune.epochs,
+        final_metrics=metrics,
+    )
 
 
 _CENTROIDS = {
@@ -244,51 +257,44 @@ _CENTROIDS = {
 def cluster(
     model: Any,
     step: ClusterStep,
+    *,
     index: int,
     x: np.ndarray,
     y: np.ndarray | None,
     preserve_sparsity: bool,
     progress: Progress,
-) -> tuple[Any, dict[str, Any]]:
-    from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import (
-        ClusteringRegistry,
-    )
-
-    started = time.monotonic()
+) -> tuple[Any, ClusterReport]:
     name = f"steps[{index}] cluster"
     targets = training_targets(model, x, y, name)
     init = getattr(tfmot.clustering.keras.CentroidInitialization, _CENTROIDS[CentroidInit(step.centroid_init)])
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
     wrapped_model, clustered = wrap_layers(
         model,
-        lambda layer: tfmot.clustering.keras.cluster_weights(
+        wrap=lambda layer: tfmot.clustering.keras.cluster_weights(
             layer,
             number_of_clusters=step.number_of_clusters,
             cluster_centroids_init=init,
             preserve_sparsity=preserve_sparsity,
         ),
-        _has_kernel,
-        ClusteringRegistry.supports,
-        skipped,
-        name,
-        "cluster",
+        wants=_has_kernel,
+        skipped=skipped,
+        step=name,
+        action="cluster",
     )
     if not clustered:
         raise InputError(f"{name}: no layer left to cluster (all are skipped or have no weights)")
-    metrics = fine_tune(wrapped_model, targets, step.fine_tune, progress)
+    metrics = fine_tune(wrapped_model, targets, settings=step.fine_tune, progress=progress)
     stripped = tfmot.clustering.keras.strip_clustering(wrapped_model)
-    return stripped, {
-        "type": "cluster",
-        "numberOfClusters": step.number_of_clusters,
-        "centroidInit": step.centroid_init,
-        "preserveSparsity": preserve_sparsity,
-        "uniqueWeights": unique_weight_counts(stripped, clustered),
-        "sparsity": kernel_sparsity(stripped, clustered),
-        "skippedLayers": sorted(skipped),
-        "epochs": step.fine_tune.epochs,
-        "finalMetrics": metrics,
-        "seconds": round(time.monotonic() - started, 2),
-    }
+    return stripped, ClusterReport(
+        number_of_clusters=step.number_of_clusters,
+        centroid_init=step.centroid_init,
+        preserve_sparsity=preserve_sparsity,
+        unique_weights=unique_weight_counts(stripped, clustered),
+        sparsity=kernel_sparsity(stripped, clustered),
+        skipped_layers=sorted(skipped),
+        epochs=step.fine_tune.epochs,
+        final_metrics=metrics,
+    )
 
 
 def qat_scheme(pruned: bool, clustered: bool) -> Any:
@@ -301,59 +307,78 @@ def qat_scheme(pruned: bool, clustered: bool) -> Any:
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
-def _quantizable(layer: Any) -> bool:
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
-        Default8BitQuantizeRegistry,
-    )
+def quantize(model: Any, *, skipped: set[str], scheme: Any, step: str) -> tuple[Any, list[str]]:
+    """Annotates every non-skipped layer and applies QAT; names every layer tfmot cannot quantize.
 
-    return bool(Default8BitQuantizeRegistry().supports(layer))
+    quantize_apply stops at the first layer its scheme does not support and names it; that layer is
+    set aside and the rest tried again, so the error lists all of them, as the skip lists need.
+    """
+    action = "quantize (QAT)"
+    unsupported: list[Any] = []
+    while True:
+        annotated, quantized = wrap_layers(
+            model,
+            wrap=tfmot.quantization.keras.quantize_annotate_layer,
+            wants=lambda layer: not isinstance(layer, keras.layers.InputLayer),
+            skipped=skipped | {layer.name for layer in unsupported},
+            step=step,
+            action=action,
+        )
+        try:
+            with tfmot.quantization.keras.quantize_scope():
+                quantized_model = tfmot.quantization.keras.quantize_apply(annotated, scheme)
+        except (ValueError, TypeError, RuntimeError) as error:
+            named = _named_unsupported_layer(model, error)
+            if named is not None and named not in unsupported:
+                unsupported.append(named)
+                continue
+            if unsupported:
+                break
+            raise UnsupportedLayerError(
+                f"{step}: tfmot could not apply QAT ({_short(error)}); list the layers it names, or the "
+                "layers around them (e.g. a BatchNormalization not directly after a Conv2D), in skipLayers"
+            ) from None
+        if not unsupported:
+            return quantized_model, quantized
+        break
+    order = [layer.name for layer in model.layers]
+    raise unsupported_layers_error(sorted(unsupported, key=lambda layer: order.index(layer.name)), step, action)
+
+
+def _named_unsupported_layer(model: Any, error: BaseException) -> Any:
+    """The layer quantize_apply reports as unsupported ("Layer <name>:<class> is not supported"), if any."""
+    text = str(error)
+    if not isinstance(error, RuntimeError) or "is not supported" not in text:
+        return None
+    return next((layer for layer in model.layers if text.startswith(f"Layer {layer.name}:")), None)
 
 
 def qat(
     model: Any,
     step: QatStep,
+    *,
     index: int,
     x: np.ndarray,
     y: np.ndarray | None,
-    pruned_layers: list[str],
+    pruned_layers: Iterable[str],
     clustered: bool,
     progress: Progress,
-) -> tuple[Any, dict[str, Any]]:
-    started = time.monotonic()
+) -> tuple[Any, QatReport]:
     name = f"steps[{index}] qat"
+    pruned_layers = list(pruned_layers)
     targets = training_targets(model, x, y, name)
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
-    annotated, quantized = wrap_layers(
-        model,
-        tfmot.quantization.keras.quantize_annotate_layer,
-        lambda layer: not isinstance(layer, keras.layers.InputLayer),
-        _quantizable,
-        skipped,
-        name,
-        "quantize (QAT)",
-    )
     scheme = qat_scheme(bool(pruned_layers), clustered)
-    try:
-        with tfmot.quantization.keras.quantize_scope():
-            quantized_model = tfmot.quantization.keras.quantize_apply(annotated, scheme)
-    except (ValueError, TypeError, RuntimeError) as error:
-        raise UnsupportedLayerError(
-            f"{name}: tfmot could not apply QAT ({_short(error)}); list the layers it names, or the "
-            "layers around them (e.g. a BatchNormalization not directly after a Conv2D), in skipLayers"
-        ) from None
-    metrics = fine_tune(quantized_model, targets, step.fine_tune, progress)
-    result: dict[str, Any] = {
-        "type": "qat",
-        "scheme": type(scheme).__name__,
-        "quantizedLayers": quantized,
-        "skippedLayers": sorted(skipped),
-        "epochs": step.fine_tune.epochs,
-        "finalMetrics": metrics,
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    if pruned_layers:
-        result["sparsity"] = kernel_sparsity(quantized_model, pruned_layers)
-    return quantized_model, result
+    quantized_model, quantized = quantize(model, skipped=skipped, scheme=scheme, step=name)
+    metrics = fine_tune(quantized_model, targets, settings=step.fine_tune, progress=progress)
+    return quantized_model, QatReport(
+        scheme=type(scheme).__name__,
+        quantized_layers=quantized,
+        skipped_layers=sorted(skipped),
+        epochs=step.fine_tune.epochs,
+        final_metrics=metrics,
+        sparsity=kernel_sparsity(quantized_model, pruned_layers) if pruned_layers else None,
+    )
 
 
 def _short(error: BaseException) -> str:
@@ -362,15 +387,9 @@ def _short(error: BaseException) -> str:
 
 
 def distill(
-    teacher: Any,
-    student: Any,
-    step: DistillStep,
-    x: np.ndarray,
-    y: np.ndarray | None,
-    progress: Progress,
-) -> tuple[Any, dict[str, Any]]:
+    teacher: Any, student: Any, step: DistillStep, *, x: np.ndarray, y: np.ndarray | None, progress: Progress
+) -> tuple[Any, DistillReport]:
     """Hinton-style distillation: alpha * hard-label loss + (1 - alpha) * T^2 * KL(soft teacher || soft student)."""
-    started = time.monotonic()
     teacher_out = teacher.predict(x, verbose=0)
     if teacher_out.ndim != 2 or teacher_out.shape[-1] < 2:
         raise InputError("step distill: the teacher must output class scores (batch, classes)")
@@ -413,14 +432,12 @@ def distill(
         loss_value = float(np.mean(losses))
         progress.epoch(epoch, {"loss": loss_value})
     agreement = float((student.predict(x, verbose=0).argmax(-1) == teacher_out.argmax(-1)).mean())
-    return student, {
-        "type": "distill",
-        "temperature": temperature,
-        "alpha": alpha,
-        "teacherParameters": int(teacher.count_params()),
-        "studentParameters": int(student.count_params()),
-        "trainAgreementWithTeacher": round(agreement, 4),
-        "epochs": step.fine_tune.epochs,
-        "finalMetrics": {"loss": loss_value},
-        "seconds": round(time.monotonic() - started, 2),
-    }
+    return student, DistillReport(
+        temperature=temperature,
+        alpha=alpha,
+        teacher_parameters=int(teacher.count_params()),
+        student_parameters=int(student.count_params()),
+        train_agreement_with_teacher=round(agreement, 4),
+        epochs=step.fine_tune.epochs,
+        final_metrics={"loss": loss_value},
+    )

@@ -7,27 +7,23 @@ to those nodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from edgecompress_contract.spec import PtqMode, PtqStep
+from edgecompress_contract.report import ConversionReport
+from edgecompress_contract.spec import PtqMode
 
 from .errors import InputError
+from .planning import FLOAT_PLAN, ConversionPlan
 from .tfcompat import tf
+
+__all__ = ["FLOAT_PLAN", "ConversionPlan", "convert", "denylisted_nodes"]
 
 WEIGHTED_OPS = frozenset(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
 )
-
-
-@dataclass(frozen=True)
-class Conversion:
-    mode: str
-    speed_path: str
-    denylisted_nodes: tuple[str, ...]
 
 
 def speed_path(mode: str, sparse: bool, denylisted: bool) -> str:
@@ -59,19 +55,28 @@ def representative_dataset(x: np.ndarray, samples: int) -> Any:
 
 
 def _ops(model_bytes: bytes) -> list[tuple[str, list[str], list[str]]]:
-    """(op, output names, names of its weight and bias inputs) for every op."""
-    from ai_edge_litert.interpreter import Interpreter
+    """(op, output names, names of its weight and bias inputs) for every op of the main subgraph.
 
-    interpreter = Interpreter(model_content=model_bytes)  # not allocated: no delegate rewrites the ops
-    tensors = interpreter.get_tensor_details()
-    return [
-        (
-            op["op_name"],
-            [tensors[i]["name"] for i in op["outputs"] if i >= 0],
-            [tensors[i]["name"] for i in op["inputs"][1:] if i >= 0] if op["op_name"] in WEIGHTED_OPS else [],
-        )
-        for op in interpreter._get_ops_details()
-    ]
+    Read from the flatbuffer with LiteRT's schema reader, so the ops are exactly those stored in the
+    file (no interpreter, no delegate rewrites them).
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    graph = model.subgraphs[0]
+
+    def names(indices: Sequence[int]) -> list[str]:
+        return [_text(graph.tensors[index].name) for index in indices if index >= 0]
+
+    ops = []
+    for op in graph.operators:
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
+        ops.append((name, names(op.outputs), names(op.inputs[1:]) if name in WEIGHTED_OPS else []))
+    return ops
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def denylisted_nodes(float_model: bytes, layer_names: list[str], first_and_last: bool, where: str) -> list[str]:
@@ -85,7 +90,7 @@ def denylisted_nodes(float_model: bytes, layer_names: list[str], first_and_last:
     for layer in layer_names:
         spellings = {layer, f"quant_{layer}"}
 
-        def belongs(name: str) -> bool:
+        def belongs(name: str, spellings: set[str] = spellings) -> bool:
             return any(spellings & set(part.split("/")) for part in name.split(";"))
 
         # A model's last op is named after the model output, so its weights identify it.
@@ -101,19 +106,13 @@ def denylisted_nodes(float_model: bytes, layer_names: list[str], first_and_last:
 
 def convert(
     converter: Any,
-    ptq: PtqStep | None,
-    qat_applied: bool,
-    sparse: bool,
-    x_calibration: np.ndarray | None,
-    denylist: list[str],
-    float_layers: bool = False,
-) -> tuple[bytes, Conversion]:
-    """Converts with the optimizations the plan asks for; returns the .tflite bytes.
-
-    ``float_layers`` says the model already has layers QAT left float, so float kernels must
-    stay allowed next to the int8 ones.
-    """
-    mode = ptq.mode if ptq else ("qat" if qat_applied else "float")
+    *,
+    plan: ConversionPlan,
+    x_calibration: np.ndarray | None = None,
+    denylist: Sequence[str] = (),
+) -> tuple[bytes, ConversionReport]:
+    """Converts with the optimizations the plan asks for; returns the .tflite bytes and how."""
+    ptq, mode, sparse, denylist = plan.ptq, plan.mode, plan.sparse, list(denylist)
     if denylist and mode not in (PtqMode.INT8, PtqMode.INT16X8):
         raise InputError(f"ptq.skipLayers: keeping layers float needs mode int8 or int16x8, not {mode}")
     optimizations = []
@@ -124,7 +123,7 @@ def convert(
     converter.optimizations = optimizations
     if mode == PtqMode.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
-    if mode == PtqMode.INT8 and float_layers:
+    if mode == PtqMode.INT8 and plan.qat_kept_float:
         # QAT's ranges quantize the annotated layers; calibrating here would quantize the rest too.
         assert ptq is not None
         if ptq.integer_io:
@@ -154,8 +153,8 @@ def convert(
         lines = [line for line in str(error).splitlines() if line.strip()]
         detail = "; ".join(lines[:3])[:600]
         raise InputError(f"conversion ({mode}) failed: {detail}") from None
-    conversion = Conversion(
-        mode=str(mode), speed_path=speed_path(str(mode), sparse, bool(denylist)), denylisted_nodes=tuple(denylist)
+    conversion = ConversionReport(
+        mode=mode, speed_path=speed_path(mode, sparse, bool(denylist)), sparse_encoding=sparse
     )
     return model_bytes, conversion
 

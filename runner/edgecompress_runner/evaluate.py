@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import gzip
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgecompress_contract.report import Metrics
+from edgecompress_contract.spec import Latency
+
 from .errors import InputError
 
-
-@dataclass(frozen=True)
-class Metrics:
-    size_bytes: int
-    gzip_bytes: int
-    latency_p50_ms: float
-    latency_p95_ms: float
-    peak_memory_bytes: int | None
-    accuracy: float | None = None
-    top1_agreement: float | None = None
-    mean_abs_error: float | None = None
-    input_type: str = "float32"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+__all__ = ["Metrics", "input_signature", "measure", "predict"]
 
 
 def _read_proc_status(field: str) -> int | None:
@@ -126,16 +114,15 @@ def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 def measure(
     model_bytes: bytes,
     x: np.ndarray,
-    labels: np.ndarray | None,
-    reference_outputs: np.ndarray | None,
-    threads: int,
-    runs: int,
-    warmup: int,
+    *,
+    latency: Latency,
+    labels: np.ndarray | None = None,
+    reference_outputs: np.ndarray | None = None,
 ) -> tuple[Metrics, np.ndarray]:
     """All metrics for one model; ``reference_outputs`` (the baseline's) enables fidelity."""
-    interpreter, peak = make_interpreter(model_bytes, threads)
+    interpreter, peak = make_interpreter(model_bytes, latency.threads)
     outputs = predict(interpreter, x)
-    p50, p95 = latency_ms(interpreter, x[0], runs, warmup)
+    p50, p95 = latency_ms(interpreter, x[0], latency.runs, latency.warmup)
     classifier = outputs.ndim == 2 and outputs.shape[-1] > 1
     accuracy = top1_accuracy(outputs, labels) if labels is not None and classifier else None
     agreement = mae = None

@@ -3,58 +3,204 @@
 All computing happens before the first upload. The .tflite is uploaded first, then (when every
 gate passed and the spec asks) promoted, and report.json last, so a report's presence means the
 run finished.
+
+The run is a list of phases (fetch, baseline, one per step, convert, evaluate, publish) that read
+and fill one ``RunState``; ``PhaseClock`` announces each phase and records its wall time.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from edgecompress_contract.spec import API_GROUP, API_VERSION, CompressionJobSpec, DistillStep, Promotion, PtqStep
+from edgecompress_contract.report import (
+    Artifact,
+    Comparison,
+    ConversionReport,
+    GateResult,
+    Inputs,
+    Metrics,
+    Outputs,
+    PromotionOutcome,
+    PtqReport,
+    Report,
+    Source,
+    StepReport,
+)
+from edgecompress_contract.spec import CompressionJobSpec, DistillStep, ModelSource
+from edgecompress_contract.summary import RunSummary
 
+from .data import Dataset
 from .errors import ExitCode, InputError, PromotionConflict
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
-from .report import comparison, summary_from_report, versions
+from .report import versions
+from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
 
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
 UNLABELED_EVAL_SAMPLES = 100
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class RunOutcome:
-    report: dict[str, Any]
-    summary: dict[str, Any]
+    report: Report
+    summary: RunSummary
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode(self.summary["exitCode"])
+        return ExitCode(self.summary.exit_code)
+
+
+Phase = tuple[str, int, Callable[["RunState"], None]]
+"""A phase: its name in progress events and timings, its fine-tuning epochs, and what it does."""
 
 
 def plan_phases(spec: CompressionJobSpec) -> list[str]:
     """The phases of a run in order; their names appear in progress events."""
-    steps = [f"steps[{index}] {step.type}" for index, step in enumerate(spec.steps)]
-    return ["download", "baseline", *steps, "convert", "evaluate", "upload"]
+    return [name for name, _, _ in _phases(build_steps(spec.steps))]
 
 
-def _fetch(uri: str, destination: Path, storages: dict[str, Storage]) -> dict[str, Any]:
-    storage = _storage(uri, storages)
-    storage.download(uri, destination)
-    return {"uri": uri, "sha256": sha256_of(destination), "bytes": destination.stat().st_size}
+def _phases(steps: list[CompressionStep[Any]]) -> list[Phase]:
+    return [
+        ("download", 0, _fetch),
+        ("baseline", 0, _baseline),
+        *((step.phase, step.epochs, _step_phase(step)) for step in steps),
+        ("convert", 0, _convert),
+        ("evaluate", 0, _evaluate),
+        ("upload", 0, _publish),
+    ]
 
 
-def _storage(uri: str, storages: dict[str, Storage]) -> Storage:
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme not in storages:
-        storages[scheme] = storage_for(uri)
-    return storages[scheme]
+class PhaseClock:
+    """Announces each phase (a progress event) and records its wall time."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    @contextmanager
+    def phase(self, name: str, epochs: int = 0) -> Iterator[None]:
+        self.progress.start(name, epochs)
+        self._current = (name, time.monotonic())
+        try:
+            yield
+        finally:
+            self.timings[name] = self.elapsed()
+            self._current = None
+
+    def elapsed(self) -> float:
+        """Seconds since the running phase started."""
+        return time.monotonic() - self._current[1] if self._current else 0.0
+
+    def seconds(self) -> dict[str, float]:
+        """Every phase's seconds so far (the running one up to now) and the total."""
+        timings = dict(self.timings)
+        if self._current is not None:
+            timings[self._current[0]] = self.elapsed()
+        timings["total"] = time.monotonic() - self.started
+        return {name: round(value, 2) for name, value in timings.items()}
+
+
+@dataclass
+class RunState:
+    """What the phases share; each phase fills the fields the later ones read."""
+
+    spec: CompressionJobSpec
+    work_dir: Path
+    steps: list[CompressionStep[Any]]
+    clock: PhaseClock
+    source: Source | None
+    storages: dict[str, Storage] = field(default_factory=dict)
+    # fetch
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    dataset: Dataset | None = None
+    metric: Literal["accuracy", "fidelity"] = "fidelity"
+    # baseline
+    step_context: StepContext | None = None
+    baseline_tflite: bytes = b""
+    x_eval: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    baseline: Metrics | None = None
+    baseline_outputs: np.ndarray | None = None
+    # steps and convert
+    step_reports: list[StepReport] = field(default_factory=list)
+    conversion: ConversionReport | None = None
+    tflite_file: Path | None = None
+    # evaluate
+    result: Metrics | None = None
+    comparison: Comparison | None = None
+    gates: list[GateResult] = field(default_factory=list)
+    # publish
+    outcome: RunOutcome | None = None
+
+    @property
+    def progress(self) -> Progress:
+        return self.clock.progress
+
+    def storage(self, uri: str) -> Storage:
+        scheme = uri.split("://", 1)[0] if "://" in uri else ""
+        if scheme not in self.storages:
+            self.storages[scheme] = storage_for(uri)
+        return self.storages[scheme]
+
+
+def _ready(value: _T | None) -> _T:
+    assert value is not None, "phases ran out of order"
+    return value
+
+
+def run(
+    spec: CompressionJobSpec,
+    work_dir: Path,
+    *,
+    progress_bar: bool = False,
+    sinks: list[Sink] | None = None,
+    source: Source | None = None,
+) -> RunOutcome:
+    """Runs the job; raises RunnerError subclasses for anything that stops it.
+
+    ``source`` identifies the job (the operator passes its namespace, name and uid); it is
+    recorded in the report and in the promotion record.
+    """
+    steps = build_steps(spec.steps)
+    phases = _phases(steps)
+    progress = Progress([name for name, _, _ in phases], bar=progress_bar, sinks=sinks)
+    state = RunState(spec=spec, work_dir=work_dir, steps=steps, clock=PhaseClock(progress), source=source)
+    _check_output_is_free(state)
+    for name, epochs, phase in phases:
+        with state.clock.phase(name, epochs):
+            phase(state)
+    progress.finish()
+    return _ready(state.outcome)
+
+
+def _check_output_is_free(state: RunState) -> None:
+    report_uri = join_uri(state.spec.output.uri, REPORT_NAME)
+    if not state.spec.output.overwrite and state.storage(state.spec.output.uri).exists(report_uri):
+        raise InputError(
+            f"spec.output.uri: {report_uri} already holds a finished run; choose another output "
+            "or set output.overwrite: true"
+        )
+
+
+def _download(state: RunState, role: str, uri: str, destination: Path) -> None:
+    state.storage(uri).download(uri, destination)
+    state.files[role] = destination
+    state.artifacts[role] = Artifact(uri=uri, sha256=sha256_of(destination), bytes=destination.stat().st_size)
 
 
 def _input_name(uri: str, fallback: str) -> str:
@@ -62,259 +208,194 @@ def _input_name(uri: str, fallback: str) -> str:
     return name or fallback
 
 
-def run(
-    spec: CompressionJobSpec,
-    work_dir: Path,
-    progress_bar: bool = False,
-    sinks: list[Sink] | None = None,
-    source: dict[str, Any] | None = None,
-) -> RunOutcome:
-    """Runs the job; raises RunnerError subclasses for anything that stops it.
+def _fetch(state: RunState) -> None:
+    """Downloads the model, the files steps ask for and the dataset; checks the data fits the plan."""
+    from .data import load_dataset
 
-    ``source`` identifies the job (the operator passes its namespace, name and uid); it is
-    recorded in the report and in the promotion record.
-    """
-    from . import convert, evaluate, model_io
-    from .data import check_input_shape, load_dataset
-    from .gates import evaluate_gates
-    from .tfcompat import tf
-
-    started = time.monotonic()
-    timings: dict[str, float] = {}
-    storages: dict[str, Storage] = {}
-    progress = Progress(plan_phases(spec), bar=progress_bar, sinks=sinks)
-    output = _storage(spec.output.uri, storages)
-    report_uri = join_uri(spec.output.uri, REPORT_NAME)
-    tflite_uri = join_uri(spec.output.uri, TFLITE_NAME)
-    if not spec.output.overwrite and output.exists(report_uri):
-        raise InputError(
-            f"spec.output.uri: {report_uri} already holds a finished run; choose another output "
-            "or set output.overwrite: true"
-        )
-
-    progress.start("download")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    inputs: dict[str, Any] = {}
-    model_file = work_dir / ("input-" + _input_name(spec.model.uri, "model"))
-    inputs["model"] = _fetch(spec.model.uri, model_file, storages)
-    distill_step = next((step for step in spec.steps if isinstance(step, DistillStep)), None)
-    student_file = None
-    if distill_step is not None:
-        student_file = work_dir / ("student-" + _input_name(distill_step.student.uri, "student"))
-        inputs["student"] = _fetch(distill_step.student.uri, student_file, storages)
-    dataset = None
+    spec = state.spec
+    state.work_dir.mkdir(parents=True, exist_ok=True)
+    _download(state, "model", spec.model.uri, state.work_dir / ("input-" + _input_name(spec.model.uri, "model")))
+    for step in state.steps:
+        for role, uri in step.inputs().items():
+            _download(state, role, uri, state.work_dir / f"{role}-{_input_name(uri, role)}")
     if spec.dataset is not None:
-        dataset_file = work_dir / "dataset.npz"
-        inputs["dataset"] = _fetch(spec.dataset.uri, dataset_file, storages)
-        dataset = load_dataset(dataset_file, spec.dataset.uri)
-        last = spec.steps[-1]
-        if isinstance(last, PtqStep) and last.mode in ("int8", "int16x8") and dataset.x_train is None:
-            raise InputError(
-                f"spec.steps[{len(spec.steps) - 1}].mode: {last.mode} calibrates on x_train, "
-                "which the dataset does not have"
-            )
+        _download(state, "dataset", spec.dataset.uri, state.work_dir / "dataset.npz")
+        state.dataset = load_dataset(state.files["dataset"], spec.dataset.uri)
+        for step in state.steps:
+            step.check(state.dataset)
+    labelled = state.dataset is not None and state.dataset.has_labels
     metric: str = spec.evaluation.metric
     if metric == "auto":
-        metric = "accuracy" if dataset is not None and dataset.has_labels else "fidelity"
-    if metric == "accuracy" and (dataset is None or not dataset.has_labels):
+        metric = "accuracy" if labelled else "fidelity"
+    if metric == "accuracy" and not labelled:
         raise InputError("spec.evaluation.metric: accuracy needs labels (y_eval) in the dataset")
-    timings["download"] = time.monotonic() - started
+    state.metric = "accuracy" if metric == "accuracy" else "fidelity"
 
-    progress.start("baseline")
-    phase_started = time.monotonic()
+
+def _baseline(state: RunState) -> None:
+    """Loads the model and measures its plain float conversion: what every result is compared with."""
+    from . import convert, evaluate, model_io
+    from .data import check_input_shape
+
+    spec, dataset = state.spec, state.dataset
     loaded = model_io.load_model(
-        model_file, spec.model.format, spec.model.uri, work_dir, trust_code=spec.model.trust_code
+        state.files["model"], spec.model.format, spec.model.uri, state.work_dir, trust_code=spec.model.trust_code
     )
-    baseline_bytes, _ = convert.convert(loaded.converter(), None, False, False, None, [])
-    expected_shape = evaluate.input_signature(baseline_bytes)
+    state.step_context = StepContext(
+        loaded=loaded,
+        dataset=dataset,
+        files=state.files,
+        work_dir=state.work_dir,
+        progress=state.progress,
+        keras_model=loaded.keras_model,
+    )
+    state.baseline_tflite, _ = convert.convert(loaded.converter(), plan=convert.FLOAT_PLAN)
+    expected_shape = evaluate.input_signature(state.baseline_tflite)
     if dataset is not None:
         check_input_shape(dataset, expected_shape, spec.dataset.uri if spec.dataset else "")
-        x_eval = dataset.x_eval[: spec.evaluation.samples]
-        y_eval = dataset.y_eval[: spec.evaluation.samples] if dataset.y_eval is not None else None
+        state.x_eval = dataset.x_eval[: spec.evaluation.samples]
+        if state.metric == "accuracy" and dataset.y_eval is not None:
+            state.labels = dataset.y_eval[: spec.evaluation.samples]
     else:
         if any(dim is None for dim in expected_shape):
             raise InputError(f"spec.dataset: the model input {expected_shape} has unknown sizes; give a dataset")
         rng = np.random.default_rng(0)
-        x_eval = rng.random((UNLABELED_EVAL_SAMPLES, *[int(dim or 0) for dim in expected_shape]), dtype=np.float32)
-        y_eval = None
-    latency = spec.evaluation.latency
-    labels = y_eval if metric == "accuracy" else None
-    baseline, baseline_outputs = evaluate.measure(
-        baseline_bytes, x_eval, labels, None, latency.threads, latency.runs, latency.warmup
+        shape = (UNLABELED_EVAL_SAMPLES, *[int(dim or 0) for dim in expected_shape])
+        state.x_eval = rng.random(shape, dtype=np.float32)
+    state.baseline, state.baseline_outputs = evaluate.measure(
+        state.baseline_tflite, state.x_eval, latency=spec.evaluation.latency, labels=state.labels
     )
-    timings["baseline"] = time.monotonic() - phase_started
 
-    applied = _apply_steps(spec, loaded, dataset, student_file, work_dir, progress, timings)
-    keras_model, step_results, ptq = applied.keras_model, applied.results, applied.ptq
-    pruned_layers, qat_applied = applied.pruned_layers, applied.qat_applied
 
-    progress.start("convert")
-    phase_started = time.monotonic()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model) if keras_model is not None else loaded.converter()
+def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:
+    def apply(state: RunState) -> None:
+        report = _ready(state.step_context).run(step)
+        if report is not None:
+            state.step_reports.append(report.model_copy(update={"seconds": round(state.clock.elapsed(), 2)}))
+
+    return apply
+
+
+def _convert(state: RunState) -> None:
+    """Converts the model the steps left with the plan they made; ptq's skip lists become a denylist."""
+    from . import convert
+    from .tfcompat import tf
+
+    context = _ready(state.step_context)
+    plan, keras_model = context.plan, context.keras_model
+    converter = (
+        tf.lite.TFLiteConverter.from_keras_model(keras_model) if keras_model is not None else context.loaded.converter()
+    )
     denylist: list[str] = []
-    where = f"spec.steps[{len(spec.steps) - 1}]"
+    ptq = plan.ptq
     if ptq is not None and (ptq.skip_layers or ptq.skip_first_and_last):
         graph = (
-            baseline_bytes if keras_model is None else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+            state.baseline_tflite
+            if keras_model is None
+            else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
         )
+        where = f"spec.steps[{len(state.spec.steps) - 1}]"
         denylist = convert.denylisted_nodes(graph, ptq.skip_layers, ptq.skip_first_and_last, where)
-    final_mode = ptq.mode if ptq else ("qat" if qat_applied else "float")
-    sparse = bool(pruned_layers) and final_mode in ("float", "float16")
-    calibration = dataset.x_train if dataset is not None else None
-    result_bytes, conversion = convert.convert(
-        converter, ptq, qat_applied, sparse, calibration, denylist, float_layers=applied.qat_kept_float
+    calibration = state.dataset.x_train if state.dataset is not None else None
+    result_tflite, state.conversion = convert.convert(
+        converter, plan=plan, x_calibration=calibration, denylist=denylist
     )
     if ptq is not None:
-        step_results.append(
-            {
-                "type": "ptq",
-                "mode": ptq.mode,
-                "integerIO": ptq.integer_io,
-                "denylistedNodes": denylist,
-                "seconds": round(time.monotonic() - phase_started, 2),
-            }
+        state.step_reports.append(
+            PtqReport(
+                mode=ptq.mode,
+                integerIO=ptq.integer_io,
+                denylisted_nodes=denylist,
+                seconds=round(state.clock.elapsed(), 2),
+            )
         )
-    tflite_file = work_dir / TFLITE_NAME
-    tflite_file.write_bytes(result_bytes)
-    timings["convert"] = time.monotonic() - phase_started
+    state.tflite_file = state.work_dir / TFLITE_NAME
+    state.tflite_file.write_bytes(result_tflite)
 
-    progress.start("evaluate")
-    phase_started = time.monotonic()
-    result, _ = evaluate.measure(
-        result_bytes, x_eval, labels, baseline_outputs, latency.threads, latency.runs, latency.warmup
+
+def _evaluate(state: RunState) -> None:
+    """Measures the result like the baseline and judges it against the gates."""
+    from . import evaluate
+    from .gates import judge
+
+    baseline = _ready(state.baseline)
+    state.result, _ = evaluate.measure(
+        _ready(state.tflite_file).read_bytes(),
+        _ready(state.x_eval),
+        latency=state.spec.evaluation.latency,
+        labels=state.labels,
+        reference_outputs=state.baseline_outputs,
     )
-    gate_results = evaluate_gates(spec.gates, baseline, result)
-    timings["evaluate"] = time.monotonic() - phase_started
+    state.comparison = Comparison.between(baseline, state.result)
+    state.gates = judge(state.spec.gates, state.comparison, state.result)
 
-    progress.start("upload")
-    phase_started = time.monotonic()
-    tflite_record = {"uri": tflite_uri, "sha256": sha256_of(tflite_file), "bytes": tflite_file.stat().st_size}
-    report: dict[str, Any] = {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": "CompressionReport",
-        "spec": spec.model_dump(mode="json", by_alias=True),
-        "inputs": inputs,
-        "outputs": {"tflite": tflite_record},
-        "metric": metric,
-        "evaluationSamples": int(len(x_eval)),
-        "evaluationData": "dataset x_eval" if dataset is not None else "random uniform inputs (no dataset)",
-        "steps": step_results,
-        "conversion": {"mode": conversion.mode, "speedPath": conversion.speed_path, "sparseEncoding": sparse},
-        "baseline": baseline.as_dict(),
-        "result": result.as_dict(),
-        "comparison": comparison(baseline.as_dict(), result.as_dict()),
-        "gates": [gate.as_dict() for gate in gate_results],
-        "gatesPassed": all(gate.passed for gate in gate_results),
-        "versions": versions(),
-        "devices": [device.name for device in tf.config.list_physical_devices()],
-        "timingsSeconds": {key: round(value, 2) for key, value in timings.items()},
-        "trustedCode": spec.model.trust_code or bool(distill_step and distill_step.student.trust_code),
-    }
-    if source:
-        report["source"] = source
+
+def _publish(state: RunState) -> None:
+    """Uploads the .tflite, promotes it when every gate passed, and writes report.json last."""
+    from .tfcompat import tf
+
+    spec, tflite_file = state.spec, _ready(state.tflite_file)
+    output = state.storage(spec.output.uri)
+    report_uri = join_uri(spec.output.uri, REPORT_NAME)
+    tflite_uri = join_uri(spec.output.uri, TFLITE_NAME)
+    tflite = Artifact(uri=tflite_uri, sha256=sha256_of(tflite_file), bytes=tflite_file.stat().st_size)
+    report = Report(
+        spec=spec,
+        inputs=Inputs.model_validate(state.artifacts),
+        outputs=Outputs(tflite=tflite),
+        metric=state.metric,
+        evaluation_samples=len(_ready(state.x_eval)),
+        evaluation_data="dataset x_eval" if state.dataset is not None else "random uniform inputs (no dataset)",
+        steps=state.step_reports,
+        conversion=_ready(state.conversion),
+        baseline=_ready(state.baseline),
+        result=_ready(state.result),
+        comparison=_ready(state.comparison),
+        gates=state.gates,
+        gates_passed=all(gate.passed for gate in state.gates),
+        versions=versions(),
+        devices=[device.name for device in tf.config.list_physical_devices()],
+        source=state.source,
+        trusted_code=any(source.trust_code for source in _model_sources(spec)),
+    )
     if spec.output.overwrite:
         output.delete(report_uri)
     output.upload(tflite_file, tflite_uri)
-    if report["gatesPassed"] and spec.promotion is not None:
-        report["promotion"] = _promote(spec.promotion, tflite_file, report, storages, work_dir)
-    report["timingsSeconds"]["upload"] = round(time.monotonic() - phase_started, 2)
-    report["timingsSeconds"]["total"] = round(time.monotonic() - started, 2)
-    report_file = work_dir / REPORT_NAME
-    report_file.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    promotion = None
+    if report.gates_passed and spec.promotion is not None:
+        promotion = _promote(state, report)
+    report = report.model_copy(update={"promotion": promotion, "timings_seconds": state.clock.seconds()})
+    report_file = state.work_dir / REPORT_NAME
+    report_file.write_text(json.dumps(report.to_wire(), indent=2) + "\n")
     output.upload(report_file, report_uri)
-    progress.finish()
-    return RunOutcome(report=report, summary=summary_from_report(report, report_uri, sha256_of(report_file)))
+    summary = RunSummary.from_report(report, report_uri=report_uri, report_sha256=sha256_of(report_file))
+    state.outcome = RunOutcome(report=report, summary=summary)
 
 
-def _promote(
-    promotion: Promotion, tflite_file: Path, report: dict[str, Any], storages: dict[str, Storage], work_dir: Path
-) -> dict[str, Any]:
+def _promote(state: RunState, report: Report) -> PromotionOutcome:
     """Promotes a passing model; a conflict is recorded (the run's own output is complete) and fails the run."""
-    source = {
-        "job": report.get("source", {}).get("job"),
-        "output": report["outputs"]["tflite"]["uri"],
-        "report": join_uri(report["spec"]["output"]["uri"], REPORT_NAME),
-        "comparison": report["comparison"],
+    promotion = _ready(state.spec.promotion)
+    source: dict[str, Any] = {
+        "job": report.source.job.to_wire() if report.source and report.source.job else None,
+        "output": report.outputs.tflite.uri,
+        "report": join_uri(report.spec.output.uri, REPORT_NAME),
+        "comparison": report.comparison.to_wire(),
     }
     source = {key: value for key, value in source.items() if value is not None}
     try:
-        return promote(promotion, tflite_file, source, _storage(promotion.uri, storages), work_dir)
+        return promote(
+            promotion,
+            _ready(state.tflite_file),
+            source=source,
+            storage=state.storage(promotion.uri),
+            work_dir=state.work_dir,
+        )
     except PromotionConflict as error:
-        return {
-            "uri": join_uri(promotion.uri, PROMOTED_MODEL),
-            "promoted": False,
-            "reason": error.reason,
-            "message": str(error),
-        }
+        return PromotionOutcome(
+            uri=join_uri(promotion.uri, PROMOTED_MODEL), promoted=False, reason=error.reason, message=str(error)
+        )
 
 
-@dataclass
-class AppliedSteps:
-    """The model after the training steps, and what later conversion needs to know of them."""
-
-    keras_model: Any
-    results: list[dict[str, Any]] = field(default_factory=list)
-    pruned_layers: list[str] = field(default_factory=list)
-    clustered: bool = False
-    qat_applied: bool = False
-    qat_kept_float: bool = False
-    ptq: PtqStep | None = None
-
-
-def _apply_steps(
-    spec: CompressionJobSpec,
-    loaded: Any,
-    dataset: Any,
-    student_file: Path | None,
-    work_dir: Path,
-    progress: Progress,
-    timings: dict[str, float],
-) -> AppliedSteps:
-    """Runs the training steps in order; the ptq step is only recorded (conversion applies it)."""
-    from . import compress, model_io
-    from .data import check_input_shape, training_arrays
-
-    applied = AppliedSteps(keras_model=loaded.keras_model)
-    for index, step in enumerate(spec.steps):
-        phase = f"steps[{index}] {step.type}"
-        fine_tune = getattr(step, "fine_tune", None)
-        progress.start(phase, fine_tune.epochs if fine_tune else 0)
-        phase_started = time.monotonic()
-        if step.type == "ptq":
-            applied.ptq = step
-            continue
-        assert dataset is not None
-        x_train, y_train = training_arrays(dataset, phase)
-        model = loaded.require_keras(phase) if applied.keras_model is None else applied.keras_model
-        if isinstance(step, DistillStep):
-            assert student_file is not None
-            student = model_io.load_model(
-                student_file, step.student.format, step.student.uri, work_dir, trust_code=step.student.trust_code
-            )
-            check_input_shape(dataset, tuple(student.keras_model.input_shape[1:]), step.student.uri)
-            applied.keras_model, step_result = compress.distill(
-                model, student.keras_model, step, x_train, y_train, progress
-            )
-        elif step.type == "prune":
-            applied.keras_model, step_result = compress.prune(model, step, index, x_train, y_train, progress)
-            applied.pruned_layers = list(step_result["sparsity"]["layers"])
-        elif step.type == "cluster":
-            applied.keras_model, step_result = compress.cluster(
-                model, step, index, x_train, y_train, bool(applied.pruned_layers), progress
-            )
-            applied.clustered = True
-        else:
-            applied.keras_model, step_result = compress.qat(
-                model, step, index, x_train, y_train, applied.pruned_layers, applied.clustered, progress
-            )
-            applied.qat_applied = True
-            applied.qat_kept_float = bool(step_result["skippedLayers"])
-        applied.results.append(step_result)
-        timings[phase] = time.monotonic() - phase_started
-    return applied
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+def _model_sources(spec: CompressionJobSpec) -> list[ModelSource]:
+    """The input model and the distillation student, if any: every model file the run loads."""
+    return [spec.model, *(step.student for step in spec.steps if isinstance(step, DistillStep))]

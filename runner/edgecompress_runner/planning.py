@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from edgecompress_contract.spec import PruneStep
+from edgecompress_contract.spec import PruneStep, PtqMode, PtqStep
 
 from .errors import InputError
 
@@ -45,3 +46,31 @@ def pruning_plan(step: PruneStep, total_steps: int, index: int) -> tuple[int, in
     slack = max(1, window // 50)
     frequency = max(candidate for candidate in range(1, most + 1) if window % candidate <= slack)
     return step.begin_step, end, frequency
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """What the steps tell the conversion; each step type returns an updated copy (see ``steps``)."""
+
+    pruned_layers: tuple[str, ...] = ()
+    clustered: bool = False
+    qat_applied: bool = False
+    # QAT left some layers float, so float kernels must stay allowed next to the int8 ones.
+    qat_kept_float: bool = False
+    ptq: PtqStep | None = None
+
+    @property
+    def mode(self) -> str:
+        """The final mode: the ptq step's, else qat after QAT, else float."""
+        if self.ptq is not None:
+            return PtqMode(self.ptq.mode).value
+        return "qat" if self.qat_applied else "float"
+
+    @property
+    def sparse(self) -> bool:
+        """Pruned weights are encoded sparse only in float subgraphs (XNNPACK sparse inference)."""
+        return bool(self.pruned_layers) and self.mode in ("float", "float16")
+
+
+FLOAT_PLAN = ConversionPlan()
+"""The baseline: a plain float conversion."""

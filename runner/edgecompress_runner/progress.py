@@ -1,6 +1,8 @@
 """Progress: one structured log line per epoch and per phase, and a tqdm bar in local mode.
 
-Extra sinks (callables taking the event dict) let the operator forward progress elsewhere.
+Each event is an ``edgecompress_contract.progress.ProgressEvent``; its wire fields are merged into the
+JSON log line, which is how the operator reads it (``ProgressEvent.from_log_line``). Extra sinks
+(callables taking the event) let a caller forward progress elsewhere.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgecompress_contract.progress import ProgressEvent
+
 logger = logging.getLogger("edgecompress")
 
-Sink = Callable[[dict[str, Any]], None]
+Sink = Callable[[ProgressEvent], None]
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -50,38 +54,35 @@ class Progress:
         done = max(self.phase_index, 0) + epoch_fraction
         return round(100.0 * done / max(len(self.phases), 1), 1)
 
-    def _emit(self, message: str, event: dict[str, Any]) -> None:
-        logger.info(message, extra={"fields": event})
+    def _emit(self, message: str, event: ProgressEvent) -> None:
+        logger.info(message, extra={"fields": event.to_wire()})
         for sink in self.sinks:
             sink(event)
         if self._bar is not None:
-            self._bar.set_description(event.get("phase", ""))
-            self._bar.n = event["percent"]
+            self._bar.set_description(event.phase)
+            self._bar.n = event.percent
             self._bar.refresh()
 
     def start(self, phase: str, epochs: int = 0) -> None:
         self.phase_index = self.phases.index(phase)
         self.phase, self.epochs = phase, epochs
-        self._emit(
-            f"{phase} started",
-            {"event": "phase", "phase": phase, "epochs": epochs, "percent": self.percent()},
-        )
+        self._emit(f"{phase} started", ProgressEvent(event="phase", phase=phase, epochs=epochs, percent=self.percent()))
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         fraction = epoch / self.epochs if self.epochs else 0.0
-        event = {
-            "event": "epoch",
-            "phase": self.phase,
-            "epoch": epoch,
-            "epochs": self.epochs,
-            "percent": self.percent(fraction),
-            **{key: round(float(value), 5) for key, value in metrics.items()},
-        }
+        event = ProgressEvent(
+            event="epoch",
+            phase=self.phase,
+            epoch=epoch,
+            epochs=self.epochs,
+            percent=self.percent(fraction),
+            metrics={key: round(float(value), 5) for key, value in metrics.items()},
+        )
         self._emit(f"{self.phase} epoch {epoch}/{self.epochs}", event)
 
     def finish(self) -> None:
         self.phase_index = len(self.phases)
-        self._emit("finished", {"event": "phase", "phase": "finished", "percent": 100.0})
+        self._emit("finished", ProgressEvent(event="phase", phase="finished", percent=100.0))
         if self._bar is not None:
             self._bar.close()
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgecompress_contract.report import PromotionOutcome
 from edgecompress_contract.spec import API_GROUP, API_VERSION, Promotion
 
 from .errors import PromotionConflict
@@ -22,7 +23,7 @@ PROMOTED_MODEL = "model.tflite"
 PROMOTION_RECORD = "promotion.json"
 
 
-def promotion_record(model_uri: str, sha256: str, size: int, source: dict[str, Any], now: str) -> dict[str, Any]:
+def promotion_record(model_uri: str, *, sha256: str, size: int, source: dict[str, Any], now: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "PromotionRecord",
@@ -43,31 +44,39 @@ def object_metadata(sha256: str, source: dict[str, Any]) -> dict[str, str]:
 
 
 def promote(
-    promotion: Promotion, tflite_file: Path, source: dict[str, Any], storage: Storage, work_dir: Path
-) -> dict[str, Any]:
+    promotion: Promotion, tflite_file: Path, *, source: dict[str, Any], storage: Storage, work_dir: Path
+) -> PromotionOutcome:
     """Publishes ``tflite_file``; returns what happened. Raises PromotionConflict instead of replacing."""
     model_uri = join_uri(promotion.uri, PROMOTED_MODEL)
     record_uri = join_uri(promotion.uri, PROMOTION_RECORD)
     sha256 = sha256_of(tflite_file)
-    outcome: dict[str, Any] = {"uri": model_uri, "record": record_uri, "sha256": sha256}
+    replaced = None
     if storage.exists(model_uri):
         existing = work_dir / "promoted-before.tflite"
         storage.download(model_uri, existing)
         existing_sha256 = sha256_of(existing)
         if existing_sha256 == sha256:
-            return {**outcome, "promoted": True, "unchanged": True}
+            return PromotionOutcome(uri=model_uri, record=record_uri, sha256=sha256, promoted=True, unchanged=True)
         if not promotion.overwrite:
             raise PromotionConflict(
                 f"spec.promotion.uri: {model_uri} already holds a different promoted model (sha256 "
                 f"{existing_sha256[:12]}…, this run's is {sha256[:12]}…); set promotion.overwrite: true to "
                 "replace it, or promote to a new (versioned) folder"
             )
-        outcome["replaced"] = existing_sha256
+        replaced = existing_sha256
         storage.delete(record_uri)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     storage.upload(tflite_file, model_uri, metadata=object_metadata(sha256, source))
     record_file = work_dir / PROMOTION_RECORD
-    record = promotion_record(model_uri, sha256, tflite_file.stat().st_size, source, now)
+    record = promotion_record(model_uri, sha256=sha256, size=tflite_file.stat().st_size, source=source, now=now)
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     storage.upload(record_file, record_uri)
-    return {**outcome, "promoted": True, "unchanged": False, "promotedAt": now}
+    return PromotionOutcome(
+        uri=model_uri,
+        record=record_uri,
+        sha256=sha256,
+        replaced=replaced,
+        promoted=True,
+        unchanged=False,
+        promoted_at=now,
+    )

@@ -38,7 +38,7 @@ def test_validate_command_reports_the_field(tmp_path: Path) -> None:
         ["edgecompress-runner", "validate", str(job)], capture_output=True, text=True, timeout=120
     )
     assert finished.returncode == 20
-    assert "spec.steps[0].mode: int8 needs spec.dataset" in finished.stderr
+    assert "spec.steps[0].mode: ptq int8 and int16x8 need spec.dataset" in finished.stderr
 
 
 def test_run_reads_the_job_from_the_environment_like_a_pod(tmp_path: Path) -> None:

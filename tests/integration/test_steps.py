@@ -32,7 +32,7 @@ def test_prune_reaches_target_sparsity_in_the_tflite(
     # Dynamic range leaves tiny kernels (conv1: 144 weights) float; the big ones are int8.
     assert sum(kernel.dtype == np.int8 for kernel in kernels.values()) == 3
     assert zero_fraction(kernels) == pytest.approx(0.6, abs=0.02)
-    assert run.report["result"]["gzip_bytes"] < run.report["baseline"]["gzip_bytes"] / 4
+    assert run.report["result"]["gzipBytes"] < run.report["baseline"]["gzipBytes"] / 4
 
 
 def test_structured_2_by_4_sparsity(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_pruning_alone_gives_a_sparse_float_model(digits_model: Path, small_digi
     report = run.report
     assert report["conversion"]["mode"] == "float" and report["conversion"]["sparseEncoding"]
     assert "XNNPACK sparse inference" in report["conversion"]["speedPath"]
-    assert report["result"]["size_bytes"] < report["baseline"]["size_bytes"]
+    assert report["result"]["sizeBytes"] < report["baseline"]["sizeBytes"]
     assert report["result"]["accuracy"] >= report["baseline"]["accuracy"] - 0.05
 
 
@@ -110,8 +110,8 @@ def test_int8_is_at_least_3_5x_smaller_than_float(digits_model: Path, small_digi
     steps = [{"type": "ptq", "mode": "int8", "integerIO": True, "representativeSamples": 100}]
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", steps), tmp_path)
     report = run.report
-    assert report["baseline"]["size_bytes"] / report["result"]["size_bytes"] >= 3.5
-    assert report["result"]["input_type"] == "int8"
+    assert report["baseline"]["sizeBytes"] / report["result"]["sizeBytes"] >= 3.5
+    assert report["result"]["inputType"] == "int8"
     assert report["result"]["accuracy"] >= report["baseline"]["accuracy"] - 0.03
     assert {dtype for op, dtype in op_types(run.output / "model.tflite") if op == "CONV_2D"} == {"int8"}
 
@@ -122,7 +122,7 @@ def test_other_ptq_modes(
 ) -> None:
     run = succeed(job(digits_model, small_digits_npz, tmp_path / "out", [{"type": "ptq", "mode": mode}]), tmp_path)
     report = run.report
-    assert report["baseline"]["size_bytes"] / report["result"]["size_bytes"] >= min_ratio
+    assert report["baseline"]["sizeBytes"] / report["result"]["sizeBytes"] >= min_ratio
     assert report["result"]["accuracy"] >= report["baseline"]["accuracy"] - 0.02
     model = run.output / "model.tflite"
     from tests.integration.tflite_inspect import interpreter
@@ -186,7 +186,7 @@ def test_fidelity_without_labels(digits_model: Path, digits: dict, tmp_path: Pat
     run = succeed(document, tmp_path)
     report = run.report
     assert report["metric"] == "fidelity" and "accuracy" not in report["result"]
-    assert report["result"]["top1_agreement"] >= 0.8
+    assert report["result"]["top1Agreement"] >= 0.8
     assert report["gates"][0]["reason"].startswith("top-1 disagreement")
 
 

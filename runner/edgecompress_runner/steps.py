@@ -1,0 +1,228 @@
+"""The step types: one class per spec step, found through a registry keyed by the spec's step class.
+
+Each class applies its step to the current model (``apply`` returns the contract's step report) and
+says what the step means for the conversion (``contribute`` returns an updated ``ConversionPlan``):
+prune makes the float result sparse-encoded and QAT sparsity-preserving, cluster makes QAT
+cluster-preserving, QAT makes the conversion integer, and ptq is only recorded here because the
+converter applies it. A new step type is a new class here plus its spec and report models.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from edgecompress_contract.report import ClusterReport, DistillReport, PruneReport, QatReport, StepReport
+from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
+
+from .data import Dataset, check_input_shape, training_arrays
+from .errors import InputError
+from .planning import ConversionPlan
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from .model_io import LoadedModel
+
+SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep)
+ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport)
+
+
+@dataclass
+class StepContext:
+    """What the steps share: the model so far, the plan so far, the data, and the files steps asked for."""
+
+    loaded: LoadedModel
+    dataset: Dataset | None
+    files: dict[str, Path]
+    work_dir: Path
+    progress: Progress
+    keras_model: Any = None
+    plan: ConversionPlan = ConversionPlan()
+
+    def run(self, step: CompressionStep[Any]) -> StepReport | None:
+        """Applies ``step`` and adds what it contributes to the plan."""
+        report = step.apply(self)
+        self.plan = step.contribute(self.plan, report)
+        return report
+
+    def model(self, phase: str) -> Any:
+        """The model the next step works on (the input model until a step replaces it)."""
+        return self.loaded.require_keras(phase) if self.keras_model is None else self.keras_model
+
+    def training_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.dataset is None:
+            raise InputError(f"{phase}: fine-tuning needs a dataset")
+        return training_arrays(self.dataset, phase)
+
+
+class CompressionStep(ABC, Generic[SpecT]):
+    """One step of the spec, at its position in the list."""
+
+    spec_class: ClassVar[type[Any]]
+
+    def __init__(self, spec: SpecT, index: int) -> None:
+        self.spec: SpecT = spec
+        self.index = index
+
+    @property
+    def phase(self) -> str:
+        """The step's name in progress events, timings and messages, e.g. ``steps[0] prune``."""
+        return f"steps[{self.index}] {self.spec.type}"
+
+    @property
+    def epochs(self) -> int:
+        fine_tune = getattr(self.spec, "fine_tune", None)
+        return fine_tune.epochs if fine_tune is not None else 0
+
+    def inputs(self) -> dict[str, str]:
+        """Extra files the step needs downloaded, by their name in the report's inputs."""
+        return {}
+
+    def check(self, dataset: Dataset | None) -> None:
+        """Fails before any work when the dataset cannot serve this step."""
+
+    @abstractmethod
+    def apply(self, context: StepContext) -> StepReport | None:
+        """Applies the step to ``context.keras_model``; None when the converter applies it (ptq)."""
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        """What this step, as applied, changes in the conversion."""
+        return plan
+
+
+_REGISTRY: dict[type[Any], type[CompressionStep[Any]]] = {}
+
+_StepClass = TypeVar("_StepClass", bound=type[CompressionStep[Any]])
+
+
+def registers(spec_class: type[Any]) -> Callable[[_StepClass], _StepClass]:
+    """Class decorator: the step class that runs ``spec_class`` steps."""
+
+    def register(step_class: _StepClass) -> _StepClass:
+        step_class.spec_class = spec_class
+        _REGISTRY[spec_class] = step_class
+        return step_class
+
+    return register
+
+
+def build_steps(steps: list[Step]) -> list[CompressionStep[Any]]:
+    """The step objects for the spec's steps, in order."""
+    return [_REGISTRY[type(step)](step, index) for index, step in enumerate(steps)]
+
+
+def _report(report: StepReport | None, kind: type[ReportT]) -> ReportT:
+    assert isinstance(report, kind), f"expected a {kind.__name__}"
+    return report
+
+
+@registers(PruneStep)
+class Prune(CompressionStep[PruneStep]):
+    def apply(self, context: StepContext) -> PruneReport:
+        from . import compress
+
+        x, y = context.training_arrays(self.phase)
+        model = context.model(self.phase)
+        context.keras_model, report = compress.prune(
+            model, self.spec, index=self.index, x=x, y=y, progress=context.progress
+        )
+        return report
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        return replace(plan, pruned_layers=tuple(_report(report, PruneReport).sparsity.layers))
+
+
+@registers(ClusterStep)
+class Cluster(CompressionStep[ClusterStep]):
+    def apply(self, context: StepContext) -> ClusterReport:
+        from . import compress
+
+        x, y = context.training_arrays(self.phase)
+        model = context.model(self.phase)
+        context.keras_model, report = compress.cluster(
+            model,
+            self.spec,
+            index=self.index,
+            x=x,
+            y=y,
+            preserve_sparsity=bool(context.plan.pruned_layers),
+            progress=context.progress,
+        )
+        return report
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        return replace(plan, clustered=True)
+
+
+@registers(QatStep)
+class Qat(CompressionStep[QatStep]):
+    def apply(self, context: StepContext) -> QatReport:
+        from . import compress
+
+        x, y = context.training_arrays(self.phase)
+        model = context.model(self.phase)
+        context.keras_model, report = compress.qat(
+            model,
+            self.spec,
+            index=self.index,
+            x=x,
+            y=y,
+            pruned_layers=context.plan.pruned_layers,
+            clustered=context.plan.clustered,
+            progress=context.progress,
+        )
+        return report
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        return replace(plan, qat_applied=True, qat_kept_float=bool(_report(report, QatReport).skipped_layers))
+
+
+@registers(PtqStep)
+class Ptq(CompressionStep[PtqStep]):
+    """Post-training quantization happens in the converter; the step only sets the plan's mode."""
+
+    def check(self, dataset: Dataset | None) -> None:
+        if self.spec.mode in ("int8", "int16x8") and dataset is not None and dataset.x_train is None:
+            raise InputError(
+                f"spec.steps[{self.index}].mode: {self.spec.mode} calibrates on x_train, "
+                "which the dataset does not have"
+            )
+
+    def apply(self, context: StepContext) -> None:
+        return None
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        return replace(plan, ptq=self.spec)
+
+
+@registers(DistillStep)
+class Distill(CompressionStep[DistillStep]):
+    """Trains the student from the current model; the student replaces the model for later steps."""
+
+    def inputs(self) -> dict[str, str]:
+        return {"student": self.spec.student.uri}
+
+    def apply(self, context: StepContext) -> DistillReport:
+        from . import compress, model_io
+
+        x, y = context.training_arrays(self.phase)
+        teacher = context.model(self.phase)
+        student_source = self.spec.student
+        student = model_io.load_model(
+            context.files["student"],
+            student_source.format,
+            student_source.uri,
+            context.work_dir,
+            trust_code=student_source.trust_code,
+        )
+        if context.dataset is not None:
+            check_input_shape(context.dataset, tuple(student.keras_model.input_shape[1:]), student_source.uri)
+        context.keras_model, report = compress.distill(
+            teacher, student.keras_model, self.spec, x=x, y=y, progress=context.progress
+        )
+        return report
