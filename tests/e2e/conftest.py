@@ -96,7 +96,10 @@ def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
 
 
 class OperatorProcess:
-    """The operator as a user runs it (edgecompress-operator) with its own RBAC, on the test control plane; restartable."""
+    """The operator as a user runs it (edgecompress-operator), with its own RBAC, on the test control plane.
+
+    Restartable.
+    """
 
     def __init__(self, control_plane: ControlPlane, log_dir: Path) -> None:
         self.log_dir = log_dir

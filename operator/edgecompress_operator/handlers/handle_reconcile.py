@@ -1,0 +1,251 @@
+"""One reconcile pass: admission, status and progress of every unfinished CompressionJob, level-triggered.
+
+The pass is the only writer of ``.status``. It lists CompressionJobs, runner Jobs and runner pods,
+starts what the concurrency limit allows (in creation order; the rest wait as Queued), and
+recomputes each unfinished CompressionJob's whole status from what it found: its Job, the Job's
+newest pod (the runner's summary in the termination message), and the running pod's log tail (the
+runner's progress). Only the fields that differ from the stored status are patched, so a pass over
+an unchanged cluster writes nothing, and a write that failed (an apiserver outage, missing RBAC) is
+made by the next pass without waiting for another event. An Event is posted and a completion is
+counted when a patch that changes the phase or reason succeeds.
+
+Runs in a single loop (see main.py), woken by kopf's watch events and every interval, so two passes
+never race each other. A failure on one CompressionJob is logged and the pass goes on with the
+others; the pass then counts as failed (readiness).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client import ApiException
+
+from edgecompress_contract.progress import ProgressEvent
+from edgecompress_contract.spec import CompressionJobSpec, SpecError, parse_spec
+from edgecompress_contract.status import CompressionJobStatus, Phase
+
+from .. import kube
+from ..admission import TERMINAL_PHASES, AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
+from ..config import Config
+from ..events import post_event
+from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name
+from ..metrics import METRICS, parse_status
+from ..status import status_from_job, status_patch, waiting_status
+
+logger = logging.getLogger("edgecompress.reconcile")
+
+LOG_TAIL_LINES = 40
+SUSPENDED_MESSAGE = "spec.suspend is true; the runner Job is created when it is set to false"
+
+
+class PassIncomplete(RuntimeError):
+    """Some CompressionJobs could not be reconciled in this pass (each is logged); the next pass retries."""
+
+
+@dataclass
+class PassResult:
+    plan: AdmissionPlan
+    patched: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The status a CompressionJob should have, and the text of the Event when its reason changes."""
+
+    status: CompressionJobStatus
+    event_message: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(resource: dict[str, Any]) -> tuple[str, str]:
+    return resource["metadata"]["namespace"], resource["metadata"]["name"]
+
+
+def newest_pods(pods: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest pod of each Job, by (namespace, Job name)."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        owner = next((ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Job"), None)
+        owner = owner or (meta.get("labels") or {}).get("job-name")
+        if owner is None:
+            continue
+        key = (meta["namespace"], owner)
+        if key not in newest or str(meta.get("creationTimestamp")) > str(
+            newest[key]["metadata"].get("creationTimestamp")
+        ):
+            newest[key] = pod
+    return newest
+
+
+def read_progress(job: dict[str, Any], pod: dict[str, Any] | None) -> ProgressEvent | None:
+    """The newest progress event in the log of the Job's running pod; None when there is none to read yet."""
+    if pod is None or job_finished(job) or (pod.get("status") or {}).get("phase") != "Running":
+        return None
+    meta = pod["metadata"]
+    try:
+        log = kube.pod_log_tail(meta["namespace"], meta["name"], RUNNER_CONTAINER, LOG_TAIL_LINES)
+    except ApiException as error:
+        logger.info("progress of %s/%s not readable yet: %s", meta["namespace"], meta["name"], error.reason)
+        return None
+    return ProgressEvent.newest_in_log(log)
+
+
+def write_status(resource: dict[str, Any], desired: Desired) -> bool:
+    """Patches what differs; posts the Event and counts a completion when the phase or reason changed.
+
+    True when it patched. A CompressionJob deleted meanwhile is skipped.
+    """
+    namespace, name = _key(resource)
+    previous = parse_status(namespace, name, resource.get("status") or {})
+    status = desired.status
+    changes = status_patch(previous, status)
+    if not changes:
+        return False
+    try:
+        kube.patch_status(namespace, name, changes)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    if (previous.phase, previous.reason) != (status.phase, status.reason):
+        post_event(resource, str(status.reason), desired.event_message, warning=status.phase == "Failed")
+        if status.finished:
+            METRICS.record_completion(status)
+    return True
+
+
+def _from_job(
+    resource: dict[str, Any], spec: CompressionJobSpec, job: dict[str, Any], pod: dict[str, Any] | None
+) -> Desired:
+    generation = int(resource["metadata"].get("generation", 1))
+    status = status_from_job(job, pod, generation, _now(), spec.suspend, read_progress(job, pod))
+    return Desired(status, f"{status.phase}: {status.message}")
+
+
+def _waiting(resource: dict[str, Any], reason: str, message: str, phase: Phase = "Pending") -> Desired:
+    generation = int(resource["metadata"].get("generation", 1))
+    return Desired(waiting_status(reason, message, generation, _now(), phase), message)
+
+
+@contextmanager
+def _guarded(result: PassResult, key: tuple[str, str], what: str) -> Iterator[None]:
+    """One CompressionJob's API calls: a failure is logged and remembered, and the pass goes on with the others."""
+    try:
+        yield
+    except Exception as error:
+        reason = error.reason if isinstance(error, ApiException) else repr(error)
+        logger.warning("%s for %s/%s failed: %s", what, key[0], key[1], reason)
+        if key not in result.failed:
+            result.failed.append(key)
+
+
+def reconcile_pass(config: Config) -> PassResult:
+    """Lists CompressionJobs, runner Jobs and pods; admits, then writes every unfinished CompressionJob's status.
+
+    Raises PassIncomplete (after going through all of them) when some CompressionJob failed.
+    """
+    namespace = config.watch_namespace
+    jobs = {
+        (job["metadata"]["namespace"], job["metadata"]["name"]): job for job in kube.list_jobs(namespace, JOB_LABEL)
+    }
+    pods = newest_pods(kube.list_pods(namespace, JOB_LABEL))
+    candidates: list[Candidate] = []
+    resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]] = {}
+    invalid: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+    for resource in kube.list_compression_jobs(namespace):
+        meta = resource["metadata"]
+        if (resource.get("status") or {}).get("phase") in TERMINAL_PHASES or meta.get("deletionTimestamp"):
+            continue
+        try:
+            spec = parse_spec(dict(resource.get("spec") or {}))
+        except SpecError as error:
+            invalid[_key(resource)] = (resource, f"invalid spec: {error}")
+            continue
+        candidate = Candidate(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            created=meta["creationTimestamp"],
+            suspended=spec.suspend,
+            kueue=bool(spec.queue_name),
+            job=jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"]))),
+        )
+        candidates.append(candidate)
+        resources[candidate.key] = (resource, spec)
+    result = PassResult(plan=plan_admission(candidates, config.max_concurrent_jobs))
+    plan = result.plan
+    acted = _admit(config, plan, resources, result)
+    for key, (resource, message) in invalid.items():
+        with _guarded(result, key, "writing the status"):
+            _write(result, key, resource, _waiting(resource, "InvalidSpec", message, "Failed"))
+    for position, candidate in enumerate(plan.queued, start=1):
+        resource = resources[candidate.key][0]
+        message = queued_message(position, len(plan.queued), config.max_concurrent_jobs)
+        with _guarded(result, candidate.key, "writing the status"):
+            _write(result, candidate.key, resource, _waiting(resource, "Queued", message))
+    for candidate in plan.waiting_suspended:
+        resource = resources[candidate.key][0]
+        with _guarded(result, candidate.key, "writing the status"):
+            _write(result, candidate.key, resource, _waiting(resource, "Suspended", SUSPENDED_MESSAGE))
+    waiting = {candidate.key for candidate in plan.queued + plan.waiting_suspended}
+    for candidate in candidates:
+        if candidate.job is None or candidate.key in waiting or candidate.key in acted:
+            continue  # a Job just created, resumed or suspended: its watch event wakes the next pass
+        resource, spec = resources[candidate.key]
+        pod = pods.get((candidate.namespace, candidate.job["metadata"]["name"]))
+        with _guarded(result, candidate.key, "writing the status"):
+            _write(result, candidate.key, resource, _from_job(resource, spec, candidate.job, pod))
+    if result.failed:
+        raise PassIncomplete(
+            f"{len(result.failed)} CompressionJob(s) not reconciled, retrying in the next pass: "
+            + ", ".join(f"{namespace}/{name}" for namespace, name in result.failed)
+        )
+    return result
+
+
+def _write(result: PassResult, key: tuple[str, str], resource: dict[str, Any], desired: Desired) -> None:
+    if write_status(resource, desired):
+        result.patched.append(key)
+
+
+def _admit(
+    config: Config,
+    plan: AdmissionPlan,
+    resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]],
+    result: PassResult,
+) -> set[tuple[str, str]]:
+    """Suspends, creates (in admission order) and resumes runner Jobs; returns the CompressionJobs acted on."""
+    acted: set[tuple[str, str]] = set()
+    for candidate in plan.suspend:
+        assert candidate.job is not None
+        resource = resources[candidate.key][0]
+        acted.add(candidate.key)
+        with _guarded(result, candidate.key, "suspending the runner Job"):
+            kube.set_job_suspended(candidate.namespace, candidate.job["metadata"]["name"], True)
+            post_event(resource, "Suspended", "spec.suspend is true: suspended the runner Job")
+    for candidate in plan.create:
+        resource, spec = resources[candidate.key]
+        meta = resource["metadata"]
+        acted.add(candidate.key)
+        with _guarded(result, candidate.key, "creating the runner Job"):
+            manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config)
+            if kube.create_job(manifest):
+                logger.info("created runner Job %s/%s", meta["namespace"], manifest["metadata"]["name"])
+                post_event(resource, "JobCreated", f"created runner Job {manifest['metadata']['name']}")
+    for candidate in plan.resume:
+        assert candidate.job is not None
+        resource = resources[candidate.key][0]
+        acted.add(candidate.key)
+        with _guarded(result, candidate.key, "resuming the runner Job"):
+            kube.set_job_suspended(candidate.namespace, candidate.job["metadata"]["name"], False)
+            post_event(resource, "Resumed", "resumed the runner Job")
+    return acted
