@@ -1,4 +1,4 @@
-"""The operator's own background loops (admission, progress), next to kopf's watch handlers."""
+"""The operator's own background loop (the reconcile pass), next to kopf's watch handlers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from collections.abc import Callable
 logger = logging.getLogger("edgecompress.operator")
 
 
+class PassFailed(Exception):
+    """A pass that went through but failed for some objects, each already logged: no traceback."""
+
+
 class PassLoop:
     """Runs a pass (in a thread) every ``interval`` seconds or when woken from any handler thread.
 
-    Passes of one loop never overlap, so the admission pass cannot race itself; no finalizer is
+    Passes of one loop never overlap, so the reconcile pass cannot race itself; no finalizer is
     involved (kopf daemons and timers would put one on every CompressionJob).
     """
 
@@ -32,6 +36,9 @@ class PassLoop:
             try:
                 await asyncio.to_thread(self.run_pass)
                 self.last_pass_succeeded = True
+            except PassFailed as error:
+                self.last_pass_succeeded = False
+                logger.warning("%s pass failed (%s); retrying in %s s", self.task.get_name(), error, self.interval)
             except Exception:
                 self.last_pass_succeeded = False
                 logger.exception("%s pass failed; retrying in %s s", self.task.get_name(), self.interval)

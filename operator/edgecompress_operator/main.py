@@ -20,7 +20,8 @@ from .endpoints import start_servers
 from .handlers.handle_reconcile import reconcile_pass
 from .loops import PassLoop
 from .manifests import JOB_LABEL
-from .metrics import METRICS, parse_status
+from .metrics import METRICS
+from .status import parse_status
 
 
 @kopf.on.startup()

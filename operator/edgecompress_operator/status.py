@@ -4,6 +4,8 @@ merge patch that takes the stored status to the desired one."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,8 +14,19 @@ from edgecompress_contract.progress import ProgressEvent
 from edgecompress_contract.status import CompressionJobStatus, Condition, Phase, StatusProgress
 from edgecompress_contract.summary import RunSummary
 
+logger = logging.getLogger("edgecompress.status")
+
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 CRASH_MESSAGE_LIMIT = 1000
+
+
+def parse_status(namespace: str, name: str, status: Mapping[str, Any]) -> CompressionJobStatus:
+    """The observed status as the model; one the model cannot read counts as a status not yet written."""
+    try:
+        return CompressionJobStatus.model_validate(dict(status))
+    except ValidationError as error:
+        logger.warning("status of %s/%s does not match the contract: %s", namespace, name, error)
+        return CompressionJobStatus()
 
 
 def runner_summary(pod: dict[str, Any] | None) -> RunSummary | None:

@@ -33,9 +33,10 @@ from .. import kube
 from ..admission import TERMINAL_PHASES, AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
 from ..config import Config
 from ..events import post_event
+from ..loops import PassFailed
 from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name
-from ..metrics import METRICS, parse_status
-from ..status import status_from_job, status_patch, waiting_status
+from ..metrics import METRICS
+from ..status import parse_status, status_from_job, status_patch, waiting_status
 
 logger = logging.getLogger("edgecompress.reconcile")
 
@@ -43,7 +44,7 @@ LOG_TAIL_LINES = 40
 SUSPENDED_MESSAGE = "spec.suspend is true; the runner Job is created when it is set to false"
 
 
-class PassIncomplete(RuntimeError):
+class PassIncomplete(PassFailed):
     """Some CompressionJobs could not be reconciled in this pass (each is logged); the next pass retries."""
 
 
@@ -206,7 +207,7 @@ def reconcile_pass(config: Config) -> PassResult:
             _write(result, candidate.key, resource, _from_job(resource, spec, candidate.job, pod))
     if result.failed:
         raise PassIncomplete(
-            f"{len(result.failed)} CompressionJob(s) not reconciled, retrying in the next pass: "
+            f"{len(result.failed)} CompressionJob(s) not reconciled: "
             + ", ".join(f"{namespace}/{name}" for namespace, name in result.failed)
         )
     return result
