@@ -208,7 +208,7 @@ def reconcile_pass(config: Config) -> PassResult:
     if result.failed:
         raise PassIncomplete(
             f"{len(result.failed)} CompressionJob(s) not reconciled: "
-            + ", ".join(f"{namespace}/{name}" for namespace, name in result.failed)
+            + ", ".join(f"{failed[0]}/{failed[1]}" for failed in result.failed)
         )
     return result
 
