@@ -228,7 +228,8 @@ def test_a_status_write_lost_at_completion_is_made_by_the_next_pass(
         "apply",
         "-f",
         "-",
-        stdin=example(name, steps=[{"type": "prune", "fineTune": {"epochs": 3}}, {"type": "ptq", "mode": "int8"}]),
+        # Long enough for the outage to begin while the runner works (a few seconds), short enough to finish soon.
+        stdin=example(name, steps=[{"type": "prune", "fineTune": {"epochs": 8}}, {"type": "ptq", "mode": "int8"}]),
     )
     wait_for_phase(control_plane, name, {"Running"}, timeout=120)
     try:
@@ -245,13 +246,12 @@ def test_a_status_write_lost_at_completion_is_made_by_the_next_pass(
     finally:
         set_operator_rules(rules)
     wait_until(lambda: may_patch_status() == "yes", "the operator's rights to be restored", 30)
-    restored = time.monotonic()
-    status = wait_for_phase(control_plane, name, {"Succeeded", "Failed"}, timeout=5 + 10)["status"]
-    converged = time.monotonic() - restored
+    # Within one pass (the slower of the operator's two intervals), plus a margin for a loaded machine.
+    one_pass = float(operator_process.env["EDGECOMPRESS_ADMISSION_INTERVAL_SECONDS"])
+    status = wait_for_phase(control_plane, name, {"Succeeded", "Failed"}, timeout=one_pass + 5)["status"]
     assert status["phase"] == "Succeeded", status
     assert status["result"]["gatesPassed"] and status["result"]["artifacts"]["tflite"]["sha256"]
     assert status["progress"]["percent"] == 100.0
-    assert converged < 5 + 10
     events = get(control_plane, "events", "--field-selector", f"involvedObject.name={name}")["items"]
     assert [event["reason"] for event in events].count("Succeeded") == 1
     wait_until(lambda: operator_process.probe("/readyz") == 200, "the operator to be ready again", 30)
