@@ -30,7 +30,7 @@ from edgecompress_contract.spec import CompressionJobSpec, SpecError, parse_spec
 from edgecompress_contract.status import CompressionJobStatus, Phase
 
 from .. import kube
-from ..admission import TERMINAL_PHASES, AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
+from ..admission import AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
 from ..config import Config
 from ..events import post_event
 from ..loops import PassFailed
@@ -101,13 +101,12 @@ def read_progress(job: dict[str, Any], pod: dict[str, Any] | None) -> ProgressEv
     return ProgressEvent.newest_in_log(log)
 
 
-def write_status(resource: dict[str, Any], desired: Desired) -> bool:
+def write_status(resource: dict[str, Any], previous: CompressionJobStatus, desired: Desired) -> bool:
     """Patches what differs; posts the Event and counts a completion when the phase or reason changed.
 
     True when it patched. A CompressionJob deleted meanwhile is skipped.
     """
     namespace, name = _key(resource)
-    previous = parse_status(namespace, name, resource.get("status") or {})
     status = desired.status
     changes = status_patch(previous, status)
     if not changes:
@@ -163,10 +162,13 @@ def reconcile_pass(config: Config) -> PassResult:
     candidates: list[Candidate] = []
     resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]] = {}
     invalid: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+    observed: dict[tuple[str, str], CompressionJobStatus] = {}
     for resource in kube.list_compression_jobs(namespace):
         meta = resource["metadata"]
-        if (resource.get("status") or {}).get("phase") in TERMINAL_PHASES or meta.get("deletionTimestamp"):
+        status = parse_status(meta["namespace"], meta["name"], resource.get("status") or {})
+        if status.finished or meta.get("deletionTimestamp"):
             continue
+        observed[_key(resource)] = status
         try:
             spec = parse_spec(dict(resource.get("spec") or {}))
         except SpecError as error:
@@ -185,37 +187,33 @@ def reconcile_pass(config: Config) -> PassResult:
     result = PassResult(plan=plan_admission(candidates, config.max_concurrent_jobs))
     plan = result.plan
     acted = _admit(config, plan, resources, result)
+    wanted: dict[tuple[str, str], tuple[dict[str, Any], Desired]] = {}
     for key, (resource, message) in invalid.items():
-        with _guarded(result, key, "writing the status"):
-            _write(result, key, resource, _waiting(resource, "InvalidSpec", message, "Failed"))
+        wanted[key] = (resource, _waiting(resource, "InvalidSpec", message, "Failed"))
     for position, candidate in enumerate(plan.queued, start=1):
         resource = resources[candidate.key][0]
         message = queued_message(position, len(plan.queued), config.max_concurrent_jobs)
-        with _guarded(result, candidate.key, "writing the status"):
-            _write(result, candidate.key, resource, _waiting(resource, "Queued", message))
+        wanted[candidate.key] = (resource, _waiting(resource, "Queued", message))
     for candidate in plan.waiting_suspended:
         resource = resources[candidate.key][0]
-        with _guarded(result, candidate.key, "writing the status"):
-            _write(result, candidate.key, resource, _waiting(resource, "Suspended", SUSPENDED_MESSAGE))
-    waiting = {candidate.key for candidate in plan.queued + plan.waiting_suspended}
+        wanted[candidate.key] = (resource, _waiting(resource, "Suspended", SUSPENDED_MESSAGE))
     for candidate in candidates:
-        if candidate.job is None or candidate.key in waiting or candidate.key in acted:
+        if candidate.job is None or candidate.key in wanted or candidate.key in acted:
             continue  # a Job just created, resumed or suspended: its watch event wakes the next pass
         resource, spec = resources[candidate.key]
         pod = pods.get((candidate.namespace, candidate.job["metadata"]["name"]))
-        with _guarded(result, candidate.key, "writing the status"):
-            _write(result, candidate.key, resource, _from_job(resource, spec, candidate.job, pod))
+        with _guarded(result, candidate.key, "computing the status"):
+            wanted[candidate.key] = (resource, _from_job(resource, spec, candidate.job, pod))
+    for key, (resource, desired) in wanted.items():
+        with _guarded(result, key, "writing the status"):
+            if write_status(resource, observed[key], desired):
+                result.patched.append(key)
     if result.failed:
         raise PassIncomplete(
             f"{len(result.failed)} CompressionJob(s) not reconciled: "
             + ", ".join(f"{failed[0]}/{failed[1]}" for failed in result.failed)
         )
     return result
-
-
-def _write(result: PassResult, key: tuple[str, str], resource: dict[str, Any], desired: Desired) -> None:
-    if write_status(resource, desired):
-        result.patched.append(key)
 
 
 def _admit(
