@@ -246,7 +246,7 @@ def test_a_status_write_lost_at_completion_is_made_by_the_next_pass(
     finally:
         set_operator_rules(rules)
     wait_until(lambda: may_patch_status() == "yes", "the operator's rights to be restored", 30)
-    # Within one pass (the slower of the operator's two intervals), plus a margin for a loaded machine.
+    # Within one admission interval (a pass runs at least that often), plus a margin for a loaded machine.
     one_pass = float(operator_process.env["EDGECOMPRESS_ADMISSION_INTERVAL_SECONDS"])
     status = wait_for_phase(control_plane, name, {"Succeeded", "Failed"}, timeout=one_pass + 5)["status"]
     assert status["phase"] == "Succeeded", status
