@@ -1,7 +1,7 @@
 """``edgecompress-operator``: reads the EDGECOMPRESS_* configuration, fails fast, then runs kopf.
 
 kopf watches exactly the namespaces the configuration names (all, or EDGECOMPRESS_WATCH_NAMESPACE),
-the same scope the admission loop counts running jobs in. Standalone: one active replica (see the
+the same scope the reconcile loop counts running jobs in. Standalone: one active replica (see the
 README's "High availability").
 """
 

@@ -42,10 +42,16 @@ class Config(BaseSettings):
         description="Runner Jobs running at once across the watched namespaces; the rest wait as Queued.",
     )
     admission_interval_seconds: float = Field(
-        default=30, gt=0, le=3600, description="Seconds between admission passes when no event wakes one."
+        default=30,
+        gt=0,
+        le=3600,
+        description="Seconds between reconcile passes (admission and status) when no event wakes one.",
     )
     progress_interval_seconds: float = Field(
-        default=15, gt=0, le=3600, description="Seconds between reads of a running runner's progress."
+        default=15,
+        gt=0,
+        le=3600,
+        description="Seconds between reads of a running runner's progress; a pass runs at the smaller interval.",
     )
     watch_namespace: str | None = Field(
         default=None, description="Watch only this namespace (default: all namespaces)."
@@ -61,6 +67,11 @@ class Config(BaseSettings):
     health_port: int = Field(
         default=8081, ge=1, le=65535, description="Port of /healthz (liveness) and /readyz (readiness)."
     )
+
+    @property
+    def pass_interval_seconds(self) -> float:
+        """One loop admits, writes status and reads progress, so it runs at the smaller of the two intervals."""
+        return min(self.admission_interval_seconds, self.progress_interval_seconds)
 
 
 def load_config() -> Config:

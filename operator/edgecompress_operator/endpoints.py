@@ -1,8 +1,9 @@
 """HTTP endpoints inside the operator's event loop: /metrics, and /healthz + /readyz for the kubelet.
 
-Liveness answers while the event loop and the admission loop are alive, so an apiserver outage
-does not get the operator restarted in a loop; readiness also needs the last admission pass (which
-lists CompressionJobs and Jobs) to have succeeded, so it reports broken RBAC or an unreachable apiserver.
+Liveness answers while the event loop and the reconcile loop are alive, so an apiserver outage
+does not get the operator restarted in a loop; readiness also needs the last reconcile pass (which
+lists CompressionJobs, Jobs and pods and writes each status) to have succeeded, so it reports
+broken RBAC or an unreachable apiserver.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ async def start_servers(
         return response
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n") if alive() else web.Response(status=503, text="admission loop stopped\n")
+        return web.Response(text="ok\n") if alive() else web.Response(status=503, text="reconcile loop stopped\n")
 
     async def readyz(_: web.Request) -> web.Response:
         if ready():

@@ -1,7 +1,7 @@
 """Kubernetes Events on a CompressionJob, one per transition (what ``kubectl describe`` shows).
 
 Posted with the Kubernetes client rather than kopf's event queue, which only exists inside kopf
-handlers and not in the admission loop; a failure to post is logged and never fails the caller.
+handlers and not in the reconcile loop; a failure to post is logged and never fails the caller.
 """
 
 from __future__ import annotations

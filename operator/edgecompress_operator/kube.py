@@ -29,28 +29,20 @@ def create_job(manifest: dict[str, Any]) -> bool:
     return True
 
 
-def runner_pod(namespace: str, job_name: str) -> dict[str, Any] | None:
-    pods = client.CoreV1Api().list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
-    if not pods:
-        return None
-    newest = max(pods, key=lambda pod: pod.metadata.creation_timestamp)
-    return client.ApiClient().sanitize_for_serialization(newest)  # type: ignore[no-any-return]
+def list_pods(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    api = client.CoreV1Api()
+    if namespace:
+        found = api.list_namespaced_pod(namespace, label_selector=label_selector)
+    else:
+        found = api.list_pod_for_all_namespaces(label_selector=label_selector)
+    return [client.ApiClient().sanitize_for_serialization(pod) for pod in found.items]
 
 
-def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+def patch_status(namespace: str, name: str, changes: dict[str, Any]) -> None:
+    """A JSON merge patch of the status subresource: the top-level status fields in ``changes``, nothing else."""
     client.CustomObjectsApi().patch_namespaced_custom_object_status(
-        API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
+        API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": changes}
     )
-
-
-def get_compression_job(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        found = client.CustomObjectsApi().get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return found  # type: ignore[no-any-return]
 
 
 def list_compression_jobs(namespace: str | None) -> list[dict[str, Any]]:
@@ -85,13 +77,3 @@ def pod_log_tail(namespace: str, pod: str, container: str, lines: int) -> str:
 
 def create_event(event: dict[str, Any]) -> None:
     client.CoreV1Api().create_namespaced_event(event["metadata"]["namespace"], event)
-
-
-def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        job = client.BatchV1Api().read_namespaced_job(name, namespace)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return client.ApiClient().sanitize_for_serialization(job)  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""The operator's own background loops (admission, progress), next to kopf's watch handlers."""
+"""The operator's own background loop (the reconcile pass), next to kopf's watch handlers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ logger = logging.getLogger("edgecompress.operator")
 class PassLoop:
     """Runs a pass (in a thread) every ``interval`` seconds or when woken from any handler thread.
 
-    Passes of one loop never overlap, so the admission pass cannot race itself; no finalizer is
+    Passes of one loop never overlap, so the reconcile pass cannot race itself; no finalizer is
     involved (kopf daemons and timers would put one on every CompressionJob).
     """
 

@@ -2,67 +2,106 @@
 
 Jobs by phase and the last result of each CompressionJob are derived from the CompressionJobs the
 operator watches, so they are right again right after a restart and a deleted CompressionJob's
-series disappear with it. Completions and durations are counted when the operator sees a job finish.
+series disappear with it. Completions and durations are counted when the operator's status write that
+finishes a job succeeds (once per job). Every value is read from a typed ``CompressionJobStatus``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edgecompress_contract.report import CompactMetrics
+from edgecompress_contract.status import CompressionJobStatus
+from edgecompress_contract.summary import RunSummary
+
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 EXPECTED_OUTCOMES = (("Succeeded", "Succeeded"), ("Failed", "GatesFailed"), ("Failed", "InvalidInput"))
 """Series that exist from the start at 0, so rate() and increase() see the first completion."""
+RECONCILE_ACTIONS = ("create", "suspend", "resume", "status")
+"""What a reconcile pass does for one CompressionJob (labels of the error counter, pre-set to 0)."""
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 
+
+@dataclass(frozen=True)
+class ResultGauge:
+    """A per-CompressionJob gauge of the last run's result, read from a typed field of ``status.result``."""
+
+    suffix: str
+    help: str
+    value: Callable[[RunSummary], float | None]
+
+
 _RESULT_GAUGES = (
-    ("baseline_size_bytes", "Size of the float baseline .tflite of the last run, in bytes.", ("baseline", "sizeBytes")),
-    ("output_size_bytes", "Size of the compressed .tflite of the last run, in bytes.", ("output", "sizeBytes")),
-    ("compression_ratio", "Baseline size divided by compressed size, last run.", ("comparison", "compressionRatio")),
-    (
+    ResultGauge(
+        "baseline_size_bytes",
+        "Size of the float baseline .tflite of the last run, in bytes.",
+        lambda result: result.baseline.size_bytes if result.baseline else None,
+    ),
+    ResultGauge(
+        "output_size_bytes",
+        "Size of the compressed .tflite of the last run, in bytes.",
+        lambda result: result.output.size_bytes if result.output else None,
+    ),
+    ResultGauge(
+        "compression_ratio",
+        "Baseline size divided by compressed size, last run.",
+        lambda result: result.comparison.compression_ratio if result.comparison else None,
+    ),
+    ResultGauge(
         "accuracy_drop_ratio",
         "Baseline accuracy minus compressed accuracy (0.01 = one point), last run.",
-        ("comparison", "accuracyDrop"),
+        lambda result: result.comparison.accuracy_drop if result.comparison else None,
     ),
 )
-_LATENCIES = (("50", "latencyP50Ms"), ("95", "latencyP95Ms"))
+_LATENCIES: tuple[tuple[str, Callable[[CompactMetrics], float]], ...] = (
+    ("50", lambda output: output.latency_p50_ms),
+    ("95", lambda output: output.latency_p95_ms),
+)
+
+
+@dataclass(frozen=True)
+class Observed:
+    status: CompressionJobStatus
+    created: str | None
 
 
 class CompressionJobCollector(Collector):
     """Collects from a cache of CompressionJob statuses fed by the CR watch."""
 
     def __init__(self) -> None:
-        self._statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self._observed: dict[tuple[str, str], Observed] = {}
         self._lock = threading.Lock()
 
-    def observe(self, namespace: str, name: str, status: dict[str, Any], created: str | None = None) -> None:
+    def observe(self, namespace: str, name: str, status: CompressionJobStatus, created: str | None = None) -> None:
         with self._lock:
-            self._statuses[(namespace, name)] = {**status, "_created": created}
+            self._observed[(namespace, name)] = Observed(status, created)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._statuses.pop((namespace, name), None)
+            self._observed.pop((namespace, name), None)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            statuses = dict(self._statuses)
+            observed = dict(self._observed)
         by_phase = GaugeMetricFamily("edgecompress_compressionjobs", "CompressionJobs by phase.", labels=["phase"])
-        counts = dict.fromkeys(PHASES, 0)
-        for status in statuses.values():
-            phase = status.get("phase") or "Pending"
-            counts[phase] = counts.get(phase, 0) + 1
+        counts: dict[str, int] = dict.fromkeys(PHASES, 0)
+        for item in observed.values():
+            counts[item.status.phase or "Pending"] += 1
         for phase, count in counts.items():
             by_phase.add_metric([phase], count)
         yield by_phase
         families = {
-            suffix: GaugeMetricFamily(f"edgecompress_compressionjob_{suffix}", text, labels=["namespace", "name"])
-            for suffix, text, _ in _RESULT_GAUGES
+            gauge.suffix: GaugeMetricFamily(
+                f"edgecompress_compressionjob_{gauge.suffix}", gauge.help, labels=["namespace", "name"]
+            )
+            for gauge in _RESULT_GAUGES
         }
         latency = GaugeMetricFamily(
             "edgecompress_compressionjob_latency_seconds",
@@ -89,25 +128,25 @@ class CompressionJobCollector(Collector):
             "When its runner started (Unix time).",
             labels=["namespace", "name"],
         )
-        for (namespace, name), status in sorted(statuses.items()):
-            current_phase.add_metric([namespace, name, status.get("phase") or "Pending"], 1.0)
-            if status.get("_created"):
-                created.add_metric([namespace, name], _parse_time(status["_created"]).timestamp())
-            if status.get("startTime"):
-                started.add_metric([namespace, name], _parse_time(status["startTime"]).timestamp())
-            result = status.get("result")
-            if not isinstance(result, dict):
+        for (namespace, name), item in sorted(observed.items()):
+            status = item.status
+            current_phase.add_metric([namespace, name, status.phase or "Pending"], 1.0)
+            if item.created:
+                created.add_metric([namespace, name], _parse_time(item.created).timestamp())
+            if status.start_time:
+                started.add_metric([namespace, name], _parse_time(status.start_time).timestamp())
+            result = status.result
+            if result is None:
                 continue
-            for suffix, _, (section, key) in _RESULT_GAUGES:
-                value = (result.get(section) or {}).get(key)
-                if isinstance(value, (int, float)):
-                    families[suffix].add_metric([namespace, name], float(value))
-            for percentile, key in _LATENCIES:
-                value = (result.get("output") or {}).get(key)
-                if isinstance(value, (int, float)):
-                    latency.add_metric([namespace, name, percentile], float(value) / 1000.0)
-            if "gatesPassed" in result:
-                gates.add_metric([namespace, name], 1.0 if result["gatesPassed"] else 0.0)
+            for gauge in _RESULT_GAUGES:
+                value = gauge.value(result)
+                if value is not None:
+                    families[gauge.suffix].add_metric([namespace, name], float(value))
+            if result.output is not None:
+                for percentile, milliseconds in _LATENCIES:
+                    latency.add_metric([namespace, name, percentile], milliseconds(result.output) / 1000.0)
+            if result.gates_passed is not None:
+                gates.add_metric([namespace, name], 1.0 if result.gates_passed else 0.0)
         yield from families.values()
         yield latency
         yield gates
@@ -134,15 +173,23 @@ class OperatorMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.reconcile_errors = Counter(
+            "edgecompress_reconcile_errors",
+            "API calls for one CompressionJob that failed in a reconcile pass (retried by the next pass), by action.",
+            ["action"],
+            registry=self.registry,
+        )
         for result, reason in EXPECTED_OUTCOMES:
             self.completions.labels(result=result, reason=reason)
             self.duration.labels(result=result)
+        for action in RECONCILE_ACTIONS:
+            self.reconcile_errors.labels(action=action)
 
-    def record_completion(self, status: dict[str, Any]) -> None:
+    def record_completion(self, status: CompressionJobStatus) -> None:
         """Counts a job that just reached Succeeded or Failed."""
-        result = str(status.get("phase"))
-        self.completions.labels(result=result, reason=str(status.get("reason", result))).inc()
-        started, finished = status.get("startTime"), status.get("completionTime")
+        result = str(status.phase)
+        self.completions.labels(result=result, reason=status.reason or result).inc()
+        started, finished = status.start_time, status.completion_time
         if started and finished:
             seconds = (_parse_time(finished) - _parse_time(started)).total_seconds()
             self.duration.labels(result=result).observe(max(seconds, 0.0))

@@ -1,15 +1,41 @@
-"""Pure mapping from the runner Job (and its pod) to the CompressionJob's status."""
+"""Pure mapping from the runner Job (and its pod and log) to the CompressionJob's status, and the
+merge patch that takes the stored status to the desired one."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from edgecompress_contract.progress import ProgressEvent
+from edgecompress_contract.status import CompressionJobStatus, Condition, Phase, StatusProgress
+from edgecompress_contract.summary import RunSummary
+
+logger = logging.getLogger("edgecompress.status")
+
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+CRASH_MESSAGE_LIMIT = 1000
 
 
-def runner_summary(pod: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The runner's compact result from its container's termination message, if any."""
+def parse_status(namespace: str, name: str, status: Mapping[str, Any]) -> CompressionJobStatus:
+    """The observed status as the model; one the model cannot read counts as a status not yet written."""
+    try:
+        return CompressionJobStatus.model_validate(dict(status))
+    except ValidationError as error:
+        logger.warning("status of %s/%s does not match the contract: %s", namespace, name, error)
+        return CompressionJobStatus()
+
+
+def runner_summary(pod: dict[str, Any] | None) -> RunSummary | None:
+    """The runner's compact result from its container's termination message, if any.
+
+    A message that is not JSON (a Python traceback, the kubelet's own text) means the runner crashed
+    before it could write a summary: reason ``RunnerCrashed`` with the message's tail. JSON that is
+    not a summary is ignored (the Job's own reason applies).
+    """
     if pod is None:
         return None
     for status in pod.get("status", {}).get("containerStatuses") or []:
@@ -17,22 +43,25 @@ def runner_summary(pod: dict[str, Any] | None) -> dict[str, Any] | None:
         message = terminated.get("message")
         if message:
             try:
-                summary = json.loads(message)
-            except json.JSONDecodeError:
-                return {"result": "Failed", "reason": "RunnerCrashed", "message": message[-1000:]}
-            return summary if isinstance(summary, dict) else None
+                return RunSummary.model_validate_json(message)
+            except ValidationError:
+                if _is_json(message):
+                    return None
+                return RunSummary(
+                    result="Failed",
+                    exit_code=int(terminated.get("exitCode") or 1),
+                    reason="RunnerCrashed",
+                    message=message[-CRASH_MESSAGE_LIMIT:],
+                )
     return None
 
 
-def _condition(kind: str, true: bool, reason: str, message: str, generation: int, now: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if true else "False",
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": now,
-    }
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def unscheduled_reason(pod: dict[str, Any] | None) -> tuple[str, str] | None:
@@ -43,46 +72,73 @@ def unscheduled_reason(pod: dict[str, Any] | None) -> tuple[str, str] | None:
     return None
 
 
-def waiting_status(reason: str, message: str, generation: int, now: str, phase: str = "Pending") -> dict[str, Any]:
-    """Status of a CompressionJob that has no running Job: Queued, Suspended, or refused (InvalidSpec)."""
-    status: dict[str, Any] = {"observedGeneration": generation, "phase": phase, "reason": reason, "message": message}
-    status["conditions"] = _conditions(phase, reason, message, generation, now)
-    return status
+def _conditions(phase: Phase, reason: str, message: str, generation: int, now: str) -> list[Condition]:
+    def condition(kind: str, true: bool) -> Condition:
+        return Condition(
+            type=kind,
+            status="True" if true else "False",
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+            last_transition_time=now,
+        )
 
-
-def _conditions(phase: str, reason: str, message: str, generation: int, now: str) -> list[dict[str, Any]]:
     return [
-        _condition("Ready", phase == "Succeeded", reason, message, generation, now),
-        _condition("Reconciling", phase in ("Pending", "Running"), reason, message, generation, now),
-        _condition("Stalled", phase == "Failed", reason, message, generation, now),
+        condition("Ready", phase == "Succeeded"),
+        condition("Reconciling", phase in ("Pending", "Running")),
+        condition("Stalled", phase == "Failed"),
     ]
 
 
+def waiting_status(
+    reason: str, message: str, generation: int, now: str, phase: Phase = "Pending"
+) -> CompressionJobStatus:
+    """Status of a CompressionJob that has no runner Job: Queued, Suspended, or refused (InvalidSpec)."""
+    return CompressionJobStatus(
+        observed_generation=generation,
+        phase=phase,
+        reason=reason,
+        message=message,
+        conditions=_conditions(phase, reason, message, generation, now),
+    )
+
+
 def status_from_job(
-    job: dict[str, Any], pod: dict[str, Any] | None, generation: int, now: str, spec_suspended: bool = False
-) -> dict[str, Any]:
-    """phase, kstatus-style conditions, times, and the runner's result or reason."""
+    job: dict[str, Any],
+    pod: dict[str, Any] | None,
+    generation: int,
+    now: str,
+    spec_suspended: bool = False,
+    progress: ProgressEvent | None = None,
+) -> CompressionJobStatus:
+    """phase, kstatus-style conditions, times, progress, and the runner's result or reason.
+
+    ``progress`` is the newest progress event in the running pod's log, if one was read.
+    """
     job_status = job.get("status") or {}
     finished = {c["type"]: c for c in job_status.get("conditions") or [] if c.get("status") == "True"}
     summary = runner_summary(pod)
     unscheduled = unscheduled_reason(pod)
-    status: dict[str, Any] = {"observedGeneration": generation, "job": job["metadata"]["name"]}
-    if job_status.get("startTime"):
-        status["startTime"] = job_status["startTime"]
+    completion_time: str | None = None
+    status_progress = None if progress is None else StatusProgress.of(progress, now)
+    phase: Phase
     if "Complete" in finished:
-        phase, reason, message = "Succeeded", "Succeeded", (summary or {}).get("message", "all gates passed")
-        status["completionTime"] = job_status.get("completionTime", now)
-        status["progress"] = {"phase": "finished", "percent": 100.0, "updateTime": now}
+        phase, reason = "Succeeded", "Succeeded"
+        message = summary.message if summary is not None and summary.message else "all gates passed"
+        completion_time = job_status.get("completionTime") or now
+        status_progress = StatusProgress(phase="finished", percent=100.0, update_time=now)
     elif "Failed" in finished:
         phase = "Failed"
-        if summary is not None and summary.get("result") == "GatesFailed":
+        if summary is not None and summary.result == "GatesFailed":
             reason = "GatesFailed"
         elif summary is not None:
-            reason = str(summary.get("reason", "RunnerFailed"))
+            reason = summary.reason or "RunnerFailed"
         else:
             reason = str(finished["Failed"].get("reason") or "JobFailed")
-        message = (summary or {}).get("message") or finished["Failed"].get("message", "the runner Job failed")
-        status["completionTime"] = now
+        message = (summary.message if summary is not None else "") or str(
+            finished["Failed"].get("message", "the runner Job failed")
+        )
+        completion_time = str(finished["Failed"].get("lastTransitionTime") or now)
     elif (job.get("spec") or {}).get("suspend"):
         queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL)
         if queue and not spec_suspended:
@@ -96,12 +152,57 @@ def status_from_job(
         reason, message = unscheduled
     else:
         phase, reason, message = "Pending", "Pending", "waiting for the runner pod to start"
-    status["phase"] = phase
-    status["reason"] = reason
-    status["message"] = message
-    if summary is not None and "artifacts" in summary:
-        status["result"] = summary
-        if (summary.get("promotion") or {}).get("promoted"):
-            status["promotedURI"] = summary["promotion"]["uri"]
-    status["conditions"] = _conditions(phase, reason, message, generation, now)
-    return status
+    result = summary if summary is not None and summary.artifacts is not None else None
+    promoted = result.promotion if result is not None else None
+    return CompressionJobStatus(
+        observed_generation=generation,
+        phase=phase,
+        reason=reason,
+        message=message,
+        job=job["metadata"]["name"],
+        start_time=job_status.get("startTime"),
+        completion_time=completion_time,
+        progress=status_progress,
+        result=result,
+        promotedURI=promoted.uri if promoted is not None and promoted.promoted else None,
+        conditions=_conditions(phase, reason, message, generation, now),
+    )
+
+
+def settled(previous: CompressionJobStatus, desired: CompressionJobStatus) -> CompressionJobStatus:
+    """The desired status with what only records *when* kept from the stored one, where nothing changed.
+
+    A condition whose status did not change keeps its lastTransitionTime; progress that is the same
+    keeps its updateTime. Without this every pass would write a new time.
+    """
+    kept = {condition.type: condition for condition in previous.conditions}
+    conditions = [
+        condition.model_copy(update={"last_transition_time": kept[condition.type].last_transition_time})
+        if condition.type in kept and kept[condition.type].status == condition.status
+        else condition
+        for condition in desired.conditions
+    ]
+    progress = desired.progress
+    if progress is not None and previous.progress is not None and progress.same_as(previous.progress):
+        progress = previous.progress
+    return desired.model_copy(update={"conditions": conditions, "progress": progress})
+
+
+def status_patch(previous: CompressionJobStatus, desired: CompressionJobStatus) -> dict[str, Any]:
+    """The merge patch of the top-level status fields that differ; empty when the status is up to date.
+
+    Each changed field ends up exactly as desired (a key it no longer has is set to null, as a merge
+    patch merges objects). A field the desired status leaves unset keeps its stored value (progress
+    between two log reads, a suspended Job's startTime).
+    """
+    stored, wanted = previous.to_wire(), settled(previous, desired).to_wire()
+    return {name: _merge_diff(stored.get(name), value) for name, value in wanted.items() if stored.get(name) != value}
+
+
+def _merge_diff(old: Any, new: Any) -> Any:
+    """What a JSON merge patch (RFC 7386) must say to turn ``old`` into ``new``."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    diff = {key: None for key in old if key not in new}
+    diff.update({key: _merge_diff(old.get(key), value) for key, value in new.items() if old.get(key) != value})
+    return diff

@@ -96,9 +96,9 @@ def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
 
 
 class OperatorProcess:
-    """The operator as a user runs it (edgecompress-operator) with its own RBAC, on the test control plane.
+    """The operator as a user runs it (edgecompress-operator), with its own RBAC, on the test control plane.
 
-    It can be stopped and started again.
+    Restartable.
     """
 
     def __init__(self, control_plane: ControlPlane, log_dir: Path) -> None:

@@ -204,6 +204,24 @@ def test_kubectl_explain_uses_the_schema_descriptions(control_plane: ControlPlan
     assert "targetSparsity" in explained.stdout
 
 
+def test_kubectl_explain_documents_the_status_from_the_contract(control_plane: ControlPlane) -> None:
+    """The status schema is generated from CompressionJobStatus, so its field descriptions reach kubectl explain."""
+    from edgecompress_contract.report import Comparison
+
+    deadline = time.monotonic() + 60
+    while True:
+        explained = control_plane.kubectl("explain", "compressionjob.status.result.comparison", check=False)
+        if explained.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert explained.returncode == 0, explained.stderr
+    text = " ".join(explained.stdout.split())
+    assert "sizeReduction" in text and "compressionRatio" in text and "accuracyDrop" in text
+    for name in ("size_reduction", "compression_ratio", "accuracy_drop"):
+        description = Comparison.model_fields[name].description
+        assert description and " ".join(description.split()) in text, (name, explained.stdout)
+
+
 def test_runner_job_is_valid_and_restricted(control_plane: ControlPlane) -> None:
     """The Job the operator builds passes the real apiserver's validation and the restricted PSS."""
     from edgecompress_operator.config import Config

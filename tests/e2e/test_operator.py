@@ -186,6 +186,80 @@ def test_operator_restart_while_running_makes_no_second_job(
     assert operator_process.starts >= 2
 
 
+def test_a_status_write_lost_at_completion_is_made_by_the_next_pass(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    """The operator may not write the final status (RBAC taken away, an apiserver outage) when the runner Job
+    completes. No further event comes for a finished Job, yet the next pass after the outage writes Succeeded."""
+    from tests.e2e.conftest import OPERATOR_NAMESPACE, OPERATOR_RULES
+
+    name = "outage"
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:edgecompress-operator"
+    rules_by_scope = yaml.safe_load(OPERATOR_RULES.read_text())
+    rules = rules_by_scope["namespaced"] + rules_by_scope["cluster"]
+    without_status_patch = [rule for rule in rules if rule["resources"] != ["compressionjobs/status"]]
+    assert len(without_status_patch) == len(rules) - 1
+
+    def set_operator_rules(role_rules: list[dict[str, Any]]) -> None:
+        role = get(control_plane, "clusterrole", "edgecompress-operator")
+        role["rules"] = role_rules
+        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            role["metadata"].pop(key, None)
+        control_plane.kubectl("replace", "-f", "-", stdin=json.dumps(role))
+
+    def may_patch_status() -> str:
+        return control_plane.kubectl(
+            "auth",
+            "can-i",
+            "patch",
+            "compressionjobs.edgecompress.io",
+            "--subresource=status",
+            "--as",
+            account,
+            check=False,
+        ).stdout.strip()
+
+    def runner_complete() -> bool:
+        jobs = get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"]
+        conditions = [c for job in jobs for c in (job.get("status") or {}).get("conditions") or []]
+        return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        # Long enough for the outage to begin while the runner works (a few seconds), short enough to finish soon.
+        stdin=example(name, steps=[{"type": "prune", "fineTune": {"epochs": 8}}, {"type": "ptq", "mode": "int8"}]),
+    )
+    wait_for_phase(control_plane, name, {"Running"}, timeout=120)
+    try:
+        set_operator_rules(without_status_patch)
+        wait_until(lambda: may_patch_status() == "no", "the operator to lose patch on compressionjobs/status", 30)
+        assert not runner_complete(), "the runner finished before the outage began; the test proves nothing"
+        wait_until(runner_complete, "the runner Job to complete during the outage", timeout=420)
+        errors = ("edgecompress_reconcile_errors_total", (("action", "status"),))
+        failed_writes = metric_samples(operator_process)[errors]
+        wait_until(lambda: metric_samples(operator_process)[errors] > failed_writes, "a failed status write", 30)
+        assert operator_process.probe("/readyz") == 200, "one CompressionJob's failures must not make it unready"
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            status = get(control_plane, "compressionjob", name)["status"]
+            assert status["phase"] == "Running", status
+            time.sleep(1)
+    finally:
+        set_operator_rules(rules)
+    wait_until(lambda: may_patch_status() == "yes", "the operator's rights to be restored", 30)
+    # Within one admission interval (a pass runs at least that often), plus a margin for a loaded machine.
+    one_pass = float(operator_process.env["EDGECOMPRESS_ADMISSION_INTERVAL_SECONDS"])
+    status = wait_for_phase(control_plane, name, {"Succeeded", "Failed"}, timeout=one_pass + 5)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"]["gatesPassed"] and status["result"]["artifacts"]["tflite"]["sha256"]
+    assert status["progress"]["percent"] == 100.0
+    events = get(control_plane, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    assert [event["reason"] for event in events].count("Succeeded") == 1
+    control_plane.kubectl("delete", "compressionjob", name, "--wait=true")
+
+
 def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order(
     control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgecompress_contract.status import CompressionJobStatus
 from edgecompress_operator.metrics import OperatorMetrics
 
 RESULT = {
@@ -13,12 +14,24 @@ RESULT = {
     "startTime": "2026-11-22T10:00:00Z",
     "completionTime": "2026-11-22T10:01:30Z",
     "result": {
+        "result": "Succeeded",
+        "exitCode": 0,
         "gatesPassed": True,
-        "baseline": {"sizeBytes": 290104},
-        "output": {"sizeBytes": 78088, "latencyP50Ms": 0.02, "latencyP95Ms": 0.05},
-        "comparison": {"compressionRatio": 3.715, "accuracyDrop": -0.003},
+        "baseline": {"sizeBytes": 290104, "gzipBytes": 260000, "latencyP50Ms": 0.03, "latencyP95Ms": 0.06},
+        "output": {"sizeBytes": 78088, "gzipBytes": 60000, "latencyP50Ms": 0.02, "latencyP95Ms": 0.05},
+        "comparison": {
+            "sizeReduction": 0.7308,
+            "compressionRatio": 3.715,
+            "gzipSizeReduction": 0.7692,
+            "latencySpeedup": 1.5,
+            "accuracyDrop": -0.003,
+        },
     },
 }
+
+
+def status(document: dict[str, object]) -> CompressionJobStatus:
+    return CompressionJobStatus.model_validate(document)
 
 
 def samples(metrics: OperatorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,9 +45,9 @@ def samples(metrics: OperatorMetrics) -> dict[tuple[str, tuple[tuple[str, str], 
 
 def test_jobs_by_phase_and_last_result() -> None:
     metrics = OperatorMetrics()
-    metrics.jobs.observe("ml", "digits", RESULT, "2026-11-22T09:59:00Z")
-    metrics.jobs.observe("ml", "queued", {"phase": "Pending", "reason": "Queued"}, "2026-11-22T10:00:00Z")
-    metrics.jobs.observe("ml", "new", {})
+    metrics.jobs.observe("ml", "digits", status(RESULT), "2026-11-22T09:59:00Z")
+    metrics.jobs.observe("ml", "queued", status({"phase": "Pending", "reason": "Queued"}), "2026-11-22T10:00:00Z")
+    metrics.jobs.observe("ml", "new", status({}))
     found = samples(metrics)
     assert (
         found[
@@ -66,7 +79,7 @@ def test_jobs_by_phase_and_last_result() -> None:
 
 def test_deleted_job_loses_its_series() -> None:
     metrics = OperatorMetrics()
-    metrics.jobs.observe("ml", "digits", RESULT)
+    metrics.jobs.observe("ml", "digits", status(RESULT))
     metrics.jobs.forget("ml", "digits")
     assert not [key for key in samples(metrics) if ("name", "digits") in key[1]]
 
@@ -81,8 +94,8 @@ def test_expected_outcomes_exist_at_zero_before_any_completion() -> None:
 
 def test_completion_counts_and_duration() -> None:
     metrics = OperatorMetrics()
-    metrics.record_completion(RESULT)
-    metrics.record_completion({"phase": "Failed", "reason": "GatesFailed"})
+    metrics.record_completion(status(RESULT))
+    metrics.record_completion(status({"phase": "Failed", "reason": "GatesFailed"}))
     found = samples(metrics)
     assert (
         found[("edgecompress_compressionjob_completions_total", (("reason", "Succeeded"), ("result", "Succeeded")))]

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from edgecompress_operator.handlers.handle_progress import progress_from_log
+from edgecompress_contract.progress import ProgressEvent
+from edgecompress_operator.status import status_from_job
+
+NOW = "2026-11-22T10:00:05Z"
+RUNNING_JOB: dict[str, Any] = {"metadata": {"name": "digits-1a2b3c4d"}, "spec": {}, "status": {}}
+RUNNING_POD: dict[str, Any] = {"status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}}
+
+
+def progress_from_log(log: str) -> dict[str, Any] | None:
+    """status.progress of a running CompressionJob whose runner logged ``log``, without the time it was read."""
+    status = status_from_job(RUNNING_JOB, RUNNING_POD, 1, NOW, progress=ProgressEvent.newest_in_log(log))
+    if status.progress is None:
+        return None
+    assert status.progress.update_time == NOW
+    return status.progress.model_copy(update={"update_time": None}).to_wire()
 
 
 def line(**fields: object) -> str:

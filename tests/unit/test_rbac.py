@@ -20,6 +20,7 @@ CLIENT_CALLS = {
     "list_job_for_all_namespaces": ("batch", "jobs", "list"),
     "patch_namespaced_job": ("batch", "jobs", "patch"),
     "list_namespaced_pod": ("", "pods", "list"),
+    "list_pod_for_all_namespaces": ("", "pods", "list"),
     "read_namespaced_pod_log": ("", "pods/log", "get"),
     "get_namespaced_custom_object": ("edgecompress.io", "compressionjobs", "get"),
     "list_namespaced_custom_object": ("edgecompress.io", "compressionjobs", "list"),

@@ -38,23 +38,31 @@ def pod(phase: str, message: str | None = None, code: int = 0, unschedulable: st
 NO_GPU = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 
+ARTIFACTS = {
+    "tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"},
+    "report": {"uri": "s3://b/report.json", "sha256": "cd"},
+}
 SUCCEEDED = json.dumps(
     {
         "result": "Succeeded",
+        "exitCode": 0,
         "message": "all gates passed",
         "gatesPassed": True,
-        "artifacts": {"tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"}},
+        "artifacts": ARTIFACTS,
     }
 )
 GATES = json.dumps(
     {
         "result": "GatesFailed",
+        "exitCode": 21,
         "message": "size reduced by 10%",
         "gatesPassed": False,
-        "artifacts": {"tflite": {"uri": "s3://b/m.tflite", "sha256": "ab"}},
+        "artifacts": ARTIFACTS,
     }
 )
-MISSING = json.dumps({"result": "Failed", "reason": "InvalidInput", "message": "s3://b/m.keras: object not found"})
+MISSING = json.dumps(
+    {"result": "Failed", "exitCode": 20, "reason": "InvalidInput", "message": "s3://b/m.keras: object not found"}
+)
 
 
 @pytest.mark.parametrize(
@@ -104,18 +112,18 @@ def test_status_table(
     job_body: dict[str, Any], pod_body: dict[str, Any] | None, phase: str, reason: str, ready: str, has_result: bool
 ) -> None:
     status = status_from_job(job_body, pod_body, 3, NOW)
-    assert (status["phase"], status["reason"]) == (phase, reason)
-    conditions = {condition["type"]: condition for condition in status["conditions"]}
-    assert conditions["Ready"]["status"] == ready
-    assert conditions["Stalled"]["status"] == ("True" if phase == "Failed" else "False")
-    assert all(condition["observedGeneration"] == 3 for condition in conditions.values())
-    assert ("result" in status) == has_result
-    assert status["observedGeneration"] == 3
+    assert (status.phase, status.reason) == (phase, reason)
+    conditions = {condition.type: condition for condition in status.conditions}
+    assert conditions["Ready"].status == ready
+    assert conditions["Stalled"].status == ("True" if phase == "Failed" else "False")
+    assert all(condition.observed_generation == 3 for condition in conditions.values())
+    assert ("result" in status.to_wire()) == has_result
+    assert status.observed_generation == 3
 
 
 def test_failure_message_is_the_runners() -> None:
     status = status_from_job(job("Failed"), pod("Failed", MISSING, 20), 1, NOW)
-    assert status["message"] == "s3://b/m.keras: object not found"
+    assert status.message == "s3://b/m.keras: object not found"
 
 
 def test_runner_summary_ignores_running_containers() -> None:
@@ -124,19 +132,19 @@ def test_runner_summary_ignores_running_containers() -> None:
 
 def test_unschedulable_pod_shows_the_schedulers_message() -> None:
     status = status_from_job(job(), pod("Pending", unschedulable=NO_GPU), 1, NOW)
-    assert status["message"] == NO_GPU
-    reconciling = next(c for c in status["conditions"] if c["type"] == "Reconciling")
-    assert (reconciling["status"], reconciling["reason"]) == ("True", "Unschedulable")
+    assert status.message == NO_GPU
+    reconciling = next(c for c in status.conditions if c.type == "Reconciling")
+    assert (reconciling.status, reconciling.reason) == ("True", "Unschedulable")
 
 
 def test_a_user_suspended_kueue_job_is_suspended_not_queued() -> None:
-    assert status_from_job(job(suspend=True, queue="gpu"), None, 2, NOW, spec_suspended=True)["reason"] == "Suspended"
+    assert status_from_job(job(suspend=True, queue="gpu"), None, 2, NOW, spec_suspended=True).reason == "Suspended"
 
 
 def test_waiting_status_is_kstatus_shaped() -> None:
     status = waiting_status("Queued", "position 1 of 2 in the queue", 4, NOW)
-    assert (status["phase"], status["observedGeneration"]) == ("Pending", 4)
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+    assert (status.phase, status.observed_generation) == ("Pending", 4)
+    assert {c.type: c.status for c in status.conditions} == {
         "Ready": "False",
         "Reconciling": "True",
         "Stalled": "False",

@@ -1,0 +1,254 @@
+"""One reconcile pass: admission, status and progress of every unfinished CompressionJob, level-triggered.
+
+The pass is the only writer of ``.status``. It lists CompressionJobs, runner Jobs and runner pods,
+starts what the concurrency limit allows (in creation order; the rest wait as Queued), and
+recomputes each unfinished CompressionJob's whole status from what it found: its Job, the Job's
+newest pod (the runner's summary in the termination message), and the running pod's log tail (the
+runner's progress). Only the fields that differ from the stored status are patched, so a pass over
+an unchanged cluster writes nothing, and a write that failed (an apiserver outage, missing RBAC) is
+made by the next pass without waiting for another event. An Event is posted and a completion is
+counted when a patch that changes the phase or reason succeeds.
+
+Runs in a single loop (see main.py), woken by kopf's watch events and every interval, so two passes
+never race each other. A failure on one CompressionJob is logged, counted
+(``edgecompress_reconcile_errors_total``) and retried by the next pass; the pass goes on with the
+others and still counts as completed, so one CompressionJob can never make the operator unready.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client import ApiException
+
+from edgecompress_contract.progress import ProgressEvent
+from edgecompress_contract.spec import CompressionJobSpec, SpecError, parse_spec
+from edgecompress_contract.status import CompressionJobStatus, Phase
+
+from .. import kube
+from ..admission import AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
+from ..config import Config
+from ..events import post_event
+from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name
+from ..metrics import METRICS
+from ..policy import TRUSTED_CODE_NOT_ALLOWED, spec_policy_problem
+from ..status import parse_status, status_from_job, status_patch, waiting_status
+
+logger = logging.getLogger("edgecompress.reconcile")
+
+LOG_TAIL_LINES = 40
+ACTION_TEXT = {
+    "create": "creating the runner Job",
+    "suspend": "suspending the runner Job",
+    "resume": "resuming the runner Job",
+    "status": "writing the status",
+}
+SUSPENDED_MESSAGE = "spec.suspend is true; the runner Job is created when it is set to false"
+
+
+@dataclass
+class PassResult:
+    plan: AdmissionPlan
+    patched: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The status a CompressionJob should have, and the text of the Event when its reason changes."""
+
+    status: CompressionJobStatus
+    event_message: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(resource: dict[str, Any]) -> tuple[str, str]:
+    return resource["metadata"]["namespace"], resource["metadata"]["name"]
+
+
+def newest_pods(pods: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest pod of each Job, by (namespace, Job name)."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        owner = next((ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Job"), None)
+        owner = owner or (meta.get("labels") or {}).get("job-name")
+        if owner is None:
+            continue
+        key = (meta["namespace"], owner)
+        if key not in newest or str(meta.get("creationTimestamp")) > str(
+            newest[key]["metadata"].get("creationTimestamp")
+        ):
+            newest[key] = pod
+    return newest
+
+
+def read_progress(job: dict[str, Any], pod: dict[str, Any] | None) -> ProgressEvent | None:
+    """The newest progress event in the log of the Job's running pod; None when there is none to read yet."""
+    if pod is None or job_finished(job) or (pod.get("status") or {}).get("phase") != "Running":
+        return None
+    meta = pod["metadata"]
+    try:
+        log = kube.pod_log_tail(meta["namespace"], meta["name"], RUNNER_CONTAINER, LOG_TAIL_LINES)
+    except ApiException as error:
+        logger.info("progress of %s/%s not readable yet: %s", meta["namespace"], meta["name"], error.reason)
+        return None
+    return ProgressEvent.newest_in_log(log)
+
+
+def write_status(resource: dict[str, Any], previous: CompressionJobStatus, desired: Desired) -> bool:
+    """Patches what differs; posts the Event and counts a completion when the phase or reason changed.
+
+    True when it patched. A CompressionJob deleted meanwhile is skipped.
+    """
+    namespace, name = _key(resource)
+    status = desired.status
+    changes = status_patch(previous, status)
+    if not changes:
+        return False
+    try:
+        kube.patch_status(namespace, name, changes)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    if (previous.phase, previous.reason) != (status.phase, status.reason):
+        post_event(resource, str(status.reason), desired.event_message, warning=status.phase == "Failed")
+        if status.finished:
+            METRICS.record_completion(status)
+    return True
+
+
+def _from_job(
+    resource: dict[str, Any], spec: CompressionJobSpec, job: dict[str, Any], pod: dict[str, Any] | None
+) -> Desired:
+    generation = int(resource["metadata"].get("generation", 1))
+    status = status_from_job(job, pod, generation, _now(), spec.suspend, read_progress(job, pod))
+    return Desired(status, f"{status.phase}: {status.message}")
+
+
+def _waiting(resource: dict[str, Any], reason: str, message: str, phase: Phase = "Pending") -> Desired:
+    generation = int(resource["metadata"].get("generation", 1))
+    return Desired(waiting_status(reason, message, generation, _now(), phase), message)
+
+
+@contextmanager
+def _guarded(result: PassResult, key: tuple[str, str], action: str) -> Iterator[None]:
+    """One CompressionJob's API calls: a failure is logged and counted, and the pass goes on with the others."""
+    try:
+        yield
+    except Exception as error:
+        reason = error.reason if isinstance(error, ApiException) else repr(error)
+        logger.warning("%s for %s/%s failed: %s", ACTION_TEXT[action], key[0], key[1], reason)
+        METRICS.reconcile_errors.labels(action=action).inc()
+        if key not in result.failed:
+            result.failed.append(key)
+
+
+def reconcile_pass(config: Config) -> PassResult:
+    """Lists CompressionJobs, runner Jobs and pods; admits, then writes every unfinished CompressionJob's status.
+
+    A CompressionJob whose calls fail is listed in ``failed`` (and logged); the others are not held up.
+    """
+    namespace = config.watch_namespace
+    jobs = {
+        (job["metadata"]["namespace"], job["metadata"]["name"]): job for job in kube.list_jobs(namespace, JOB_LABEL)
+    }
+    pods = newest_pods(kube.list_pods(namespace, JOB_LABEL))
+    candidates: list[Candidate] = []
+    resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]] = {}
+    refused: dict[tuple[str, str], tuple[dict[str, Any], str, str]] = {}
+    observed: dict[tuple[str, str], CompressionJobStatus] = {}
+    for resource in kube.list_compression_jobs(namespace):
+        meta = resource["metadata"]
+        status = parse_status(meta["namespace"], meta["name"], resource.get("status") or {})
+        if status.finished or meta.get("deletionTimestamp"):
+            continue
+        observed[_key(resource)] = status
+        try:
+            spec = parse_spec(dict(resource.get("spec") or {}))
+        except SpecError as error:
+            refused[_key(resource)] = (resource, "InvalidSpec", f"invalid spec: {error}")
+            continue
+        job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"])))
+        problem = spec_policy_problem(spec, config) if job is None else None
+        if problem is not None:  # decided before a Job exists; a running Job is left to finish
+            refused[_key(resource)] = (resource, TRUSTED_CODE_NOT_ALLOWED, problem)
+            continue
+        candidate = Candidate(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            created=meta["creationTimestamp"],
+            suspended=spec.suspend,
+            kueue=bool(spec.queue_name),
+            job=job,
+        )
+        candidates.append(candidate)
+        resources[candidate.key] = (resource, spec)
+    result = PassResult(plan=plan_admission(candidates, config.max_concurrent_jobs))
+    plan = result.plan
+    acted = _admit(config, plan, resources, result)
+    wanted: dict[tuple[str, str], tuple[dict[str, Any], Desired]] = {}
+    for key, (resource, reason, message) in refused.items():
+        wanted[key] = (resource, _waiting(resource, reason, message, "Failed"))
+    for position, candidate in enumerate(plan.queued, start=1):
+        resource = resources[candidate.key][0]
+        message = queued_message(position, len(plan.queued), config.max_concurrent_jobs)
+        wanted[candidate.key] = (resource, _waiting(resource, "Queued", message))
+    for candidate in plan.waiting_suspended:
+        resource = resources[candidate.key][0]
+        wanted[candidate.key] = (resource, _waiting(resource, "Suspended", SUSPENDED_MESSAGE))
+    for candidate in candidates:
+        if candidate.job is None or candidate.key in wanted or candidate.key in acted:
+            continue  # a Job just created, resumed or suspended: its watch event wakes the next pass
+        resource, spec = resources[candidate.key]
+        pod = pods.get((candidate.namespace, candidate.job["metadata"]["name"]))
+        with _guarded(result, candidate.key, "status"):
+            wanted[candidate.key] = (resource, _from_job(resource, spec, candidate.job, pod))
+    for key, (resource, desired) in wanted.items():
+        with _guarded(result, key, "status"):
+            if write_status(resource, observed[key], desired):
+                result.patched.append(key)
+    return result
+
+
+def _admit(
+    config: Config,
+    plan: AdmissionPlan,
+    resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]],
+    result: PassResult,
+) -> set[tuple[str, str]]:
+    """Suspends, creates (in admission order) and resumes runner Jobs; returns the CompressionJobs acted on."""
+    acted: set[tuple[str, str]] = set()
+    for candidate in plan.suspend:
+        assert candidate.job is not None
+        resource = resources[candidate.key][0]
+        acted.add(candidate.key)
+        with _guarded(result, candidate.key, "suspend"):
+            kube.set_job_suspended(candidate.namespace, candidate.job["metadata"]["name"], True)
+            post_event(resource, "Suspended", "spec.suspend is true: suspended the runner Job")
+    for candidate in plan.create:
+        resource, spec = resources[candidate.key]
+        meta = resource["metadata"]
+        acted.add(candidate.key)
+        with _guarded(result, candidate.key, "create"):
+            manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config)
+            if kube.create_job(manifest):
+                logger.info("created runner Job %s/%s", meta["namespace"], manifest["metadata"]["name"])
+                post_event(resource, "JobCreated", f"created runner Job {manifest['metadata']['name']}")
+    for candidate in plan.resume:
+        assert candidate.job is not None
+        resource = resources[candidate.key][0]
+        acted.add(candidate.key)
+        with _guarded(result, candidate.key, "resume"):
+            kube.set_job_suspended(candidate.namespace, candidate.job["metadata"]["name"], False)
+            post_event(resource, "Resumed", "resumed the runner Job")
+    return acted

@@ -1,0 +1,222 @@
+"""The reconcile pass against a fake API: one writer, only what differs, retried by the next pass."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiException
+
+from edgecompress_contract.status import CompressionJobStatus, StatusProgress
+from edgecompress_operator import kube
+from edgecompress_operator.config import Config
+from edgecompress_operator.handlers.handle_reconcile import reconcile_pass
+from edgecompress_operator.manifests import JOB_LABEL, job_name
+from edgecompress_operator.metrics import METRICS
+from edgecompress_operator.status import status_from_job, status_patch, waiting_status
+
+NOW = "2026-11-22T12:00:00Z"
+LATER = "2026-11-22T12:05:00Z"
+SPEC = {
+    "model": {"uri": "s3://bucket/m.keras", "format": "keras"},
+    "steps": [{"type": "ptq", "mode": "dynamic"}],
+    "output": {"uri": "s3://bucket/out/"},
+}
+SUMMARY = {
+    "result": "Succeeded",
+    "exitCode": 0,
+    "message": "all gates passed",
+    "gatesPassed": True,
+    "comparison": {"sizeReduction": 0.75, "compressionRatio": 4.0, "gzipSizeReduction": 0.7, "latencySpeedup": 2.0},
+    "artifacts": {
+        "tflite": {"uri": "s3://bucket/out/model.tflite", "sha256": "ab"},
+        "report": {"uri": "s3://bucket/out/report.json", "sha256": "cd"},
+    },
+}
+
+
+def resource(name: str, created: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "edgecompress.io/v1alpha1",
+        "kind": "CompressionJob",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "creationTimestamp": created,
+        },
+        "spec": copy.deepcopy(SPEC),
+        "status": status or {},
+    }
+
+
+def runner_job(name: str, *conditions: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": job_name(name, f"uid-{name}"), "namespace": "ml", "labels": {JOB_LABEL: name}},
+        "spec": {"suspend": False},
+        "status": {
+            "startTime": "2026-11-22T11:59:00Z",
+            "completionTime": "2026-11-22T11:59:50Z",
+            "conditions": [{"type": kind, "status": "True"} for kind in conditions],
+        },
+    }
+
+
+def runner_pod(name: str, phase: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = {"terminated": {"exitCode": 0, "message": json.dumps(summary)}} if summary else {"running": {}}
+    job = job_name(name, f"uid-{name}")
+    return {
+        "metadata": {
+            "name": f"{job}-x",
+            "namespace": "ml",
+            "creationTimestamp": "2026-11-22T11:59:00Z",
+            "labels": {JOB_LABEL: name, "job-name": job},
+            "ownerReferences": [{"kind": "Job", "name": job}],
+        },
+        "status": {"phase": phase, "containerStatuses": [{"name": "runner", "state": state}]},
+    }
+
+
+class FakeApi:
+    """The operator's kube module over in-memory objects; status patches are merged like the apiserver's."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.resources: list[dict[str, Any]] = []
+        self.jobs: list[dict[str, Any]] = []
+        self.pods: list[dict[str, Any]] = []
+        self.log = ""
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str]] = []
+        self.created: list[str] = []
+        self.failing: set[str] = set()
+        monkeypatch.setattr(kube, "list_compression_jobs", lambda namespace: copy.deepcopy(self.resources))
+        monkeypatch.setattr(kube, "list_jobs", lambda namespace, selector: copy.deepcopy(self.jobs))
+        monkeypatch.setattr(kube, "list_pods", lambda namespace, selector: copy.deepcopy(self.pods))
+        monkeypatch.setattr(kube, "pod_log_tail", lambda namespace, pod, container, lines: self.log)
+        monkeypatch.setattr(kube, "patch_status", self.patch_status)
+        monkeypatch.setattr(kube, "create_job", self.create_job)
+        monkeypatch.setattr(
+            kube, "create_event", lambda event: self.events.append((event["involvedObject"]["name"], event["reason"]))
+        )
+
+    def patch_status(self, namespace: str, name: str, changes: dict[str, Any]) -> None:
+        if name in self.failing:
+            raise ApiException(status=403, reason="Forbidden")
+        self.patches.append((name, changes))
+        found = next(item for item in self.resources if item["metadata"]["name"] == name)
+        found["status"] = merge(found.get("status") or {}, changes)
+
+    def create_job(self, manifest: dict[str, Any]) -> bool:
+        self.created.append(manifest["metadata"]["labels"][JOB_LABEL])
+        return True
+
+    def status(self, name: str) -> dict[str, Any]:
+        return next(item["status"] for item in self.resources if item["metadata"]["name"] == name)  # type: ignore[no-any-return]
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+CONFIG = Config(runner_image="runner:1", max_concurrent_jobs=1)
+
+
+def completions() -> float:
+    return float(METRICS.completions.labels(result="Succeeded", reason="Succeeded")._value.get())
+
+
+def test_a_failed_final_write_is_made_by_the_next_pass_with_one_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW)]
+    api.jobs = [runner_job("digits")]
+    api.pods = [runner_pod("digits", "Running")]
+    api.log = json.dumps({"event": "epoch", "phase": "steps[0] prune", "epoch": 1, "epochs": 3, "percent": 30.0})
+    reconcile_pass(CONFIG)
+    assert api.status("digits")["phase"] == "Running"
+    assert api.status("digits")["progress"]["epoch"] == 1
+    assert api.events == [("digits", "Running")]
+    reconcile_pass(CONFIG)
+    assert len(api.patches) == 1, "an unchanged status is not written again"
+
+    api.jobs = [runner_job("digits", "Complete")]
+    api.pods = [runner_pod("digits", "Succeeded", SUMMARY)]
+    api.failing = {"digits"}
+    before = completions()
+    assert reconcile_pass(CONFIG).failed == [("ml", "digits")]
+    assert api.status("digits")["phase"] == "Running"
+    assert completions() == before and len(api.events) == 1
+
+    api.failing = set()
+    reconcile_pass(CONFIG)
+    status = api.status("digits")
+    assert status["phase"] == "Succeeded" and status["result"]["comparison"]["compressionRatio"] == 4.0
+    assert status["progress"] == {"phase": "finished", "percent": 100.0, "updateTime": status["progress"]["updateTime"]}
+    assert api.events == [("digits", "Running"), ("digits", "Succeeded")]
+    assert completions() == before + 1
+    patches = len(api.patches)
+    reconcile_pass(CONFIG)
+    assert len(api.patches) == patches, "a finished CompressionJob is left alone"
+
+
+def test_one_failing_compression_job_does_not_stop_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("first", NOW), resource("second", LATER), resource("third", LATER.replace("05", "06"))]
+    api.failing = {"second"}
+    assert reconcile_pass(CONFIG).failed == [("ml", "second")]
+    assert api.created == ["first"]
+    assert api.status("third")["reason"] == "Queued"
+    assert api.status("third")["message"].startswith("position 2 of 2")
+    assert api.events == [("first", "JobCreated"), ("third", "Queued")]
+
+
+def test_patch_keeps_transition_and_read_times_when_nothing_changed() -> None:
+    job = runner_job("digits")
+    pod = runner_pod("digits", "Running")
+    from edgecompress_contract.progress import ProgressEvent
+
+    event = ProgressEvent(event="epoch", phase="steps[0] prune", epoch=1, epochs=3, percent=30.0)
+    stored = status_from_job(job, pod, 1, NOW, progress=event)
+    assert status_patch(stored, status_from_job(job, pod, 1, LATER, progress=event)) == {}
+    moved = status_patch(stored, status_from_job(job, pod, 1, LATER, progress=event.model_copy(update={"epoch": 2})))
+    assert moved == {"progress": {"epoch": 2, "updateTime": LATER}}
+    converted = ProgressEvent(event="phase", phase="convert", percent=70.0)
+    assert status_patch(stored, status_from_job(job, pod, 1, LATER, progress=converted))["progress"] == {
+        "phase": "convert",
+        "epoch": None,
+        "epochs": None,
+        "percent": 70.0,
+        "updateTime": LATER,
+    }
+
+
+def test_condition_times_change_only_with_their_status() -> None:
+    queued = waiting_status("Queued", "position 1 of 1", 1, NOW)
+    running = status_from_job(runner_job("digits"), runner_pod("digits", "Running"), 1, LATER)
+    changes = status_patch(queued, running)
+    conditions = {condition["type"]: condition for condition in changes["conditions"]}
+    assert conditions["Reconciling"]["lastTransitionTime"] == NOW  # still True
+    assert conditions["Reconciling"]["reason"] == "Running"
+    assert changes["phase"] == "Running" and changes["job"] == running.job
+    done = status_from_job(
+        runner_job("digits", "Complete"), runner_pod("digits", "Succeeded", SUMMARY), 1, "2026-11-22T12:09:00Z"
+    )
+    finished = {
+        condition.type: condition
+        for condition in CompressionJobStatus.model_validate(
+            {**running.to_wire(), **status_patch(running, done)}
+        ).conditions
+    }
+    assert finished["Ready"].last_transition_time == "2026-11-22T12:09:00Z"
+    assert isinstance(done.progress, StatusProgress) and done.progress.percent == 100.0
