@@ -113,59 +113,73 @@ class Sparsity(Record):
 
 
 class _StepReportBase(Record):
+    """Common to every step report."""
+
     seconds: float = Field(default=0.0, description="Wall time of the step.")
 
 
 class _TrainingStepReport(_StepReportBase):
+    """Common to the steps that fine-tune."""
+
     epochs: int = Field(description="Fine-tuning epochs run.")
     final_metrics: dict[str, float] = Field(default_factory=dict, description="Training metrics after the last epoch.")
 
 
 class PruneReport(_TrainingStepReport):
-    type: Literal["prune"] = "prune"
-    schedule: str
-    pattern: str
-    target_sparsity: float
-    begin_step: int
-    end_step: int
-    frequency: int
-    optimizer_steps: int
-    sparsity: Sparsity
-    skipped_layers: list[str] = Field(default_factory=list)
+    """A prune step: the schedule it ran and the sparsity it reached."""
+
+    type: Literal["prune"] = Field(default="prune", description="Step type.")
+    schedule: str = Field(description="polynomialDecay or constantSparsity.")
+    pattern: str = Field(description="unstructured or 2:4.")
+    target_sparsity: float = Field(description="The spec's target sparsity.")
+    begin_step: int = Field(description="Optimizer step at which pruning started.")
+    end_step: int = Field(description="Optimizer step at which the target was reached.")
+    frequency: int = Field(description="Pruned every this many optimizer steps.")
+    optimizer_steps: int = Field(description="Optimizer steps of fine-tuning.")
+    sparsity: Sparsity = Field(description="Sparsity of the pruned layers after stripping.")
+    skipped_layers: list[str] = Field(default_factory=list, description="Layers left dense.")
 
 
 class ClusterReport(_TrainingStepReport):
-    type: Literal["cluster"] = "cluster"
-    number_of_clusters: int
-    centroid_init: str
-    preserve_sparsity: bool
-    unique_weights: dict[str, int]
-    sparsity: Sparsity
-    skipped_layers: list[str] = Field(default_factory=list)
+    """A cluster step: how many distinct values each kernel kept."""
+
+    type: Literal["cluster"] = Field(default="cluster", description="Step type.")
+    number_of_clusters: int = Field(description="Clusters per layer.")
+    centroid_init: str = Field(description="How centroids were initialised.")
+    preserve_sparsity: bool = Field(description="Zeros of an earlier prune step were kept.")
+    unique_weights: dict[str, int] = Field(description="Distinct kernel values per layer after stripping.")
+    sparsity: Sparsity = Field(description="Sparsity of the clustered layers.")
+    skipped_layers: list[str] = Field(default_factory=list, description="Layers left as they were.")
 
 
 class QatReport(_TrainingStepReport):
-    type: Literal["qat"] = "qat"
-    scheme: str
-    quantized_layers: list[str]
-    skipped_layers: list[str] = Field(default_factory=list)
-    sparsity: Sparsity | None = None
+    """A qat step: which layers were fake-quantized, with which scheme."""
+
+    type: Literal["qat"] = Field(default="qat", description="Step type.")
+    scheme: str = Field(description="The tfmot quantization scheme (prune- or cluster-preserving after those steps).")
+    quantized_layers: list[str] = Field(description="Layers annotated for quantization.")
+    skipped_layers: list[str] = Field(default_factory=list, description="Layers kept float.")
+    sparsity: Sparsity | None = Field(default=None, description="Sparsity kept from a prune step, if any.")
 
 
 class PtqReport(_StepReportBase):
-    type: Literal["ptq"] = "ptq"
-    mode: str
-    integer_io: bool = Field(alias="integerIO")
-    denylisted_nodes: list[str] = Field(default_factory=list)
+    """The ptq step, applied by the converter."""
+
+    type: Literal["ptq"] = Field(default="ptq", description="Step type.")
+    mode: str = Field(description="dynamic, float16, int8 or int16x8.")
+    integer_io: bool = Field(alias="integerIO", description="int8 input and output tensors.")
+    denylisted_nodes: list[str] = Field(default_factory=list, description="Graph nodes kept float.")
 
 
 class DistillReport(_TrainingStepReport):
-    type: Literal["distill"] = "distill"
-    temperature: float
-    alpha: float
-    teacher_parameters: int
-    student_parameters: int
-    train_agreement_with_teacher: float
+    """A distill step: the student trained from the teacher."""
+
+    type: Literal["distill"] = Field(default="distill", description="Step type.")
+    temperature: float = Field(description="Softmax temperature of the soft targets.")
+    alpha: float = Field(description="Weight of the hard-label loss (0 without labels).")
+    teacher_parameters: int = Field(description="Parameters of the input model.")
+    student_parameters: int = Field(description="Parameters of the student.")
+    train_agreement_with_teacher: float = Field(description="Top-1 agreement with the teacher on x_train.")
 
 
 StepReport = Annotated[
@@ -191,6 +205,8 @@ class JobReference(Record):
 
 
 class Source(Record):
+    """Who asked for the run."""
+
     job: JobReference | None = Field(default=None, description="The CompressionJob that ran this.")
 
 
@@ -208,29 +224,50 @@ class PromotionOutcome(Record):
     message: str | None = Field(default=None, description="Why it was not promoted, in words.")
 
 
+class PromotionSource(Record):
+    """Where a promoted model came from."""
+
+    job: JobReference | None = Field(default=None, description="The CompressionJob that produced it.")
+    output: str = Field(description="The run's own model.tflite.")
+    report: str = Field(description="The run's report.json.")
+    comparison: Comparison = Field(description="The model against its float baseline.")
+
+
+class PromotionRecord(Record):
+    """promotion.json in the stable folder, written after model.tflite: its presence means the promotion is done."""
+
+    api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", description="Record format version.")
+    kind: Literal["PromotionRecord"] = "PromotionRecord"
+    model: Artifact = Field(description="The promoted model.")
+    source: PromotionSource = Field(description="The run it came from.")
+    promoted_at: str = Field(description="When it was promoted (RFC 3339).")
+
+
 class Report(Record):
-    """report.json."""
+    """report.json: what a run read, did, measured and decided."""
 
     api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", description="Report format version.")
-    kind: Literal["CompressionReport"] = "CompressionReport"
+    kind: Literal["CompressionReport"] = Field(default="CompressionReport", description="CompressionReport.")
     spec: CompressionJobSpec = Field(description="The spec that ran, with every default filled in.")
-    inputs: Inputs
-    outputs: Outputs
+    inputs: Inputs = Field(description="The files the run read, with their checksums.")
+    outputs: Outputs = Field(description="The files the run wrote.")
     metric: Literal["accuracy", "fidelity"] = Field(description="What the quality numbers compare.")
-    evaluation_samples: int
-    evaluation_data: str
-    steps: list[StepReport] = Field(default_factory=list)
-    conversion: ConversionReport
-    baseline: Metrics
-    result: Metrics
-    comparison: Comparison
-    gates: list[GateResult] = Field(default_factory=list)
-    gates_passed: bool
-    versions: dict[str, str] = Field(default_factory=dict)
-    devices: list[str] = Field(default_factory=list)
-    timings_seconds: dict[str, float] = Field(default_factory=dict)
-    source: Source | None = None
-    promotion: PromotionOutcome | None = None
+    evaluation_samples: int = Field(description="Samples the baseline and the result were evaluated on.")
+    evaluation_data: str = Field(description="Where those samples came from.")
+    steps: list[StepReport] = Field(default_factory=list, description="What each step did, in order.")
+    conversion: ConversionReport = Field(description="How the final .tflite was converted.")
+    baseline: Metrics = Field(description="The float .tflite of the input model.")
+    result: Metrics = Field(description="The compressed .tflite.")
+    comparison: Comparison = Field(description="The result against the baseline.")
+    gates: list[GateResult] = Field(default_factory=list, description="Each gate's verdict.")
+    gates_passed: bool = Field(description="Whether every gate passed.")
+    versions: dict[str, str] = Field(default_factory=dict, description="Versions of Python and the libraries used.")
+    devices: list[str] = Field(default_factory=list, description="Devices TensorFlow saw.")
+    timings_seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per phase and in total.")
+    source: Source | None = Field(
+        default=None, description="The CompressionJob that ran this, when run by the operator."
+    )
+    promotion: PromotionOutcome | None = Field(default=None, description="What promotion did, when the spec asks.")
     trusted_code: bool = Field(
         default=False,
         description="Whether Python code from the model files was allowed to run while loading (spec trustCode).",

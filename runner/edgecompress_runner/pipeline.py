@@ -29,6 +29,7 @@ from edgecompress_contract.report import (
     Metrics,
     Outputs,
     PromotionOutcome,
+    PromotionSource,
     PtqReport,
     Report,
     Source,
@@ -375,13 +376,12 @@ def _publish(state: RunState) -> None:
 def _promote(state: RunState, report: Report) -> PromotionOutcome:
     """Promotes a passing model; a conflict is recorded (the run's own output is complete) and fails the run."""
     promotion = _ready(state.spec.promotion)
-    source: dict[str, Any] = {
-        "job": report.source.job.to_wire() if report.source and report.source.job else None,
-        "output": report.outputs.tflite.uri,
-        "report": join_uri(report.spec.output.uri, REPORT_NAME),
-        "comparison": report.comparison.to_wire(),
-    }
-    source = {key: value for key, value in source.items() if value is not None}
+    source = PromotionSource(
+        job=report.source.job if report.source else None,
+        output=report.outputs.tflite.uri,
+        report=join_uri(report.spec.output.uri, REPORT_NAME),
+        comparison=report.comparison,
+    )
     try:
         return promote(
             promotion,

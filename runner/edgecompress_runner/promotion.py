@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from edgecompress_contract.report import PromotionOutcome
-from edgecompress_contract.spec import API_GROUP, API_VERSION, Promotion
+from edgecompress_contract.report import Artifact, PromotionOutcome, PromotionRecord, PromotionSource
+from edgecompress_contract.spec import Promotion
 
 from .errors import PromotionConflict
 from .storage import Storage, join_uri, sha256_of
@@ -23,28 +22,17 @@ PROMOTED_MODEL = "model.tflite"
 PROMOTION_RECORD = "promotion.json"
 
 
-def promotion_record(model_uri: str, *, sha256: str, size: int, source: dict[str, Any], now: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": "PromotionRecord",
-        "model": {"uri": model_uri, "sha256": sha256, "bytes": size},
-        "source": source,
-        "promotedAt": now,
-    }
-
-
-def object_metadata(sha256: str, source: dict[str, Any]) -> dict[str, str]:
+def object_metadata(sha256: str, source: PromotionSource) -> dict[str, str]:
     """S3 user metadata of the promoted model: ASCII strings only."""
-    job = source.get("job") or {}
-    metadata = {"edgecompress-sha256": sha256, "edgecompress-source-output": str(source.get("output", ""))}
-    if job:
-        metadata["edgecompress-source-job"] = f"{job.get('namespace', '')}/{job.get('name', '')}"
-        metadata["edgecompress-source-uid"] = str(job.get("uid", ""))
+    metadata = {"edgecompress-sha256": sha256, "edgecompress-source-output": source.output}
+    if source.job is not None:
+        metadata["edgecompress-source-job"] = f"{source.job.namespace or ''}/{source.job.name or ''}"
+        metadata["edgecompress-source-uid"] = source.job.uid or ""
     return metadata
 
 
 def promote(
-    promotion: Promotion, tflite_file: Path, *, source: dict[str, Any], storage: Storage, work_dir: Path
+    promotion: Promotion, tflite_file: Path, *, source: PromotionSource, storage: Storage, work_dir: Path
 ) -> PromotionOutcome:
     """Publishes ``tflite_file``; returns what happened. Raises PromotionConflict instead of replacing."""
     model_uri = join_uri(promotion.uri, PROMOTED_MODEL)
@@ -68,8 +56,10 @@ def promote(
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     storage.upload(tflite_file, model_uri, metadata=object_metadata(sha256, source))
     record_file = work_dir / PROMOTION_RECORD
-    record = promotion_record(model_uri, sha256=sha256, size=tflite_file.stat().st_size, source=source, now=now)
-    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    record = PromotionRecord(
+        model=Artifact(uri=model_uri, sha256=sha256, bytes=tflite_file.stat().st_size), source=source, promoted_at=now
+    )
+    record_file.write_text(json.dumps(record.to_wire(), indent=2) + "\n")
     storage.upload(record_file, record_uri)
     return PromotionOutcome(
         uri=model_uri,
