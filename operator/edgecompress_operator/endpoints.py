@@ -18,6 +18,7 @@ async def start_servers(
     registry: CollectorRegistry,
     metrics_port: int,
     health_port: int,
+    *,
     alive: Callable[[], bool],
     ready: Callable[[], bool],
     host: str = "0.0.0.0",

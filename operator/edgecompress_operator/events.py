@@ -21,7 +21,7 @@ COMPONENT = "edgecompress-operator"
 logger = logging.getLogger("edgecompress.events")
 
 
-def build_event(resource: dict[str, Any], reason: str, message: str, warning: bool, now: str) -> dict[str, Any]:
+def build_event(resource: dict[str, Any], reason: str, message: str, *, warning: bool, now: str) -> dict[str, Any]:
     meta = resource["metadata"]
     return {
         "apiVersion": "v1",
@@ -50,6 +50,6 @@ def build_event(resource: dict[str, Any], reason: str, message: str, warning: bo
 def post_event(resource: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        kube.create_event(build_event(resource, reason, message, warning, now))
+        kube.create_event(build_event(resource, reason, message, warning=warning, now=now))
     except ApiException as error:
         logger.warning("could not post Event %s on %s: %s", reason, resource["metadata"]["name"], error.reason)

@@ -58,7 +58,7 @@ def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
+def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, config: Config) -> dict[str, Any]:
     """The batch/v1 Job that runs the runner for one CompressionJob.
 
     Exit codes 20 (bad spec/input) and 21 (gates failed) fail the Job at once; pod disruptions

@@ -72,7 +72,7 @@ def unscheduled_reason(pod: dict[str, Any] | None) -> tuple[str, str] | None:
     return None
 
 
-def _conditions(phase: Phase, reason: str, message: str, generation: int, now: str) -> list[Condition]:
+def _conditions(phase: Phase, reason: str, message: str, *, generation: int, now: str) -> list[Condition]:
     def condition(kind: str, true: bool) -> Condition:
         return Condition(
             type=kind,
@@ -91,7 +91,7 @@ def _conditions(phase: Phase, reason: str, message: str, generation: int, now: s
 
 
 def waiting_status(
-    reason: str, message: str, generation: int, now: str, phase: Phase = "Pending"
+    reason: str, message: str, generation: int, now: str, *, phase: Phase = "Pending"
 ) -> CompressionJobStatus:
     """Status of a CompressionJob that has no runner Job: Queued, Suspended, or refused (InvalidSpec)."""
     return CompressionJobStatus(
@@ -99,7 +99,7 @@ def waiting_status(
         phase=phase,
         reason=reason,
         message=message,
-        conditions=_conditions(phase, reason, message, generation, now),
+        conditions=_conditions(phase, reason, message, generation=generation, now=now),
     )
 
 
@@ -108,6 +108,7 @@ def status_from_job(
     pod: dict[str, Any] | None,
     generation: int,
     now: str,
+    *,
     spec_suspended: bool = False,
     progress: ProgressEvent | None = None,
 ) -> CompressionJobStatus:
@@ -165,7 +166,7 @@ def status_from_job(
         progress=status_progress,
         result=result,
         promotedURI=promoted.uri if promoted is not None and promoted.promoted else None,
-        conditions=_conditions(phase, reason, message, generation, now),
+        conditions=_conditions(phase, reason, message, generation=generation, now=now),
     )
 
 

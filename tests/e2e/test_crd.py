@@ -240,7 +240,9 @@ def test_runner_job_is_valid_and_restricted(control_plane: ControlPlane) -> None
     document["spec"]["queueName"] = "gpu-queue"
     control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document))
     uid = control_plane.kubectl("get", "cpj", "pss", "-n", "restricted-ns", "-o", "jsonpath={.metadata.uid}").stdout
-    manifest = build_job("pss", "restricted-ns", uid, parse_spec(document["spec"]), Config(runner_image="runner:1"))
+    manifest = build_job(
+        "pss", "restricted-ns", uid, parse_spec(document["spec"]), config=Config(runner_image="runner:1")
+    )
     created = control_plane.kubectl(
         "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(manifest), check=False
     )

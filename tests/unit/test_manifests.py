@@ -27,7 +27,7 @@ def config(**overrides: Any) -> Config:
 
 
 def job(**spec_changes: Any) -> dict[str, Any]:
-    return build_job("digits", "ml", UID, parse_spec({**SPEC, **spec_changes}), config())
+    return build_job("digits", "ml", UID, parse_spec({**SPEC, **spec_changes}), config=config())
 
 
 def container(manifest: dict[str, Any]) -> dict[str, Any]:

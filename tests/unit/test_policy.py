@@ -71,7 +71,7 @@ def test_a_distill_students_trust_code_counts_too() -> None:
     ids=["not-allowed", "allowed-not-asked", "allowed-and-asked"],
 )
 def test_the_runner_pod_gets_the_permission_only_when_allowed_and_asked(allow: bool, trust: bool, passed: bool) -> None:
-    env = runner_env(build_job("evil", "team", UID, spec(trust_model=trust), config(allow)))
+    env = runner_env(build_job("evil", "team", UID, spec(trust_model=trust), config=config(allow)))
     assert (env.get(ALLOW_TRUSTED_CODE_ENV) == "true") is passed
     assert passed or ALLOW_TRUSTED_CODE_ENV not in env
 

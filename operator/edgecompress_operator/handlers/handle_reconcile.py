@@ -131,13 +131,15 @@ def _from_job(
     resource: dict[str, Any], spec: CompressionJobSpec, job: dict[str, Any], pod: dict[str, Any] | None
 ) -> Desired:
     generation = int(resource["metadata"].get("generation", 1))
-    status = status_from_job(job, pod, generation, _now(), spec.suspend, read_progress(job, pod))
+    status = status_from_job(
+        job, pod, generation, _now(), spec_suspended=spec.suspend, progress=read_progress(job, pod)
+    )
     return Desired(status, f"{status.phase}: {status.message}")
 
 
 def _waiting(resource: dict[str, Any], reason: str, message: str, phase: Phase = "Pending") -> Desired:
     generation = int(resource["metadata"].get("generation", 1))
-    return Desired(waiting_status(reason, message, generation, _now(), phase), message)
+    return Desired(waiting_status(reason, message, generation, _now(), phase=phase), message)
 
 
 @contextmanager
@@ -240,7 +242,7 @@ def _admit(
         meta = resource["metadata"]
         acted.add(candidate.key)
         with _guarded(result, candidate.key, "create"):
-            manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config)
+            manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config=config)
             if kube.create_job(manifest):
                 logger.info("created runner Job %s/%s", meta["namespace"], manifest["metadata"]["name"])
                 post_event(resource, "JobCreated", f"created runner Job {manifest['metadata']['name']}")
