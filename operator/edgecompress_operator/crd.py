@@ -133,13 +133,17 @@ def _merge_variants(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _immutability_rule(fields: list[str]) -> dict[str, str]:
-    unchanged = " && ".join(
-        f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
+def _immutability_rules(fields: list[str]) -> list[dict[str, str]]:
+    """One transition rule per field, so the apiserver's error names the field that changed."""
+    return [
+        {
+            "rule": f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})",
+            "message": "cannot change: spec is immutable except suspend; create a new CompressionJob to run again",
+            "fieldPath": f".{name}",
+        }
         for name in fields
         if name not in MUTABLE_FIELDS
-    )
-    return {"rule": unchanged, "message": "spec is immutable except suspend: create a new CompressionJob to run again"}
+    ]
 
 
 def _openapi(schema: dict[str, Any]) -> dict[str, Any]:
@@ -160,9 +164,9 @@ def spec_openapi_schema() -> dict[str, Any]:
     step["x-kubernetes-validations"] = step.get("x-kubernetes-validations", []) + [
         rule.cel_rule() for rule in STEP_RULES
     ]
-    spec["x-kubernetes-validations"] = [rule.cel_rule() for rule in SPEC_RULES] + [
-        _immutability_rule(list(spec["properties"]))
-    ]
+    spec["x-kubernetes-validations"] = [rule.cel_rule() for rule in SPEC_RULES] + _immutability_rules(
+        list(spec["properties"])
+    )
     return spec
 
 

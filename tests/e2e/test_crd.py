@@ -186,6 +186,7 @@ def test_valid_job_is_stored_and_its_spec_is_immutable_except_suspend(control_pl
         check=False,
     )
     assert edited.returncode != 0 and "spec is immutable except suspend" in edited.stderr
+    assert "spec.gates: Invalid value" in edited.stderr, "the error names the field that changed"
     control_plane.kubectl("patch", "compressionjob", "immutable", "--type=merge", "-p", '{"spec": {"suspend": true}}')
     suspended = json.loads(control_plane.kubectl("get", "cpj", "immutable", "-o", "json").stdout)
     assert suspended["spec"]["suspend"] is True
