@@ -35,6 +35,20 @@ class Config(BaseSettings):
         default=7 * 86400, ge=0, description="Job ttlSecondsAfterFinished default."
     )
     default_service_account_name: str | None = Field(default=None, description="Runner ServiceAccount default.")
+    allowed_runner_images: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Images a CompressionJob may choose in spec.execution.image, as a JSON list; an entry ending in * "
+            "allows every image starting with the rest. Empty: only runnerImage."
+        ),
+    )
+    allowed_service_accounts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "ServiceAccounts a CompressionJob may choose in spec.execution.serviceAccountName, as a JSON list "
+            "(* as above). Empty: only defaultServiceAccountName."
+        ),
+    )
     max_concurrent_jobs: int = Field(
         default=4,
         ge=1,

@@ -56,3 +56,47 @@ def test_trust_code_without_the_operators_permission_fails_without_a_job(
     assert get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={NAME}")["items"] == []
     listed = demo_bucket.list_objects_v2(Bucket="edgecompress-demo", Prefix=f"compressed/{NAME}/")
     assert listed.get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "reason", "field"),
+    [
+        ("own-image", {"execution": {"image": "attacker.example/miner:latest"}}, "NotAllowed", "spec.execution.image"),
+        (
+            "own-account",
+            {"execution": {"serviceAccountName": "default"}},
+            "NotAllowed",
+            "spec.execution.serviceAccountName",
+        ),
+        ("local-output", {"output": {"uri": "/tmp/out/"}}, "LocalURI", "spec.output.uri"),
+    ],  # fmt: skip
+    ids=["image", "service-account", "local-path"],
+)
+def test_what_a_spec_may_not_choose_fails_without_a_job(
+    name: str,
+    changes: dict[str, Any],
+    reason: str,
+    field: str,
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    operator_process: Any,
+    demo_bucket: Any,
+) -> None:
+    spec = {
+        "model": {"uri": "s3://edgecompress-demo/models/digits.keras", "format": "keras"},
+        "steps": [{"type": "ptq", "mode": "dynamic"}],
+        "output": {"uri": f"s3://edgecompress-demo/compressed/{name}/"},
+        "credentials": {"secretName": "edgecompress-s3"},
+        **changes,
+    }
+    document = {"apiVersion": "edgecompress.io/v1alpha1", "kind": "CompressionJob", "metadata": {"name": name}}
+    control_plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({**document, "spec": spec}))
+    status = wait_until(
+        lambda: (s := get(control_plane, "compressionjob", name).get("status") or {}).get("phase") and s,
+        f"{name} to get a phase",
+        120,
+    )
+    assert (status["phase"], status["reason"]) == ("Failed", reason), status
+    assert status["message"].startswith(f"{field}: "), status["message"]
+    assert get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"] == []
+    control_plane.kubectl("delete", "compressionjob", name, "--wait=true")

@@ -9,7 +9,7 @@ import pytest
 from edgecompress_contract.spec import ALLOW_TRUSTED_CODE_ENV, parse_spec
 from edgecompress_operator.config import Config, load_config
 from edgecompress_operator.manifests import build_job
-from edgecompress_operator.policy import spec_policy_problem, trusted_code_fields
+from edgecompress_operator.policy import spec_policy_problem, spec_refusal, trusted_code_fields
 
 UID = "5f1c2a9e-0c1d-4a53-9a6e-1d2b3c4d5e6f"
 
@@ -81,3 +81,77 @@ def test_the_operator_setting_comes_from_its_environment(monkeypatch: pytest.Mon
     assert load_config().allow_trusted_code is False
     monkeypatch.setenv("EDGECOMPRESS_ALLOW_TRUSTED_CODE", "true")
     assert load_config().allow_trusted_code is True
+
+
+def execution_spec(**execution: Any) -> Any:
+    return parse_spec(
+        {
+            "model": {"uri": "s3://models/m.h5", "format": "h5"},
+            "steps": [{"type": "ptq", "mode": "dynamic"}],
+            "output": {"uri": "s3://models/out/"},
+            "execution": execution,
+        }
+    )
+
+
+OPERATOR = Config(
+    runner_image="registry.example/edgecompress-runner:0.1.0",
+    default_service_account_name="runner",
+    allowed_runner_images=["registry.example/edgecompress-runner:*", "registry.example/gpu-runner:2.0"],
+    allowed_service_accounts=["s3-reader"],
+)
+
+
+@pytest.mark.parametrize(
+    ("execution", "config", "field"),
+    [
+        ({"image": "attacker.example/miner:latest"}, Config(runner_image="runner:1"), "spec.execution.image"),
+        (
+            {"image": "registry.example/edgecompress-runner:0.2.0"},
+            Config(runner_image="runner:1"),
+            "spec.execution.image",
+        ),
+        ({"serviceAccountName": "cluster-admin"}, Config(runner_image="runner:1"), "spec.execution.serviceAccountName"),
+        ({"image": "registry.example/gpu-runner:2.1"}, OPERATOR, "spec.execution.image"),
+        ({"serviceAccountName": "s3-writer"}, OPERATOR, "spec.execution.serviceAccountName"),
+    ],
+    ids=["other-image", "no-list", "service-account", "not-in-list", "account-not-in-list"],
+)
+def test_a_spec_cannot_choose_images_or_accounts_outside_the_lists(
+    execution: dict[str, Any], config: Config, field: str
+) -> None:
+    refusal = spec_refusal(execution_spec(**execution), config)
+    assert refusal is not None and refusal.reason == "NotAllowed"
+    assert refusal.message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    "execution",
+    [
+        {},
+        {"image": "registry.example/edgecompress-runner:0.1.0"},
+        {"image": "registry.example/edgecompress-runner:0.2.0-rc1"},
+        {"image": "registry.example/gpu-runner:2.0"},
+        {"serviceAccountName": "runner"},
+        {"serviceAccountName": "s3-reader"},
+    ],
+    ids=["defaults", "operator-image", "prefix", "exact", "default-account", "listed-account"],
+)
+def test_the_operators_defaults_and_listed_entries_are_allowed(execution: dict[str, Any]) -> None:
+    assert spec_refusal(execution_spec(**execution), OPERATOR) is None
+
+
+def test_cluster_runs_refuse_local_paths_naming_each_field() -> None:
+    parsed = parse_spec(
+        {
+            "model": {"uri": "file:///models/m.h5", "format": "h5"},
+            "dataset": {"uri": "s3://data/d.npz"},
+            "steps": [{"type": "ptq", "mode": "int8"}],
+            "output": {"uri": "/tmp/out"},
+        }
+    )
+    refusal = spec_refusal(parsed, Config(runner_image="runner:1"))
+    assert refusal is not None and refusal.reason == "LocalURI"
+    assert refusal.message.startswith("spec.model.uri: 'file:///models/m.h5' is not an s3:// URI")
+    assert "spec.output.uri: '/tmp/out' is not an s3:// URI" in refusal.message
+    assert "spec.dataset.uri" not in refusal.message

@@ -36,7 +36,7 @@ from ..config import Config
 from ..events import post_event
 from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name
 from ..metrics import METRICS
-from ..policy import TRUSTED_CODE_NOT_ALLOWED, spec_policy_problem
+from ..policy import spec_refusal
 from ..status import parse_status, status_from_job, status_patch, waiting_status
 
 logger = logging.getLogger("edgecompress.reconcile")
@@ -181,9 +181,9 @@ def reconcile_pass(config: Config) -> PassResult:
             refused[_key(resource)] = (resource, "InvalidSpec", f"invalid spec: {error}")
             continue
         job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"])))
-        problem = spec_policy_problem(spec, config) if job is None else None
-        if problem is not None:  # decided before a Job exists; a running Job is left to finish
-            refused[_key(resource)] = (resource, TRUSTED_CODE_NOT_ALLOWED, problem)
+        refusal = spec_refusal(spec, config) if job is None else None
+        if refusal is not None:  # decided before a Job exists; a running Job is left to finish
+            refused[_key(resource)] = (resource, refusal.reason, refusal.message)
             continue
         candidate = Candidate(
             namespace=meta["namespace"],
