@@ -77,6 +77,18 @@ class Config(BaseSettings):
             "runner. When false, a CompressionJob that sets it fails with TrustedCodeNotAllowed."
         ),
     )
+    api_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=600,
+        description="Time limit of every Kubernetes API call (connect and read); a call past it fails and is retried.",
+    )
+    liveness_stall_seconds: float = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description="/healthz fails when no reconcile pass has ended for this long (the kubelet restarts it).",
+    )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of /metrics.")
     health_port: int = Field(
         default=8081, ge=1, le=65535, description="Port of /healthz (liveness) and /readyz (readiness)."
@@ -86,6 +98,11 @@ class Config(BaseSettings):
     def pass_interval_seconds(self) -> float:
         """One loop admits, writes status and reads progress, so it runs at the smaller of the two intervals."""
         return min(self.admission_interval_seconds, self.progress_interval_seconds)
+
+    @property
+    def readiness_bound_seconds(self) -> float:
+        """/readyz fails when no pass has completed for this long: two intervals plus two calls timing out."""
+        return 2 * self.pass_interval_seconds + 2 * self.api_timeout_seconds
 
 
 def load_config() -> Config:

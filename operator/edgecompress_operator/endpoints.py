@@ -1,9 +1,10 @@
 """HTTP endpoints inside the operator's event loop: /metrics, and /healthz + /readyz for the kubelet.
 
-Liveness answers while the event loop and the reconcile loop are alive, so an apiserver outage
-does not get the operator restarted in a loop; readiness also needs the last reconcile pass (which
-lists CompressionJobs, Jobs and pods and writes each status) to have succeeded, so it reports
-broken RBAC or an unreachable apiserver.
+Every API call has a time limit, so a pass always ends. Readiness needs the last reconcile pass
+(which lists CompressionJobs, Jobs and pods and writes each status) to have succeeded and to have
+ended recently (an unreachable apiserver, broken RBAC for the lists). Liveness fails only when no
+pass at all has ended for ``liveness_stall_seconds`` (a hung operator), so a short apiserver outage
+does not get the operator restarted.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ async def start_servers(
         return response
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n") if alive() else web.Response(status=503, text="reconcile loop stopped\n")
+        if alive():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="the reconcile loop stopped or no pass has ended for too long\n")
 
     async def readyz(_: web.Request) -> web.Response:
         if ready():
             return web.Response(text="ok\n")
-        return web.Response(status=503, text="not ready: no successful pass over CompressionJobs yet\n")
+        return web.Response(status=503, text="not ready: no recent successful pass over CompressionJobs\n")
 
     metrics_app = web.Application()
     metrics_app.router.add_get("/metrics", metrics)

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 logger = logging.getLogger("edgecompress.operator")
+
+
+@dataclass
+class PassHealth:
+    """When passes completed, for the probes: pure, so the bounds are unit-tested with plain numbers."""
+
+    started: float = field(default_factory=time.monotonic)
+    last_completed: float | None = None
+    last_succeeded: bool = False
+
+    def completed(self, *, succeeded: bool, now: float) -> None:
+        self.last_completed, self.last_succeeded = now, succeeded
+
+    def since_progress(self, now: float) -> float:
+        """Seconds since the last completed pass (or since the start, before the first)."""
+        return now - (self.last_completed if self.last_completed is not None else self.started)
+
+    def ready(self, now: float, bound: float) -> bool:
+        """The last pass succeeded and one completed within ``bound`` seconds."""
+        return self.last_succeeded and self.since_progress(now) <= bound
+
+    def alive(self, now: float, stall: float) -> bool:
+        """A pass completed (successfully or not) within ``stall`` seconds: the loop is not hung."""
+        return self.since_progress(now) <= stall
 
 
 class PassLoop:
@@ -20,7 +46,7 @@ class PassLoop:
         self.interval, self.run_pass = interval, run_pass
         self.loop = asyncio.get_running_loop()
         self.wakeup = asyncio.Event()
-        self.last_pass_succeeded = False
+        self.health = PassHealth()
         self.task = asyncio.create_task(self._run(), name=name)
 
     def wake(self) -> None:
@@ -31,9 +57,9 @@ class PassLoop:
             self.wakeup.clear()
             try:
                 await asyncio.to_thread(self.run_pass)
-                self.last_pass_succeeded = True
+                self.health.completed(succeeded=True, now=time.monotonic())
             except Exception:
-                self.last_pass_succeeded = False
+                self.health.completed(succeeded=False, now=time.monotonic())
                 logger.exception("%s pass failed; retrying in %s s", self.task.get_name(), self.interval)
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=self.interval)

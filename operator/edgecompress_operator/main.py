@@ -7,6 +7,7 @@ is the one writer of CompressionJob status (handlers/handle_reconcile.py).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -23,20 +24,29 @@ from .manifests import JOB_LABEL
 from .metrics import METRICS
 from .status import parse_status
 
+WATCH_SECONDS = 300
+"""Watches are re-opened this often, so one that went silent (a dead connection) does not stay open."""
+
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = memo.config if "config" in memo else load_config()
     memo.config = config
-    kube.load_client_config()
+    kube.load_client_config(config.api_timeout_seconds)
+    settings.watching.connect_timeout = config.api_timeout_seconds
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + config.api_timeout_seconds
     settings.posting.level = logging.WARNING
     memo.reconciler = PassLoop("reconcile", config.pass_interval_seconds, lambda: reconcile_pass(config))
     memo.servers = await start_servers(
         METRICS.registry,
         config.metrics_port,
         config.health_port,
-        alive=lambda: not memo.reconciler.task.done(),
-        ready=lambda: memo.reconciler.last_pass_succeeded,
+        alive=lambda: (
+            not memo.reconciler.task.done()
+            and memo.reconciler.health.alive(time.monotonic(), config.liveness_stall_seconds)
+        ),
+        ready=lambda: memo.reconciler.health.ready(time.monotonic(), config.readiness_bound_seconds),
     )
 
 

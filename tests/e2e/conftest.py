@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from tests.conftest import MinioServer
 from tests.k8s.controlplane import ControlPlane, build_binaries, free_port
 from tests.k8s.node_agent import NodeAgent
+from tests.k8s.tcp_proxy import TcpProxy
 from tests.processes import stop_process
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "compressionjobs.edgecompress.io.yaml"
@@ -54,10 +56,14 @@ def node_agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
 OPERATOR_RULES = Path(__file__).resolve().parents[2] / "charts" / "edgecompress" / "files" / "operator-rules.yaml"
 OPERATOR_NAMESPACE = "edgecompress-system"
 MAX_CONCURRENT_JOBS = 2
+API_TIMEOUT_SECONDS = 5
 
 
-def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
-    """A kubeconfig with the token of a ServiceAccount bound to the operator's RBAC rules (not admin)."""
+def operator_kubeconfig(control_plane: ControlPlane, path: Path, server: str | None = None) -> Path:
+    """A kubeconfig with the token of a ServiceAccount bound to the operator's RBAC rules (not admin).
+
+    ``server`` replaces the apiserver's address (the operator then reaches it through a proxy).
+    """
     rules_by_scope = yaml.safe_load(OPERATOR_RULES.read_text())
     rules = rules_by_scope["namespaced"] + rules_by_scope["cluster"]
     objects = [
@@ -91,6 +97,8 @@ def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
     ).stdout.strip()
     config = yaml.safe_load(control_plane.kubeconfig.read_text())
     config["users"] = [{"name": "admin", "user": {"token": token}}]
+    if server is not None:
+        config["clusters"][0]["cluster"]["server"] = server
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -98,10 +106,11 @@ def operator_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
 class OperatorProcess:
     """The operator as a user runs it (edgecompress-operator), with its own RBAC, on the test control plane.
 
-    Restartable.
+    Restartable. It reaches the apiserver through ``proxy``, which the partition test cuts.
     """
 
-    def __init__(self, control_plane: ControlPlane, log_dir: Path) -> None:
+    def __init__(self, control_plane: ControlPlane, log_dir: Path, proxy: TcpProxy) -> None:
+        self.proxy = proxy
         self.log_dir = log_dir
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -109,7 +118,9 @@ class OperatorProcess:
         self.command = [sys.executable, "-m", "edgecompress_operator.cli"]
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(operator_kubeconfig(control_plane, log_dir / "kubeconfig")),
+            "KUBECONFIG": str(
+                operator_kubeconfig(control_plane, log_dir / "kubeconfig", f"https://127.0.0.1:{proxy.port}")
+            ),
             "EDGECOMPRESS_RUNNER_IMAGE": "edgecompress-runner:test",
             "EDGECOMPRESS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "edgecompress_runner.cli"]),
             "EDGECOMPRESS_MAX_CONCURRENT_JOBS": str(MAX_CONCURRENT_JOBS),
@@ -117,6 +128,7 @@ class OperatorProcess:
             "EDGECOMPRESS_HEALTH_PORT": str(self.health_port),
             "EDGECOMPRESS_PROGRESS_INTERVAL_SECONDS": "2",
             "EDGECOMPRESS_ADMISSION_INTERVAL_SECONDS": "5",
+            "EDGECOMPRESS_API_TIMEOUT_SECONDS": str(API_TIMEOUT_SECONDS),
         }
 
     def start(self) -> None:
@@ -158,12 +170,16 @@ class OperatorProcess:
 def operator_process(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
-    operator.start()
+    server = urllib.parse.urlsplit(control_plane.server)
+    proxy = TcpProxy(str(server.hostname), int(server.port or 443))
+    proxy.start()
+    operator = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"), proxy)
     try:
+        operator.start()
         yield operator
     finally:
         operator.stop()
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

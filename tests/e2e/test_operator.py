@@ -356,3 +356,34 @@ def test_a_pod_without_a_free_gpu_shows_the_schedulers_reason(
     assert status["phase"] == "Pending"
     assert status["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
     control_plane.kubectl("delete", "compressionjob", "too-many-gpus", "--wait=true")
+
+
+def test_after_a_network_partition_new_jobs_get_their_runner(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    """Connections between operator and apiserver go silent for 60 s (no FIN, no RST), then new ones work again."""
+    names = ["after-partition-a", "after-partition-b", "after-partition-c"]
+    partitioned = time.monotonic()
+    operator_process.proxy.partition()
+    try:
+        for name in names:
+            control_plane.kubectl("apply", "-f", "-", stdin=example(name, steps=[{"type": "ptq", "mode": "dynamic"}]))
+        wait_until(lambda: operator_process.probe("/readyz") == 503, "the operator to report no recent pass", 60)
+        assert operator_process.probe("/healthz") == 200, "a 60 s outage must not get the operator restarted"
+        time.sleep(max(0.0, 60 - (time.monotonic() - partitioned)))
+        for name in names:
+            assert get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"] == []
+    finally:
+        operator_process.proxy.heal()
+    healed = time.monotonic()
+
+    def all_have_jobs() -> bool:
+        selector = f"edgecompress.io/compressionjob in ({', '.join(names)})"
+        return len(get(control_plane, "jobs", "-l", selector)["items"]) == len(names)
+
+    wait_until(all_have_jobs, "a runner Job for each CompressionJob created during the partition", timeout=60)
+    assert time.monotonic() - healed < 60
+    for name in names:
+        assert wait_for_phase(control_plane, name, {"Succeeded", "Failed"})["status"]["phase"] == "Succeeded"
+    wait_until(lambda: operator_process.probe("/readyz") == 200, "the operator to be ready again", 30)
+    control_plane.kubectl("delete", "compressionjob", *names)
