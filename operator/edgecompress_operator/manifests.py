@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
 
 from edgecompress_contract.exit_codes import ExitCode
 from edgecompress_contract.spec import (
@@ -69,7 +72,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
         "app.kubernetes.io/name": "edgecompress",
         "app.kubernetes.io/component": "runner",
         "app.kubernetes.io/managed-by": "edgecompress-operator",
-        JOB_LABEL: name,
+        JOB_LABEL: label_value(name),
     }
     if spec.queue_name:
         labels[KUEUE_QUEUE_LABEL] = spec.queue_name
@@ -165,3 +168,76 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+def label_value(name: str) -> str:
+    """The CompressionJob's name as a label value (at most 63 characters: a longer name is cut and hashed)."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:54].rstrip('-._')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _label_key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"the prefix {prefix!r} is not a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return "a label key is at most 63 letters, digits, '-', '_' or '.' (after an optional 'prefix/')"
+    return None
+
+
+def job_problems(spec: CompressionJobSpec, config: Config) -> list[str]:
+    """What the apiserver would refuse in this spec's runner Job, named by the spec field at fault.
+
+    Checked before the Job is created, so such a CompressionJob fails with a clear message instead
+    of being retried (or blocking the others) on every pass.
+    """
+    execution = spec.execution
+    if execution is None:
+        return []
+    problems: list[str] = []
+    for index, toleration in enumerate(execution.tolerations):
+        where = f"spec.execution.tolerations[{index}]"
+        if toleration.operator == "Exists" and toleration.value:
+            problems.append(f"{where}.value: must be empty when operator is Exists")
+        if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
+            problems.append(f"{where}.tolerationSeconds: only valid with effect NoExecute")
+        if toleration.key and _label_key_problem(toleration.key):
+            problems.append(f"{where}.key: {_label_key_problem(toleration.key)}")
+    for key, value in execution.node_selector.items():
+        key_problem = _label_key_problem(key)
+        if key_problem:
+            problems.append(f"spec.execution.nodeSelector[{key!r}]: {key_problem}")
+        if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+            problems.append(f"spec.execution.nodeSelector[{key!r}]: {value!r} is not a valid label value")
+    resources = execution.resources
+    for kind in ("requests", "limits"):
+        for name, quantity in (getattr(resources, kind) if resources else {}).items():
+            try:
+                parse_quantity(quantity)
+            except ValueError:
+                problems.append(f"spec.execution.resources.{kind}[{name!r}]: {quantity!r} is not a Kubernetes quantity")
+            if name == config.gpu_resource_name:
+                problems.append(
+                    f"spec.execution.resources.{kind}[{name!r}]: set the number of GPUs with spec.execution.gpus"
+                )
+    if problems:
+        return problems
+    merged = _resources(spec, config)
+    for name, request in merged["requests"].items():
+        limit = merged["limits"].get(name)
+        if limit is not None and parse_quantity(request) > parse_quantity(limit):
+            problems.append(
+                f"spec.execution.resources.requests[{name!r}]: {request} is more than the limit {limit}"
+                + ("" if resources and name in resources.limits else " (the operator's default limit)")
+            )
+        if name not in _STANDARD_RESOURCES and name != config.gpu_resource_name and limit != request:
+            problems.append(
+                f"spec.execution.resources.limits[{name!r}]: an extended resource needs a limit equal to its request"
+            )
+    return problems

@@ -17,6 +17,7 @@ others and still counts as completed, so one CompressionJob can never make the o
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,9 +35,9 @@ from .. import kube
 from ..admission import AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
 from ..config import Config
 from ..events import post_event
-from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name
+from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name, job_problems
 from ..metrics import METRICS
-from ..policy import spec_refusal
+from ..policy import Refusal, spec_refusal
 from ..status import parse_status, status_from_job, status_patch, waiting_status
 
 logger = logging.getLogger("edgecompress.reconcile")
@@ -56,6 +57,8 @@ class PassResult:
     plan: AdmissionPlan
     patched: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    rejected_jobs: dict[tuple[str, str], str] = field(default_factory=dict)
+    """CompressionJobs whose runner Job the apiserver refused as invalid, with its message."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,25 @@ class Desired:
 
     status: CompressionJobStatus
     event_message: str
+
+
+INVALID_JOB = "InvalidJob"
+
+
+def _refusal(spec: CompressionJobSpec, config: Config) -> Refusal | None:
+    """Why this spec gets no runner Job: the operator's policy, or what the apiserver would refuse in the Job."""
+    refusal = spec_refusal(spec, config)
+    if refusal is not None:
+        return refusal
+    problems = job_problems(spec, config)
+    return Refusal("InvalidSpec", "; ".join(problems)) if problems else None
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(error.reason)
 
 
 def _now() -> str:
@@ -181,7 +203,7 @@ def reconcile_pass(config: Config) -> PassResult:
             refused[_key(resource)] = (resource, "InvalidSpec", f"invalid spec: {error}")
             continue
         job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"])))
-        refusal = spec_refusal(spec, config) if job is None else None
+        refusal = _refusal(spec, config) if job is None else None
         if refusal is not None:  # decided before a Job exists; a running Job is left to finish
             refused[_key(resource)] = (resource, refusal.reason, refusal.message)
             continue
@@ -199,6 +221,8 @@ def reconcile_pass(config: Config) -> PassResult:
     plan = result.plan
     acted = _admit(config, plan, resources, result)
     wanted: dict[tuple[str, str], tuple[dict[str, Any], Desired]] = {}
+    for key, message in result.rejected_jobs.items():
+        refused[key] = (resources[key][0], INVALID_JOB, message)
     for key, (resource, reason, message) in refused.items():
         wanted[key] = (resource, _waiting(resource, reason, message, "Failed"))
     for position, candidate in enumerate(plan.queued, start=1):
@@ -243,7 +267,14 @@ def _admit(
         acted.add(candidate.key)
         with _guarded(result, candidate.key, "create"):
             manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config=config)
-            if kube.create_job(manifest):
+            try:
+                created = kube.create_job(manifest)
+            except ApiException as error:
+                if error.status not in (400, 422):
+                    raise
+                result.rejected_jobs[candidate.key] = f"the apiserver refused the runner Job: {_api_message(error)}"
+                continue
+            if created:
                 logger.info("created runner Job %s/%s", meta["namespace"], manifest["metadata"]["name"])
                 post_event(resource, "JobCreated", f"created runner Job {manifest['metadata']['name']}")
     for candidate in plan.resume:

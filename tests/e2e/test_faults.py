@@ -1,0 +1,64 @@
+"""One CompressionJob's bad settings fail that CompressionJob only: the others still get their runner."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s.controlplane import ControlPlane
+from tests.k8s.node_agent import NodeAgent
+from tests.unit.test_job_checks import INVALID
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.k8s, pytest.mark.s3, pytest.mark.tf]
+
+
+def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
+    return json.loads(plane.kubectl("get", *args, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def document(name: str, **spec_changes: Any) -> str:
+    spec = {
+        "model": {"uri": "s3://edgecompress-demo/models/digits.keras", "format": "keras"},
+        "steps": [{"type": "ptq", "mode": "dynamic"}],
+        "output": {"uri": f"s3://edgecompress-demo/compressed/{name}/"},
+        "credentials": {"secretName": "edgecompress-s3"},
+        **spec_changes,
+    }
+    return yaml.safe_dump(
+        {"apiVersion": "edgecompress.io/v1alpha1", "kind": "CompressionJob", "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def phase_of(plane: ControlPlane, name: str, phases: set[str], timeout: float = 300) -> dict[str, Any]:
+    return wait_until(  # type: ignore[no-any-return]
+        lambda: (s := get(plane, "compressionjob", name).get("status") or {}).get("phase") in phases and s,
+        f"{name} to reach {phases}",
+        timeout,
+    )
+
+
+def test_invalid_job_settings_fail_their_compression_job_and_the_next_one_still_runs(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    cases = [(f"bad-{case}", execution, message, "InvalidSpec") for case, execution, message in INVALID]
+    cases.append(("bad-priority-class", {"priorityClassName": "Not_A_Name"}, "the apiserver refused the runner Job",
+                  "InvalidJob"))  # fmt: skip
+    for name, execution, _, _ in cases:
+        control_plane.kubectl("apply", "-f", "-", stdin=document(name, execution=execution))
+    time.sleep(1)
+    long_name = "long-" + "n" * 59
+    control_plane.kubectl("apply", "-f", "-", stdin=document("after-the-bad-ones"))
+    control_plane.kubectl("apply", "-f", "-", stdin=document(long_name))
+    for name, _, message, reason in cases:
+        status = phase_of(control_plane, name, {"Failed", "Succeeded", "Running"}, timeout=120)
+        assert (status["phase"], status["reason"]) == ("Failed", reason), (name, status)
+        assert message in status["message"], (name, status["message"])
+        assert get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"] == []
+    for name in ("after-the-bad-ones", long_name):
+        assert phase_of(control_plane, name, {"Failed", "Succeeded"})["phase"] == "Succeeded", name
+    control_plane.kubectl("delete", "compressionjob", long_name, "after-the-bad-ones", *(case[0] for case in cases))
