@@ -241,9 +241,11 @@ class MacShare(Record):
     hybrid: float = Field(
         default=0.0, description="float activations with int8 weights: dynamic-range (hybrid) kernels."
     )
+    float16: float = Field(
+        default=0.0, description="float32 kernels on weights stored as float16 and dequantized to float32 at load."
+    )
     dequantized: float = Field(
-        default=0.0,
-        description="float32 kernels on weights stored as float16 (or int8) and dequantized to float32 at load.",
+        default=0.0, description="float32 kernels on weights stored as int8 and dequantized to float32 at load."
     )
     float32: float = Field(default=0.0, description="float32 kernels on float32 weights.")
 

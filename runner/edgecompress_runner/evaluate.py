@@ -29,6 +29,8 @@ __all__ = ["Metrics", "Quality", "input_signature", "interleave", "measure_pair"
 ROUNDS = 5
 """Interleaved rounds (at most; never more than the runs per model)."""
 
+PEAK_MEMORY_TIMEOUT_SECONDS = 600
+
 _PEAK_MEMORY_CHILD = """
 import ctypes, gc, json, sys
 from pathlib import Path
@@ -88,13 +90,21 @@ def peak_memory(models: Sequence[bytes], threads: int) -> list[int | None]:
         )
         for _ in models
     ]
-    peaks: list[int | None] = []
-    for child, model_bytes in zip(children, models, strict=True):
-        stdout, _ = child.communicate(model_bytes, timeout=600)
-        lines = stdout.decode(errors="replace").strip().splitlines()
-        peak = json.loads(lines[-1])["peak"] if child.returncode == 0 and lines else None
-        peaks.append(int(peak) if peak is not None and peak > 0 else None)
-    return peaks
+    return [_child_peak(child, model_bytes) for child, model_bytes in zip(children, models, strict=True)]
+
+
+def _child_peak(child: subprocess.Popen[bytes], model_bytes: bytes) -> int | None:
+    """The child's answer; None (never 0) when it could not measure."""
+    try:
+        stdout, _ = child.communicate(model_bytes, timeout=PEAK_MEMORY_TIMEOUT_SECONDS)
+        peak = int(json.loads(stdout.decode(errors="replace").strip().splitlines()[-1])["peak"])
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return peak if child.returncode == 0 and peak > 0 else None
 
 
 def input_signature(model_bytes: bytes) -> tuple[int | None, ...]:

@@ -17,13 +17,14 @@ from edgecompress_contract.report import Comparison, ConversionReport, MacShare
 
 __all__ = ["KernelProfile", "kernel_profile", "speed_path"]
 
-INT8, INT16, HYBRID, DEQUANTIZED, FLOAT32 = "int8", "int16", "hybrid", "dequantized", "float32"
+INT8, INT16, HYBRID, FLOAT16, DEQUANTIZED, FLOAT32 = "int8", "int16", "hybrid", "float16", "dequantized", "float32"
 
 _KERNEL_WORDS = {
     INT8: "int8 kernels",
     INT16: "int16x8 kernels",
     HYBRID: "hybrid kernels (int8 weights, float activations)",
-    DEQUANTIZED: "float32 kernels on weights dequantized at load (stored float16/int8)",
+    FLOAT16: "float32 kernels on float16 weights (dequantized at load)",
+    DEQUANTIZED: "float32 kernels on int8 weights dequantized at load",
     FLOAT32: "float32 kernels",
 }
 
@@ -90,11 +91,12 @@ def kernel_profile(model_bytes: bytes) -> KernelProfile:
     for graph in model.subgraphs:
         tensors = graph.tensors or []
         sparse = sparse or any(tensor.sparsity is not None for tensor in tensors)
-        producers: dict[int, str] = {}
+        dequantized_from: dict[int, int] = {}  # DEQUANTIZE output tensor -> the stored tensor's type
         for op in graph.operators or []:
             name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
-            for index in op.outputs if op.outputs is not None else []:
-                producers[int(index)] = name
+            if name == "DEQUANTIZE" and op.inputs is not None and op.outputs is not None and int(op.inputs[0]) >= 0:
+                for index in op.outputs:
+                    dequantized_from[int(index)] = tensors[int(op.inputs[0])].type
         for op in graph.operators or []:
             name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
             if name not in WEIGHTED_OPS or op.outputs is None or len(op.outputs) == 0:
@@ -111,8 +113,8 @@ def kernel_profile(model_bytes: bytes) -> KernelProfile:
                 kind = INT16
             elif weights.type in integer:
                 kind = HYBRID
-            elif producers.get(indices[1]) == "DEQUANTIZE":
-                kind = DEQUANTIZED
+            elif indices[1] in dequantized_from:
+                kind = FLOAT16 if dequantized_from[indices[1]] == types.FLOAT16 else DEQUANTIZED
             else:
                 kind = FLOAT32
             macs[kind] += _op_macs(name, inputs, tensors[int(op.outputs[0])])

@@ -39,7 +39,7 @@ def test_report_measures_memory_latency_and_kernels_honestly(
         assert conversion["macShare"]["int8"] >= 0.9
         assert speed_path.startswith("MACs: 100% in int8 kernels")
     else:
-        assert conversion["macShare"]["int8"] == 0 and conversion["macShare"]["dequantized"] >= 0.9
+        assert conversion["macShare"]["int8"] == 0 and conversion["macShare"]["float16"] >= 0.9
     assert "5 interleaved rounds" in speed_path
     if "faster" in speed_path:
         assert comparison["latencySpeedup"] > 1
@@ -58,3 +58,43 @@ def test_peak_memory_is_positive_and_stable_across_runs(digits_model: Path) -> N
     assert all(peak is not None and peak > len(float_model) for peak in peaks), peaks
     values = [peak for peak in peaks if peak is not None]
     assert max(values) <= min(values) * 1.1, values
+
+
+def test_mac_shares_are_read_from_the_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgecompress_runner.kernels import kernel_profile
+    from edgecompress_runner.tfcompat import tf
+
+    inputs = tf.keras.Input((8, 8, 1))
+    hidden = tf.keras.layers.Conv2D(8, 3)(inputs)  # 6x6x8 outputs x 3x3x1 = 2,592 MACs (72 weights)
+    outputs = tf.keras.layers.Dense(10)(tf.keras.layers.Flatten()(hidden))  # 288 x 10 = 2,880 MACs
+    model = tf.keras.Model(inputs, outputs)
+    samples = np.random.default_rng(0).random((20, 8, 8, 1), dtype=np.float32)
+
+    def converted(mode: str) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if mode != "float":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return bytes(converter.convert())
+
+    shares = {}
+    for mode in ("float", "float16", "dynamic", "int8"):
+        profile = kernel_profile(converted(mode))
+        assert profile.total == 2592 + 2880 and not profile.sparse
+        share = profile.share()
+        assert share is not None
+        shares[mode] = {kind: value for kind, value in share.model_dump().items() if value}
+    assert shares["float"] == {"float32": 1.0}
+    assert shares["float16"] == {"float16": 1.0}
+    # Dynamic range leaves kernels under 1,024 weights float: the conv stays float32, the dense is hybrid.
+    assert shares["dynamic"] == {
+        "hybrid": pytest.approx(2880 / 5472, abs=1e-4),
+        "float32": pytest.approx(2592 / 5472, abs=1e-4),
+    }
+    assert shares["int8"] == {"int8": 1.0}

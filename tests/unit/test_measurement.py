@@ -136,9 +136,9 @@ def test_speed_path_follows_the_measured_ratio(ratio: float) -> None:
 
 
 def test_a_float16_result_that_is_not_faster_is_not_called_faster() -> None:
-    text = speed_path(conversion("float16", MacShare(dequantized=1.0)), measured(0.99))
+    text = speed_path(conversion("float16", MacShare(float16=1.0)), measured(0.99))
     assert "faster" not in text and "about as fast" in text
-    assert "100% in float32 kernels on weights dequantized at load" in text
+    assert "100% in float32 kernels on float16 weights" in text
 
 
 def test_speed_path_names_sparse_weights_and_says_when_speed_is_unmeasured() -> None:
