@@ -134,12 +134,16 @@ def speed_path(conversion: ConversionReport, comparison: Comparison | None = Non
         kinds = sorted(
             ((value, kind) for kind, value in share.model_dump().items() if value > 0), key=lambda item: -item[0]
         )
-        words = [f"{value:.0%} in {_KERNEL_WORDS[kind]}" for value, kind in kinds]
+        words = [f"{_percent(value)} in {_KERNEL_WORDS[kind]}" for value, kind in kinds]
         parts.append("MACs: " + ", ".join(words))
     if conversion.sparse_encoding:
         parts.append("sparse weights encoded for XNNPACK sparse inference (float subgraphs only)")
     parts.append(_measured_speed(comparison))
     return "; ".join(parts)
+
+
+def _percent(share: float) -> str:
+    return "<1%" if share < 0.005 else f"{share:.0%}"
 
 
 def _measured_speed(comparison: Comparison | None) -> str:

@@ -144,3 +144,10 @@ def test_a_float16_result_that_is_not_faster_is_not_called_faster() -> None:
 def test_speed_path_names_sparse_weights_and_says_when_speed_is_unmeasured() -> None:
     text = speed_path(conversion("float", MacShare(float32=1.0), sparse=True))
     assert "XNNPACK sparse inference" in text and text.endswith("speed not measured")
+
+
+def test_speed_path_lists_kernels_by_share_and_never_rounds_a_share_to_zero() -> None:
+    text = speed_path(conversion("dynamic", MacShare(hybrid=0.75, float32=0.249, int8=0.001)), measured(1.5))
+    assert text.startswith(
+        "MACs: 75% in hybrid kernels (int8 weights, float activations), 25% in float32 kernels, <1% in int8 kernels;"
+    )
