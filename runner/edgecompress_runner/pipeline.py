@@ -319,8 +319,11 @@ def _convert(state: RunState) -> None:
 
 
 def _evaluate(state: RunState) -> None:
-    """Measures the result's outputs like the baseline's, then both models' memory and (interleaved) latency;
-    judges the result against the gates and words the speed path from the file and the measured speed-up."""
+    """Measures the result, then both models' memory and latency, and judges the result against the gates.
+
+    The result's outputs are taken like the baseline's; memory is measured in a fresh process per model,
+    latency with the two models interleaved; the speed path is worded from the file and the measured speed-up.
+    """
     from . import evaluate
     from .gates import judge
     from .kernels import speed_path
