@@ -106,12 +106,20 @@ def main() -> None:
     )
     script_seconds = time.monotonic() - started
 
-    measured = {}
     latency = Latency(threads=args.threads, runs=args.runs, warmup=20)
-    for name, model_bytes in (("runner", runner_bytes), ("tfmot script", script_bytes)):
-        metrics, _ = evaluate.measure(model_bytes, data["x_eval"], latency=latency, labels=data["y_eval"])
-        measured[name] = metrics
-    runner, script = measured["runner"], measured["tfmot script"]
+    qualities = [
+        evaluate.quality(model_bytes, data["x_eval"], threads=args.threads, labels=data["y_eval"])
+        for model_bytes in (runner_bytes, script_bytes)
+    ]
+    # Timed interleaved (like a run's baseline and result), so load falls on both alike.
+    runner, script = evaluate.measure_pair(
+        runner_bytes,
+        script_bytes,
+        data["x_eval"][0],
+        latency_spec=latency,
+        baseline_quality=qualities[0],
+        result_quality=qualities[1],
+    )
     rows = [
         ("wall time (s)", f"{runner_seconds:.1f}", f"{script_seconds:.1f}", f"{runner_seconds / script_seconds:.2f}x"),
         (

@@ -36,13 +36,35 @@ class Outputs(Record):
 
 
 class Metrics(Record):
-    """What was measured on one .tflite with the LiteRT interpreter."""
+    """What was measured on one .tflite with the LiteRT interpreter.
+
+    Latency is timed in the evaluate phase with the baseline and the result interleaved (rounds of
+    each model's runs back to back, on the same sample and threads), so load on the machine falls on
+    both alike.
+    """
 
     size_bytes: int = Field(description="File size in bytes.")
     gzip_bytes: int = Field(description="Size after gzip -9, in bytes (what pruning saves in a compressed download).")
-    latency_p50_ms: float = Field(description="Median single-sample latency in milliseconds.")
+    latency_p50_ms: float = Field(description="Median single-sample latency over every timed run, in milliseconds.")
     latency_p95_ms: float = Field(description="95th-percentile single-sample latency in milliseconds.")
-    peak_memory_bytes: int | None = Field(default=None, description="Peak memory the interpreter added, in bytes.")
+    latency_iqr_ms: float | None = Field(
+        default=None, description="Interquartile range (p75 - p25) of the timed runs, in milliseconds."
+    )
+    latency_rounds_ms: list[float] = Field(
+        default_factory=list,
+        description=(
+            "Median latency of each interleaved round, in milliseconds, in round order (round i of the "
+            "baseline and of the result ran back to back); their min and max are the spread across rounds."
+        ),
+    )
+    peak_memory_bytes: int | None = Field(
+        default=None,
+        description=(
+            "Peak resident memory of loading the .tflite from bytes, allocating and invoking it once, in a fresh "
+            "process with the LiteRT runtime imported (its VmHWM growth; includes the interpreter's and "
+            "XNNPACK's start-up). None off Linux."
+        ),
+    )
     accuracy: float | None = Field(default=None, description="Top-1 accuracy against y_eval (classifiers with labels).")
     top1_agreement: float | None = Field(
         default=None, description="Share of samples whose top-1 class equals the float baseline's."
@@ -74,7 +96,15 @@ class Comparison(Record):
     size_reduction: float = Field(description="1 - result size / baseline size (0.75 = 4x smaller).")
     compression_ratio: float = Field(description="Baseline size / result size.")
     gzip_size_reduction: float = Field(description="1 - result gzip size / baseline gzip size.")
-    latency_speedup: float = Field(description="Baseline median latency / result median latency.")
+    latency_speedup: float = Field(
+        description=(
+            "Baseline latency / result latency (> 1: the result is faster): the median over interleaved rounds of "
+            "each round's ratio of medians."
+        )
+    )
+    latency_speedup_min: float | None = Field(default=None, description="The lowest per-round speed-up.")
+    latency_speedup_max: float | None = Field(default=None, description="The highest per-round speed-up.")
+    latency_rounds: int | None = Field(default=None, description="Interleaved rounds the speed-up is the median of.")
     accuracy_drop: float | None = Field(
         default=None, description="Baseline accuracy minus result accuracy (0.01 = one point), when labelled."
     )
@@ -85,14 +115,29 @@ class Comparison(Record):
         accuracy_drop = None
         if baseline.accuracy is not None and result.accuracy is not None:
             accuracy_drop = round(baseline.accuracy - result.accuracy, 4)
+        paired = len(baseline.latency_rounds_ms) == len(result.latency_rounds_ms) > 0
+        if paired:
+            rounds = zip(baseline.latency_rounds_ms, result.latency_rounds_ms, strict=True)
+            ratios = [base / max(measured, 1e-9) for base, measured in rounds]
+        else:
+            ratios = [baseline.latency_p50_ms / max(result.latency_p50_ms, 1e-9)]
         return cls(
             size_reduction=round(1 - result.size_bytes / baseline.size_bytes, 4),
             compression_ratio=round(baseline.size_bytes / result.size_bytes, 3),
             gzip_size_reduction=round(1 - result.gzip_bytes / baseline.gzip_bytes, 4),
-            latency_speedup=round(baseline.latency_p50_ms / max(result.latency_p50_ms, 1e-9), 3),
+            latency_speedup=round(_median(ratios), 3),
+            latency_speedup_min=round(min(ratios), 3) if paired else None,
+            latency_speedup_max=round(max(ratios), 3) if paired else None,
+            latency_rounds=len(ratios) if paired else None,
             accuracy_drop=accuracy_drop,
             top1_agreement=result.top1_agreement,
         )
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 class GateResult(Record):
@@ -188,12 +233,45 @@ StepReport = Annotated[
 ]
 
 
+class MacShare(Record):
+    """Share of the multiply-accumulates of one inference by the kind of kernel that runs them (sums to 1)."""
+
+    int8: float = Field(default=0.0, description="int8 activations and int8 weights: full-integer kernels.")
+    int16: float = Field(default=0.0, description="int16 activations with int8 weights: int16x8 kernels.")
+    hybrid: float = Field(
+        default=0.0, description="float activations with int8 weights: dynamic-range (hybrid) kernels."
+    )
+    float16: float = Field(
+        default=0.0, description="float32 kernels on weights stored as float16 and dequantized to float32 at load."
+    )
+    dequantized: float = Field(
+        default=0.0, description="float32 kernels on weights stored as int8 and dequantized to float32 at load."
+    )
+    float32: float = Field(default=0.0, description="float32 kernels on float32 weights.")
+
+
 class ConversionReport(Record):
-    """How the final .tflite was converted."""
+    """How the final .tflite was converted, and what its ops compute in (read back from the file)."""
 
     mode: str = Field(description="float, qat, dynamic, float16, int8 or int16x8.")
-    speed_path: str = Field(description="What makes the result faster on a CPU, in words.")
-    sparse_encoding: bool = Field(description="Sparse weights encoded for XNNPACK sparse inference.")
+    speed_path: str = Field(
+        description=(
+            "What the result runs in on a CPU and how its measured speed compares with the float baseline, in words."
+        )
+    )
+    sparse_encoding: bool = Field(
+        description="The file holds sparse-encoded weights (XNNPACK sparse inference for float subgraphs)."
+    )
+    macs: int | None = Field(
+        default=None,
+        description=(
+            "Multiply-accumulates of one inference (batch 1) in the conv, depthwise-conv, transpose-conv, "
+            "fully-connected and batch-matmul ops of the file."
+        ),
+    )
+    mac_share: MacShare | None = Field(
+        default=None, description="Share of those multiply-accumulates by the kind of kernel that runs them."
+    )
 
 
 class JobReference(Record):

@@ -16,32 +16,11 @@ from edgecompress_contract.report import ConversionReport
 from edgecompress_contract.spec import PtqMode
 
 from .errors import InputError
+from .kernels import WEIGHTED_OPS, kernel_profile, speed_path
 from .planning import FLOAT_PLAN, ConversionPlan
 from .tfcompat import tf
 
-__all__ = ["FLOAT_PLAN", "ConversionPlan", "convert", "denylisted_nodes"]
-
-WEIGHTED_OPS = frozenset(
-    {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
-)
-
-
-def speed_path(mode: str, sparse: bool, denylisted: bool) -> str:
-    """What makes the result faster on a CPU, in words for the report."""
-    paths = {
-        "float": "float32 kernels (XNNPACK)",
-        "dynamic": "dynamic range: int8 weights, float activations (hybrid kernels); smaller, modest speed-up",
-        "float16": "float16 weights, computed in float32 on most CPUs (XNNPACK): smaller, not faster",
-        "int8": "full-integer int8 kernels (XNNPACK/ruy): smaller and faster",
-        "int16x8": "int16 activations with int8 weights (reference kernels): accurate, often slower than int8",
-        "qat": "full-integer int8 kernels from QAT (XNNPACK/ruy): smaller and faster",
-    }
-    text = paths[mode]
-    if sparse:
-        text += "; sparse weights encoded for XNNPACK sparse inference (float subgraphs only)"
-    if denylisted:
-        text += "; denylisted layers stay float (quantize/dequantize around them)"
-    return text
+__all__ = ["FLOAT_PLAN", "ConversionPlan", "conversion_report", "convert", "denylisted_nodes"]
 
 
 def representative_dataset(x: np.ndarray, samples: int) -> Any:
@@ -153,10 +132,16 @@ def convert(
         lines = [line for line in str(error).splitlines() if line.strip()]
         detail = "; ".join(lines[:3])[:600]
         raise InputError(f"conversion ({mode}) failed: {detail}") from None
+    return model_bytes, conversion_report(mode, model_bytes)
+
+
+def conversion_report(mode: str, model_bytes: bytes) -> ConversionReport:
+    """How the file was converted and what its ops compute in; the speed path until the speed is measured."""
+    profile = kernel_profile(model_bytes)
     conversion = ConversionReport(
-        mode=mode, speed_path=speed_path(mode, sparse, bool(denylist)), sparse_encoding=sparse
+        mode=mode, speed_path="", sparse_encoding=profile.sparse, macs=profile.total, mac_share=profile.share()
     )
-    return model_bytes, conversion
+    return conversion.model_copy(update={"speed_path": speed_path(conversion)})
 
 
 def _convert_with_denylist(converter: Any, denylist: list[str]) -> bytes:

@@ -31,7 +31,7 @@ def evaluate_gates(gates: Gates, baseline: Metrics, result: Metrics) -> list[Gat
 
 
 def judge(gates: Gates, comparison: Comparison, result: Metrics) -> list[GateResult]:
-    """Every set gate's verdict on ``comparison`` (and the result's own latency)."""
+    """Every set gate's verdict on ``comparison`` (and the result's own median latency, timed interleaved)."""
     results: list[GateResult] = []
     if gates.max_accuracy_drop is not None:
         limit = gates.max_accuracy_drop
@@ -61,6 +61,7 @@ def judge(gates: Gates, comparison: Comparison, result: Metrics) -> list[GateRes
         limit = gates.max_latency_ms
         latency = result.latency_p50_ms
         passed = latency <= limit
-        reason = f"median latency {latency:.3f} ms, {'within' if passed else 'over'} the limit {limit:g} ms"
+        how = " (timed interleaved with the baseline)" if result.latency_rounds_ms else ""
+        reason = f"median latency {latency:.3f} ms{how}, {'within' if passed else 'over'} the limit {limit:g} ms"
         results.append(GateResult(name="maxLatencyMs", passed=passed, actual=latency, limit=limit, reason=reason))
     return results

@@ -40,6 +40,7 @@ from edgecompress_contract.summary import RunSummary
 
 from .data import Dataset
 from .errors import ExitCode, InputError, PromotionConflict
+from .evaluate import Quality
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
 from .report import versions
@@ -135,13 +136,13 @@ class RunState:
     baseline_tflite: bytes = b""
     x_eval: np.ndarray | None = None
     labels: np.ndarray | None = None
-    baseline: Metrics | None = None
-    baseline_outputs: np.ndarray | None = None
+    baseline_quality: Quality | None = None
     # steps and convert
     step_reports: list[StepReport] = field(default_factory=list)
     conversion: ConversionReport | None = None
     tflite_file: Path | None = None
     # evaluate
+    baseline: Metrics | None = None
     result: Metrics | None = None
     comparison: Comparison | None = None
     gates: list[GateResult] = field(default_factory=list)
@@ -234,7 +235,10 @@ def _fetch(state: RunState) -> None:
 
 
 def _baseline(state: RunState) -> None:
-    """Loads the model and measures its plain float conversion: what every result is compared with."""
+    """Loads the model, converts it plainly to float and takes its outputs: what every result is compared with.
+
+    Its latency and memory are measured in the evaluate phase, interleaved with the result's.
+    """
     from . import convert, evaluate, model_io
     from .data import check_input_shape
 
@@ -263,8 +267,8 @@ def _baseline(state: RunState) -> None:
         rng = np.random.default_rng(0)
         shape = (UNLABELED_EVAL_SAMPLES, *[int(dim or 0) for dim in expected_shape])
         state.x_eval = rng.random(shape, dtype=np.float32)
-    state.baseline, state.baseline_outputs = evaluate.measure(
-        state.baseline_tflite, state.x_eval, latency=spec.evaluation.latency, labels=state.labels
+    state.baseline_quality = evaluate.quality(
+        state.baseline_tflite, state.x_eval, threads=spec.evaluation.latency.threads, labels=state.labels
     )
 
 
@@ -315,19 +319,35 @@ def _convert(state: RunState) -> None:
 
 
 def _evaluate(state: RunState) -> None:
-    """Measures the result like the baseline and judges it against the gates."""
+    """Measures the result, then both models' memory and latency, and judges the result against the gates.
+
+    The result's outputs are taken like the baseline's; memory is measured in a fresh process per model,
+    latency with the two models interleaved; the speed path is worded from the file and the measured speed-up.
+    """
     from . import evaluate
     from .gates import judge
+    from .kernels import speed_path
 
-    baseline = _ready(state.baseline)
-    state.result, _ = evaluate.measure(
-        _ready(state.tflite_file).read_bytes(),
-        _ready(state.x_eval),
-        latency=state.spec.evaluation.latency,
+    spec, x_eval, baseline_quality = state.spec, _ready(state.x_eval), _ready(state.baseline_quality)
+    result_tflite = _ready(state.tflite_file).read_bytes()
+    result_quality = evaluate.quality(
+        result_tflite,
+        x_eval,
+        threads=spec.evaluation.latency.threads,
         labels=state.labels,
-        reference_outputs=state.baseline_outputs,
+        reference_outputs=baseline_quality.outputs,
     )
-    state.comparison = Comparison.between(baseline, state.result)
+    state.baseline, state.result = evaluate.measure_pair(
+        state.baseline_tflite,
+        result_tflite,
+        x_eval[0],
+        latency_spec=spec.evaluation.latency,
+        baseline_quality=baseline_quality,
+        result_quality=result_quality,
+    )
+    state.comparison = Comparison.between(state.baseline, state.result)
+    conversion = _ready(state.conversion)
+    state.conversion = conversion.model_copy(update={"speed_path": speed_path(conversion, state.comparison)})
     state.gates = judge(state.spec.gates, state.comparison, state.result)
 
 
