@@ -62,3 +62,31 @@ def test_invalid_job_settings_fail_their_compression_job_and_the_next_one_still_
     for name in ("after-the-bad-ones", long_name):
         assert phase_of(control_plane, name, {"Failed", "Succeeded"})["phase"] == "Succeeded", name
     control_plane.kubectl("delete", "compressionjob", long_name, "after-the-bad-ones", *(case[0] for case in cases))
+
+
+def test_jobs_deleted_at_once_after_finishing_run_exactly_once_across_an_operator_kill(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    names = [f"once-{index}" for index in range(10)]
+    for name in names:
+        control_plane.kubectl("apply", "-f", "-", stdin=document(name, execution={"ttlSecondsAfterFinished": 0}))
+
+    def some_finished() -> bool:
+        return any(
+            (get(control_plane, "compressionjob", name).get("status") or {}).get("phase") == "Succeeded"
+            for name in names
+        )
+
+    wait_until(some_finished, "a first CompressionJob to finish", timeout=300)
+    assert operator_process.process is not None
+    operator_process.process.kill()
+    operator_process.process.wait(timeout=30)
+    time.sleep(5)  # Jobs finish and are deleted while no operator watches
+    operator_process.start()
+    statuses = {name: phase_of(control_plane, name, {"Succeeded", "Failed"}, timeout=600) for name in names}
+    runs = [labels["edgecompress.io/compressionjob"] for labels in node_agent.launched
+            if labels.get("edgecompress.io/compressionjob") in names]  # fmt: skip
+    assert sorted(runs) == sorted(names), "every CompressionJob ran exactly once"
+    for name, status in statuses.items():
+        assert status["phase"] == "Succeeded" or status["reason"] == "JobLost", (name, status)
+    control_plane.kubectl("delete", "compressionjob", *names)

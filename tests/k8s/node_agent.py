@@ -54,6 +54,8 @@ class NodeAgent:
     )
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="node-agent-")))
     _running: dict[str, _Running] = field(default_factory=dict)
+    launched: list[dict[str, str]] = field(default_factory=list)
+    """The labels of every pod whose container was started, in order (one entry per runner execution)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _log_server: http.server.ThreadingHTTPServer | None = None
@@ -320,6 +322,7 @@ class NodeAgent:
             self._set_status(pod, "Failed", container.name, started, 127, f"cannot start {command}: {error}")
             return
         self._running[key] = _Running(process, message_file, started)
+        self.launched.append(dict(pod.metadata.labels or {}))
         self._patch_status(
             pod,
             {

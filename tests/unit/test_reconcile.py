@@ -220,3 +220,20 @@ def test_condition_times_change_only_with_their_status() -> None:
     }
     assert finished["Ready"].last_transition_time == "2026-11-22T12:09:00Z"
     assert isinstance(done.progress, StatusProgress) and done.progress.percent == 100.0
+
+
+def test_a_job_that_vanished_before_its_result_was_recorded_is_never_created_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW)]
+    reconcile_pass(CONFIG)
+    assert api.created == ["digits"]
+    assert api.status("digits")["job"] == job_name("digits", "uid-digits"), "recorded with the create"
+    api.jobs = []  # finished and deleted (ttlSecondsAfterFinished: 0) before the next pass saw it
+    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG)
+    assert api.created == ["digits"], "the runner must not run twice"
+    status = api.status("digits")
+    assert (status["phase"], status["reason"]) == ("Failed", "JobLost")
+    assert "s3://bucket/out/" in status["message"]

@@ -70,6 +70,15 @@ class Desired:
 
 
 INVALID_JOB = "InvalidJob"
+JOB_LOST = "JobLost"
+
+
+def _job_lost_message(job: str, spec: CompressionJobSpec) -> str:
+    return (
+        f"the runner Job {job} disappeared before its result was recorded (deleted, or removed by a short "
+        "ttlSecondsAfterFinished); it is not started again, so the model is never compressed or promoted twice. "
+        f"Its report.json may be in {spec.output.uri}; create a new CompressionJob to run again"
+    )
 
 
 def _refusal(spec: CompressionJobSpec, config: Config) -> Refusal | None:
@@ -203,6 +212,9 @@ def reconcile_pass(config: Config) -> PassResult:
             refused[_key(resource)] = (resource, "InvalidSpec", f"invalid spec: {error}")
             continue
         job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"])))
+        if job is None and status.job:
+            refused[_key(resource)] = (resource, JOB_LOST, _job_lost_message(status.job, spec))
+            continue
         refusal = _refusal(spec, config) if job is None else None
         if refusal is not None:  # decided before a Job exists; a running Job is left to finish
             refused[_key(resource)] = (resource, refusal.reason, refusal.message)
@@ -274,6 +286,8 @@ def _admit(
                     raise
                 result.rejected_jobs[candidate.key] = f"the apiserver refused the runner Job: {_api_message(error)}"
                 continue
+            # Recorded at once: a Job that vanishes before its result is recorded is then never created again.
+            kube.patch_status(meta["namespace"], meta["name"], {"job": manifest["metadata"]["name"]})
             if created:
                 logger.info("created runner Job %s/%s", meta["namespace"], manifest["metadata"]["name"])
                 post_event(resource, "JobCreated", f"created runner Job {manifest['metadata']['name']}")
