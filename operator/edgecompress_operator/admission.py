@@ -77,8 +77,10 @@ def plan_admission(candidates: list[Candidate], limit: int) -> AdmissionPlan:
     return plan
 
 
-def queued_message(position: int, waiting: int, limit: int) -> str:
+def queued_message(limit: int) -> str:
+    """The same text for every queued job, so the queue moving writes no status; the position is a metric."""
     return (
-        f"position {position} of {waiting} in the queue; the limit of {limit} concurrently running "
-        "runner Jobs (the operator's maxConcurrentJobs) is reached"
+        f"waiting for a free runner slot: the limit of {limit} concurrently running runner Jobs (the operator's "
+        "maxConcurrentJobs) is reached; queued jobs start in creation order (their place: the metric "
+        "edgecompress_compressionjob_queue_position)"
     )

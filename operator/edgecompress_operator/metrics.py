@@ -77,7 +77,13 @@ class CompressionJobCollector(Collector):
 
     def __init__(self) -> None:
         self._observed: dict[tuple[str, str], Observed] = {}
+        self._queue: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+
+    def set_queue(self, positions: dict[tuple[str, str], int]) -> None:
+        """The queue as the last reconcile pass planned it (kept here, not in status: no writes per change)."""
+        with self._lock:
+            self._queue = dict(positions)
 
     def observe(self, namespace: str, name: str, status: CompressionJobStatus, created: str | None = None) -> None:
         with self._lock:
@@ -89,7 +95,16 @@ class CompressionJobCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            observed = dict(self._observed)
+            observed, queue = dict(self._observed), dict(self._queue)
+        position = GaugeMetricFamily(
+            "edgecompress_compressionjob_queue_position",
+            "Place of a Queued CompressionJob in the queue (1 starts next), as of the last reconcile pass.",
+            labels=["namespace", "name"],
+        )
+        for (namespace, name), place in sorted(queue.items()):
+            if (namespace, name) in observed:
+                position.add_metric([namespace, name], float(place))
+        yield position
         by_phase = GaugeMetricFamily("edgecompress_compressionjobs", "CompressionJobs by phase.", labels=["phase"])
         counts: dict[str, int] = dict.fromkeys(PHASES, 0)
         for item in observed.values():

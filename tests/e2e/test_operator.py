@@ -279,8 +279,14 @@ def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order
         return found if {status.get("reason") for status in found.values()} == {"Queued"} else None
 
     queued = wait_until(queued_statuses, "the jobs over the limit to be Queued", timeout=30)
-    assert queued["queue-b"]["message"].startswith("position 1 of 2") and queued["queue-b"]["phase"] == "Pending"
-    assert queued["queue-a"]["message"].startswith("position 2 of 2")
+    assert (
+        queued["queue-b"]["message"].startswith("waiting for a free runner slot")
+        and queued["queue-b"]["phase"] == "Pending"
+    )
+    places = metric_samples(operator_process)
+    position = "edgecompress_compressionjob_queue_position"
+    assert places[(position, (("name", "queue-b"), ("namespace", "default")))] == 1
+    assert places[(position, (("name", "queue-a"), ("namespace", "default")))] == 2
     most_running = 0
     deadline = time.monotonic() + 420
     while True:

@@ -90,5 +90,5 @@ def test_never_more_running_than_the_limit() -> None:
         assert len(plan.create) == min(limit, 7) and len(plan.queued) == 7 - min(limit, 7)
 
 
-def test_queued_message_names_position_and_limit() -> None:
-    assert queued_message(2, 3, 4).startswith("position 2 of 3 in the queue; the limit of 4")
+def test_queued_message_names_the_limit_and_not_the_position() -> None:
+    assert queued_message(4).startswith("waiting for a free runner slot: the limit of 4")

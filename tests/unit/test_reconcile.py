@@ -110,7 +110,9 @@ class FakeApi:
         found["status"] = merge(found.get("status") or {}, changes)
 
     def create_job(self, manifest: dict[str, Any]) -> bool:
-        self.created.append(manifest["metadata"]["labels"][JOB_LABEL])
+        name = manifest["metadata"]["labels"][JOB_LABEL]
+        self.created.append(name)
+        self.jobs.append(runner_job(name))
         return True
 
     def status(self, name: str) -> dict[str, Any]:
@@ -177,8 +179,38 @@ def test_one_failing_compression_job_does_not_stop_the_others(monkeypatch: pytes
     assert reconcile_pass(CONFIG).failed == [("ml", "second")]
     assert api.created == ["first"]
     assert api.status("third")["reason"] == "Queued"
-    assert api.status("third")["message"].startswith("position 2 of 2")
+    assert api.status("third")["message"].startswith("waiting for a free runner slot")
     assert api.events == [("first", "JobCreated"), ("third", "Queued")]
+
+
+def test_the_queue_moving_writes_no_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource(f"job-{index}", f"2026-11-22T12:00:0{index}Z") for index in range(5)]
+    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG)  # job-0 gets its status from its Job
+    writes = len(api.patches)
+    assert [name for name, _ in api.patches].count("job-4") == 1, "queued once"
+    api.resources = [item for item in api.resources if item["metadata"]["name"] != "job-1"]  # one leaves the queue
+    reconcile_pass(CONFIG)
+    assert len(api.patches) == writes, "the others' place changed, their status did not"
+    samples = {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in METRICS.jobs.collect()
+        if family.name == "edgecompress_compressionjob_queue_position"
+        for sample in family.samples
+    }
+    assert samples == {}, "only observed CompressionJobs get a series"
+    for item in api.resources:
+        METRICS.jobs.observe("ml", item["metadata"]["name"], CompressionJobStatus())
+    samples = {
+        sample.labels["name"]: sample.value
+        for family in METRICS.jobs.collect()
+        if family.name == "edgecompress_compressionjob_queue_position"
+        for sample in family.samples
+    }
+    for item in api.resources:
+        METRICS.jobs.forget("ml", item["metadata"]["name"])
+    assert samples == {"job-2": 1.0, "job-3": 2.0, "job-4": 3.0}
 
 
 def test_patch_keeps_transition_and_read_times_when_nothing_changed() -> None:
@@ -230,6 +262,7 @@ def test_a_job_that_vanished_before_its_result_was_recorded_is_never_created_aga
     reconcile_pass(CONFIG)
     assert api.created == ["digits"]
     assert api.status("digits")["job"] == job_name("digits", "uid-digits"), "recorded with the create"
+    assert len(api.jobs) == 1
     api.jobs = []  # finished and deleted (ttlSecondsAfterFinished: 0) before the next pass saw it
     reconcile_pass(CONFIG)
     reconcile_pass(CONFIG)

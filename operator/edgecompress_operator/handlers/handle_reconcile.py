@@ -237,10 +237,10 @@ def reconcile_pass(config: Config) -> PassResult:
         refused[key] = (resources[key][0], INVALID_JOB, message)
     for key, (resource, reason, message) in refused.items():
         wanted[key] = (resource, _waiting(resource, reason, message, "Failed"))
-    for position, candidate in enumerate(plan.queued, start=1):
+    METRICS.jobs.set_queue({candidate.key: place for place, candidate in enumerate(plan.queued, start=1)})
+    for candidate in plan.queued:
         resource = resources[candidate.key][0]
-        message = queued_message(position, len(plan.queued), config.max_concurrent_jobs)
-        wanted[candidate.key] = (resource, _waiting(resource, "Queued", message))
+        wanted[candidate.key] = (resource, _waiting(resource, "Queued", queued_message(config.max_concurrent_jobs)))
     for candidate in plan.waiting_suspended:
         resource = resources[candidate.key][0]
         wanted[candidate.key] = (resource, _waiting(resource, "Suspended", SUSPENDED_MESSAGE))
