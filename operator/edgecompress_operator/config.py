@@ -77,6 +77,15 @@ class Config(BaseSettings):
             "runner. When false, a CompressionJob that sets it fails with TrustedCodeNotAllowed."
         ),
     )
+    start_timeout_seconds: float = Field(
+        default=600,
+        gt=0,
+        le=86400,
+        description=(
+            "A runner pod that cannot be created or started (FailedCreate, image pull, missing Secret) for this "
+            "long fails its CompressionJob, and the Job is suspended so it holds no slot."
+        ),
+    )
     api_timeout_seconds: float = Field(
         default=30,
         gt=0,

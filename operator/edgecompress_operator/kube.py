@@ -88,5 +88,20 @@ def pod_log_tail(namespace: str, pod: str, container: str, lines: int) -> str:
     return bytes(response.data).decode("utf-8", errors="replace")
 
 
+def failed_create_message(namespace: str, job_uid: str) -> str | None:
+    """The newest FailedCreate Event of a Job (why the Job controller cannot create its pod), if any."""
+    events = (
+        client.CoreV1Api()
+        .list_namespaced_event(
+            namespace, field_selector=f"involvedObject.uid={job_uid},reason=FailedCreate", **_limit()
+        )
+        .items
+    )
+    if not events:
+        return None
+    newest = max(events, key=lambda event: str(event.last_timestamp or event.event_time or ""))
+    return str(newest.message or "")
+
+
 def create_event(event: dict[str, Any]) -> None:
     client.CoreV1Api().create_namespaced_event(event["metadata"]["namespace"], event, **_limit())

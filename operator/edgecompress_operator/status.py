@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -64,6 +65,35 @@ def _is_json(text: str) -> bool:
     return True
 
 
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
+"""Container waiting reasons that do not go away by waiting (a missing Secret, a bad image)."""
+
+
+def start_problem(pod: dict[str, Any] | None, failed_create: str | None) -> tuple[str, str] | None:
+    """Why the runner does not start: its container's waiting reason, or the Job's FailedCreate (no pod)."""
+    if pod is None:
+        return ("FailedCreate", failed_create) if failed_create else None
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING_REASONS:
+            return str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
+    return None
+
+
+def _seconds_between(start: str, end: str) -> float:
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
 def unscheduled_reason(pod: dict[str, Any] | None) -> tuple[str, str] | None:
     """The scheduler's reason and message when the pod cannot be placed (e.g. no GPU free)."""
     for condition in (pod or {}).get("status", {}).get("conditions") or []:
@@ -111,10 +141,14 @@ def status_from_job(
     *,
     spec_suspended: bool = False,
     progress: ProgressEvent | None = None,
+    failed_create: str | None = None,
+    start_timeout: float | None = None,
 ) -> CompressionJobStatus:
     """phase, kstatus-style conditions, times, progress, and the runner's result or reason.
 
     ``progress`` is the newest progress event in the running pod's log, if one was read.
+    ``failed_create`` is the Job's newest FailedCreate Event message. A runner that cannot start
+    (``start_problem``) longer than ``start_timeout`` seconds after its Job was created ends Failed.
     """
     job_status = job.get("status") or {}
     finished = {c["type"]: c for c in job_status.get("conditions") or [] if c.get("status") == "True"}
@@ -151,6 +185,15 @@ def status_from_job(
     elif unscheduled is not None:
         phase = "Pending"
         reason, message = unscheduled
+    elif (problem := start_problem(pod, failed_create)) is not None:
+        phase = "Pending"
+        reason, message = problem
+        created = job["metadata"].get("creationTimestamp")
+        waited = _seconds_between(str(created), now) if created else 0.0
+        if start_timeout is not None and waited > start_timeout:
+            phase = "Failed"
+            message += f" (the runner could not start for {waited:.0f} s; its Job is suspended and holds no slot)"
+            completion_time = now
     else:
         phase, reason, message = "Pending", "Pending", "waiting for the runner pod to start"
     result = summary if summary is not None and summary.artifacts is not None else None

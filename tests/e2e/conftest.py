@@ -57,6 +57,7 @@ OPERATOR_RULES = Path(__file__).resolve().parents[2] / "charts" / "edgecompress"
 OPERATOR_NAMESPACE = "edgecompress-system"
 MAX_CONCURRENT_JOBS = 2
 API_TIMEOUT_SECONDS = 5
+START_TIMEOUT_SECONDS = 20
 
 
 def operator_kubeconfig(control_plane: ControlPlane, path: Path, server: str | None = None) -> Path:
@@ -129,6 +130,7 @@ class OperatorProcess:
             "EDGECOMPRESS_PROGRESS_INTERVAL_SECONDS": "2",
             "EDGECOMPRESS_ADMISSION_INTERVAL_SECONDS": "5",
             "EDGECOMPRESS_API_TIMEOUT_SECONDS": str(API_TIMEOUT_SECONDS),
+            "EDGECOMPRESS_START_TIMEOUT_SECONDS": str(START_TIMEOUT_SECONDS),
         }
 
     def start(self) -> None:

@@ -90,3 +90,32 @@ def test_jobs_deleted_at_once_after_finishing_run_exactly_once_across_an_operato
     for name, status in statuses.items():
         assert status["phase"] == "Succeeded" or status["reason"] == "JobLost", (name, status)
     control_plane.kubectl("delete", "compressionjob", *names)
+
+
+def test_a_runner_that_cannot_start_shows_why_and_gives_up_its_slot(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+) -> None:
+    from tests.e2e.conftest import START_TIMEOUT_SECONDS
+
+    cases = {
+        "no-priority-class": ({"execution": {"priorityClassName": "does-not-exist"}}, "FailedCreate",
+                              "no PriorityClass with name does-not-exist was found"),
+        "no-secret": ({"credentials": {"secretName": "absent"}}, "CreateContainerConfigError", "absent"),
+    }  # fmt: skip
+    for name, (changes, _, _) in cases.items():
+        control_plane.kubectl("apply", "-f", "-", stdin=document(name, **changes))
+    for name, (_, reason, text) in cases.items():
+        status = wait_until(
+            lambda name=name, reason=reason: (
+                (s := get(control_plane, "compressionjob", name).get("status") or {}).get("reason") == reason and s
+            ),
+            f"{name} to show {reason}",
+            timeout=60,
+        )
+        assert status["phase"] == "Pending" and text in status["message"], status
+    for name, (_, reason, _) in cases.items():
+        status = phase_of(control_plane, name, {"Failed"}, timeout=START_TIMEOUT_SECONDS + 60)
+        assert status["reason"] == reason, status
+        [job] = get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"]
+        assert job["spec"]["suspend"] is True, "a runner that never started holds no slot"
+    control_plane.kubectl("delete", "compressionjob", *cases)

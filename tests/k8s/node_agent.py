@@ -310,7 +310,14 @@ class NodeAgent:
         message_file.touch()
         declared = container.termination_message_path or "/dev/termination-log"
         args = [str(message_file) if arg == declared else arg for arg in (container.args or [])]
-        environment = self._environment(pod, container)
+        try:
+            environment = self._environment(pod, container)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            secrets = [source.secret_ref.name for source in container.env_from or [] if source.secret_ref]
+            self._config_error(pod, container.name, f"secret {', '.join(secrets) or '?'!r} not found")
+            return
         environment = {name: value.replace(declared, str(message_file)) for name, value in environment.items()}
         log = self._log_file(pod.metadata.namespace, pod.metadata.name).open("wb")
         started = _now()
@@ -342,6 +349,16 @@ class NodeAgent:
                 ],
             },
         )
+
+    def _config_error(self, pod: Any, container: str, message: str) -> None:
+        """What a kubelet reports when a container's environment cannot be built (e.g. a missing Secret)."""
+        waiting = {"reason": "CreateContainerConfigError", "message": message}
+        statuses = pod.status.container_statuses or []
+        if any(status.state and status.state.waiting and status.state.waiting.reason == waiting["reason"]
+               for status in statuses):  # fmt: skip
+            return
+        state = {"name": container, "image": "", "imageID": "", "ready": False, "restartCount": 0}
+        self._patch_status(pod, {"containerStatuses": [{**state, "state": {"waiting": waiting}}]})
 
     def _report_exit(self, pod: Any, key: str) -> None:
         running = self._running[key]

@@ -27,6 +27,7 @@ CLIENT_CALLS = {
     "list_cluster_custom_object": ("edgecompress.io", "compressionjobs", "list"),
     "patch_namespaced_custom_object_status": ("edgecompress.io", "compressionjobs/status", "patch"),
     "create_namespaced_event": ("", "events", "create"),
+    "list_namespaced_event": ("", "events", "list"),
 }
 # kopf's own calls: the watches of @kopf.on.event on CompressionJobs, Jobs and pods (list + watch), its scan of CRDs
 # for the resources it serves, and Events for its warnings about handlers.

@@ -32,7 +32,7 @@ from edgecompress_contract.spec import CompressionJobSpec, SpecError, parse_spec
 from edgecompress_contract.status import CompressionJobStatus, Phase
 
 from .. import kube
-from ..admission import AdmissionPlan, Candidate, job_finished, plan_admission, queued_message
+from ..admission import AdmissionPlan, Candidate, job_finished, job_suspended, plan_admission, queued_message
 from ..config import Config
 from ..events import post_event
 from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name, job_problems
@@ -159,12 +159,28 @@ def write_status(resource: dict[str, Any], previous: CompressionJobStatus, desir
 
 
 def _from_job(
-    resource: dict[str, Any], spec: CompressionJobSpec, job: dict[str, Any], pod: dict[str, Any] | None
+    resource: dict[str, Any], spec: CompressionJobSpec, job: dict[str, Any], pod: dict[str, Any] | None, config: Config
 ) -> Desired:
     generation = int(resource["metadata"].get("generation", 1))
-    status = status_from_job(
-        job, pod, generation, _now(), spec_suspended=spec.suspend, progress=read_progress(job, pod)
+    waiting_for_pod = pod is None and not job_finished(job) and not job_suspended(job)
+    failed_create = (
+        kube.failed_create_message(job["metadata"]["namespace"], job["metadata"]["uid"])
+        if (waiting_for_pod and job["metadata"].get("uid"))
+        else None
     )
+    status = status_from_job(
+        job,
+        pod,
+        generation,
+        _now(),
+        spec_suspended=spec.suspend,
+        progress=read_progress(job, pod),
+        failed_create=failed_create,
+        start_timeout=config.start_timeout_seconds,
+    )
+    if status.phase == "Failed" and not job_finished(job) and not job_suspended(job):
+        # The runner never started: free its slot before the CompressionJob is recorded as finished.
+        kube.set_job_suspended(job["metadata"]["namespace"], job["metadata"]["name"], True)
     return Desired(status, f"{status.phase}: {status.message}")
 
 
@@ -250,7 +266,7 @@ def reconcile_pass(config: Config) -> PassResult:
         resource, spec = resources[candidate.key]
         pod = pods.get((candidate.namespace, candidate.job["metadata"]["name"]))
         with _guarded(result, candidate.key, "status"):
-            wanted[candidate.key] = (resource, _from_job(resource, spec, candidate.job, pod))
+            wanted[candidate.key] = (resource, _from_job(resource, spec, candidate.job, pod, config))
     for key, (resource, desired) in wanted.items():
         with _guarded(result, key, "status"):
             if write_status(resource, observed[key], desired):
