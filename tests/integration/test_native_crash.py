@@ -1,0 +1,112 @@
+"""A run process that dies of a signal still ends with a summary, a documented exit code and no upload.
+
+The crash is injected from outside the product: a ``sitecustomize`` module on the runner's PYTHONPATH
+wraps ``Progress._emit`` so that, right after a chosen progress message, the process sends itself a
+signal (as a native crash in TensorFlow would) — only the child that runs the job emits progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgecompress_runner.errors import ExitCode
+from tests.conftest import job
+
+pytestmark = pytest.mark.tf
+
+SITECUSTOMIZE = """
+import os
+import signal
+
+from edgecompress_runner import progress
+
+_emit = progress.Progress._emit
+
+
+def _emit_then_die(self, message, event):
+    _emit(self, message, event)
+    if message == os.environ["TEST_CRASH_AFTER"]:
+        target = os.getppid() if os.environ.get("TEST_CRASH_PARENT") else os.getpid()
+        os.kill(target, signal.Signals[os.environ["TEST_CRASH_SIGNAL"]])
+        signal.pause()
+
+
+progress.Progress._emit = _emit_then_die
+"""
+
+STEPS = [{"type": "prune", "fineTune": {"epochs": 2}}, {"type": "ptq", "mode": "dynamic"}]
+
+
+def run_until_signal(
+    model: Path, dataset: Path, tmp_path: Path, after: str, signal_name: str, parent: bool = False
+) -> tuple[int, dict[str, object], str]:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job(model, dataset, tmp_path / "out", STEPS)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hook), *sys.path]),
+        "TMPDIR": str(scratch),
+        "TEST_CRASH_AFTER": after,
+        "TEST_CRASH_SIGNAL": signal_name,
+        **({"TEST_CRASH_PARENT": "1"} if parent else {}),
+    }
+    summary = tmp_path / "termination-log"
+    finished = subprocess.run(
+        [sys.executable, "-m", "edgecompress_runner.cli", "run", str(job_file), "--summary-file", str(summary)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert not (tmp_path / "out" / "model.tflite").exists() and not (tmp_path / "out" / "report.json").exists()
+    assert not list(scratch.glob("edgecompress-*")), "the temporary work folder was left behind"
+    return finished.returncode, json.loads(summary.read_text()), finished.stderr
+
+
+@pytest.mark.parametrize(
+    ("after", "signal_name", "code", "reason", "words"),
+    [
+        ("steps[0] prune started", "SIGSEGV", ExitCode.NATIVE_CRASH, "NativeCrash", "SIGSEGV (Segmentation fault)"),
+        ("steps[0] prune epoch 1/2", "SIGABRT", ExitCode.NATIVE_CRASH, "NativeCrash", "after epoch 1 of 2"),
+        ("steps[0] prune started", "SIGKILL", ExitCode.INFRASTRUCTURE, "Killed", "out-of-memory killer"),
+    ],
+)
+def test_a_child_killed_by_a_signal_gives_a_summary_and_a_documented_exit_code(
+    digits_model: Path,
+    small_digits_npz: Path,
+    tmp_path: Path,
+    after: str,
+    signal_name: str,
+    code: ExitCode,
+    reason: str,
+    words: str,
+) -> None:
+    returncode, summary, stderr = run_until_signal(digits_model, small_digits_npz, tmp_path, after, signal_name)
+    assert returncode == code, stderr[-3000:]
+    assert summary["result"] == "Failed" and summary["exitCode"] == code and summary["reason"] == reason
+    assert "in phase steps[0] prune" in str(summary["message"]) and words in str(summary["message"])
+    if signal_name == "SIGSEGV":
+        assert "Fatal Python error: Segmentation fault" in stderr, "faulthandler shows the Python stack"
+
+
+def test_sigterm_to_the_runner_stops_the_child_and_says_so(
+    digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
+    returncode, summary, stderr = run_until_signal(
+        digits_model, small_digits_npz, tmp_path, "steps[0] prune started", "SIGTERM", parent=True
+    )
+    assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert summary["reason"] == "Terminated" and "stopped by SIGTERM in phase steps[0] prune" in str(summary["message"])
