@@ -16,7 +16,8 @@ summary itself:
   ``Terminated`` or ``Interrupted``.
 - with an exit code but no result (a native library calling ``exit``): exit 1, reason ``InternalError``.
 
-The child enables ``faulthandler``, so the log shows the Python stack of a native crash.
+The child enables ``faulthandler``, so the log shows the Python stack of a native crash, and kills itself
+when the parent is gone (killed with SIGKILL), so no run goes on without anyone to report it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -90,7 +92,7 @@ def supervise(job_text: str, work_dir: Path | None, summary_file: Path | None, p
         return result
     if stopped_by:
         stop = stopped_by[0]
-        message = f"stopped by {stop.name} {_during(last)}; nothing was uploaded unless the log says so"
+        message = f"stopped by {stop.name} {_during(last)}{_uploads(last)}"
         return _fail(128 + int(stop), _STOPPED_REASONS.get(stop, "Terminated"), message, summary_file)
     if exit_code < 0:
         return _fail(*_signal_verdict(signal.Signals(-exit_code), last), summary_file)
@@ -103,13 +105,13 @@ def _signal_verdict(died_of: signal.Signals, last: ProgressEvent | None) -> tupl
     if died_of == signal.SIGKILL:
         message = (
             f"the run process was killed (SIGKILL) {_during(last)}, most likely by the out-of-memory killer; "
-            "give the runner more memory or use fewer samples"
+            f"give the runner more memory or use fewer samples{_uploads(last)}"
         )
         return ExitCode.INFRASTRUCTURE, "Killed", message
     message = (
         f"the run process crashed in native code with {died_of.name} ({description}) {_during(last)}; "
         "this is a bug in TensorFlow, LiteRT or another native library, not in the spec, and the same input "
-        "crashes again (the log shows the Python stack of the crash)"
+        f"crashes again (the log shows the Python stack of the crash){_uploads(last)}"
     )
     return ExitCode.NATIVE_CRASH, "NativeCrash", message
 
@@ -120,6 +122,12 @@ def _during(event: ProgressEvent | None) -> str:
     if event.event == "epoch" and event.epoch is not None:
         return f"in phase {event.phase} after epoch {event.epoch} of {event.epochs}"
     return f"in phase {event.phase}"
+
+
+def _uploads(event: ProgressEvent | None) -> str:
+    if event is not None and event.phase in ("upload", "finished"):
+        return "; the upload may be incomplete (without report.json the run did not finish)"
+    return "; nothing was uploaded"
 
 
 def _kill(pid: int | None, signum: int) -> None:
@@ -134,6 +142,7 @@ def _kill(pid: int | None, signum: int) -> None:
 def _child_main(job_text: str, work: Path, summary_file: Path | None, progress: str, sender: Any) -> None:
     """The child: runs the job in-process (cli.execute), sending progress events and the result to the parent."""
     faulthandler.enable()
+    _die_with_parent()
     from edgecompress_contract.spec import load_spec_text
 
     from .cli import execute
@@ -154,3 +163,16 @@ def _child_main(job_text: str, work: Path, summary_file: Path | None, progress: 
     send("result", code)
     sender.close()
     sys.exit(code)
+
+
+def _die_with_parent() -> None:
+    """Kills this process as soon as the parent is gone (its sentinel pipe closes)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="edgecompress-parent-watch", daemon=True).start()

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,8 @@ _emit = progress.Progress._emit
 def _emit_then_die(self, message, event):
     _emit(self, message, event)
     if message == os.environ["TEST_CRASH_AFTER"]:
+        with open(os.environ["TEST_CRASH_PIDFILE"], "w") as pidfile:
+            pidfile.write(str(os.getpid()))
         target = os.getppid() if os.environ.get("TEST_CRASH_PARENT") else os.getpid()
         os.kill(target, signal.Signals[os.environ["TEST_CRASH_SIGNAL"]])
         signal.pause()
@@ -61,6 +64,7 @@ def run_until_signal(
         "TMPDIR": str(scratch),
         "TEST_CRASH_AFTER": after,
         "TEST_CRASH_SIGNAL": signal_name,
+        "TEST_CRASH_PIDFILE": str(tmp_path / "child.pid"),
         **({"TEST_CRASH_PARENT": "1"} if parent else {}),
     }
     summary = tmp_path / "termination-log"
@@ -72,6 +76,8 @@ def run_until_signal(
         env=env,
     )
     assert not (tmp_path / "out" / "model.tflite").exists() and not (tmp_path / "out" / "report.json").exists()
+    if signal_name == "SIGKILL" and parent:  # nothing is left to clean up or report
+        return finished.returncode, {}, finished.stderr
     assert not list(scratch.glob("edgecompress-*")), "the temporary work folder was left behind"
     return finished.returncode, json.loads(summary.read_text()), finished.stderr
 
@@ -110,3 +116,22 @@ def test_sigterm_to_the_runner_stops_the_child_and_says_so(
     )
     assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert summary["reason"] == "Terminated" and "stopped by SIGTERM in phase steps[0] prune" in str(summary["message"])
+
+
+def test_a_child_does_not_outlive_a_killed_runner(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
+    returncode, _, stderr = run_until_signal(
+        digits_model, small_digits_npz, tmp_path, "steps[0] prune started", "SIGKILL", parent=True
+    )
+    assert returncode == -signal.SIGKILL, stderr[-3000:]
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        assert time.monotonic() < deadline, "the run process goes on after its runner was killed"
+        time.sleep(0.2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
