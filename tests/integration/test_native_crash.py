@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -135,3 +136,53 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def mini_xception(path: Path) -> None:
+    """The mini-Xception emotion CNN (64x64x1; SeparableConv2D + BatchNormalization + residual adds)."""
+    from edgecompress_runner.tfcompat import keras
+
+    layers, l2 = keras.layers, keras.regularizers.l2(0.01)
+    inputs = layers.Input((64, 64, 1))
+    x = inputs
+    for _ in range(2):
+        x = layers.Conv2D(8, 3, kernel_regularizer=l2, use_bias=False)(x)
+        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    for filters in (16, 32, 64, 128):
+        residual = layers.BatchNormalization()(layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x))
+        x = layers.SeparableConv2D(filters, 3, padding="same", depthwise_regularizer=l2, use_bias=False)(x)
+        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+        x = layers.SeparableConv2D(filters, 3, padding="same", depthwise_regularizer=l2, use_bias=False)(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(layers.BatchNormalization()(x))
+        x = layers.add([x, residual])
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(7, 3, padding="same")(x))
+    keras.Model(inputs, layers.Activation("softmax")(x)).save(path)
+
+
+def test_a_mini_xception_fine_tunes_without_a_native_crash(tmp_path: Path) -> None:
+    """With oneDNN's custom kernels on (TF_ENABLE_ONEDNN_OPTS=1) this run dies of SIGABRT in the cluster step
+    (prune: SIGSEGV); the runner turns them off unless the environment sets the variable."""
+    model = tmp_path / "mini_xception.h5"
+    mini_xception(model)
+    rng = np.random.default_rng(0)
+    dataset = tmp_path / "faces.npz"
+    np.savez(
+        dataset,
+        x_train=rng.random((128, 64, 64, 1), dtype=np.float32),
+        y_train=rng.integers(0, 7, 128),
+        x_eval=rng.random((32, 64, 64, 1), dtype=np.float32),
+        y_eval=rng.integers(0, 7, 32),
+    )
+    document = job(model, dataset, tmp_path / "out", [{"type": "cluster", "fineTune": {"epochs": 1}}])
+    document["evaluation"] = {"samples": 32, "latency": {"runs": 2, "warmup": 0}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(document))
+    env = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "edgecompress_runner.cli", "run", "job.yaml", "--summary-file", "summary.json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert finished.returncode == ExitCode.SUCCEEDED, (tmp_path / "summary.json").read_text()
