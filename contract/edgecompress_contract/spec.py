@@ -416,6 +416,17 @@ class CompressionJobSpec(_Strict):
         description="Compression steps in order. ptq, when present, must be the last.",
     )
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Evaluation settings.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description=(
+            "Seed of every random choice of the run (training shuffles, dropout, wrapper and centroid "
+            "initialisation, distillation order, random evaluation inputs); TensorFlow's ops run "
+            "deterministically, so two runs of one spec with the same runner image and hardware give the same "
+            "model.tflite. Another seed gives another draw."
+        ),
+    )
     gates: Gates = Field(default_factory=Gates, description="Pass/fail conditions.")
     output: Output = Field(description="Where the .tflite and report.json are written.")
     promotion: Promotion | None = Field(

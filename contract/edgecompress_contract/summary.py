@@ -53,7 +53,10 @@ class RunSummary(Record):
 
     result: RunResult = Field(description="Succeeded, GatesFailed or Failed.")
     exit_code: int = Field(
-        description="The runner's exit code: 0, 20 bad input, 21 gates failed, 22 infrastructure, 1."
+        description=(
+            "The runner's exit code: 0, 20 bad input, 21 gates failed, 22 infrastructure, 23 native crash, "
+            "1 unexpected; 128 + N when stopped by signal N."
+        )
     )
     message: str = Field(default="", description="The outcome in words.")
     reason: str | None = Field(default=None, description="Why it failed, as a CamelCase reason.")
@@ -102,7 +105,7 @@ class RunSummary(Record):
         return summary.fitted()
 
     @classmethod
-    def failure(cls, exit_code: ExitCode, reason: str, message: str) -> RunSummary:
+    def failure(cls, exit_code: int, reason: str, message: str) -> RunSummary:
         return cls(result="Failed", exit_code=int(exit_code), reason=reason, message=message).fitted()
 
     def encoded(self) -> bytes:

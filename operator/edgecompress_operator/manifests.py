@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from edgecompress_contract.exit_codes import ExitCode
+from edgecompress_contract.exit_codes import NOT_RETRIED
 from edgecompress_contract.spec import (
     ALLOW_TRUSTED_CODE_ENV,
     API_GROUP,
@@ -64,8 +64,10 @@ def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
 def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, config: Config) -> dict[str, Any]:
     """The batch/v1 Job that runs the runner for one CompressionJob.
 
-    Exit codes 20 (bad spec/input) and 21 (gates failed) fail the Job at once; pod disruptions
-    (preemption, drain) do not count against backoffLimit; infrastructure failures are retried.
+    Exit codes 1 (unexpected), 20 (bad spec/input), 21 (gates failed) and 23 (native crash) fail the Job at
+    once: the same input fails the same way again, so a retry would only hold a GPU. Pod disruptions
+    (preemption, drain) do not count against backoffLimit; infrastructure failures (22, the container
+    killed, e.g. OOMKilled) are retried.
     """
     execution = spec.execution
     labels = {
@@ -159,7 +161,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
                         "onExitCodes": {
                             "containerName": RUNNER_CONTAINER,
                             "operator": "In",
-                            "values": [int(ExitCode.INVALID_INPUT), int(ExitCode.GATES_FAILED)],
+                            "values": sorted(int(code) for code in NOT_RETRIED),
                         },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

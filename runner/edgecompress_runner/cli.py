@@ -1,7 +1,8 @@
 """Command line: ``edgecompress-runner run|example|validate|schema``.
 
 Exit codes (see errors.ExitCode): 0 succeeded, 20 bad spec or input, 21 gates failed,
-22 infrastructure (storage, memory), 1 unexpected.
+22 infrastructure (storage, memory), 23 native crash, 1 unexpected. ``run`` runs the job in a
+child process (supervise.py), so a crash in native code still ends with a summary.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from edgecompress_contract.spec import JOB_ENV, SOURCE_ENV
 from edgecompress_contract.summary import RunSummary
 
 from .errors import ExitCode, InfrastructureError, RunnerError, SpecError
-from .progress import JsonLineFormatter
+from .progress import JsonLineFormatter, Sink
 
 log = logging.getLogger("edgecompress")
 
@@ -48,8 +49,14 @@ def _write_summary(path: Path | None, summary: RunSummary) -> None:
         path.write_bytes(summary.encoded())
 
 
-def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: Path | None, progress: str) -> int:
-    """Runs a job and maps every outcome to an exit code and a summary."""
+def execute(
+    build_spec: Callable[[], Any],
+    work_dir: Path | None,
+    summary_file: Path | None,
+    progress: str,
+    sinks: list[Sink] | None = None,
+) -> int:
+    """Runs a job in this process and maps every outcome to an exit code and a summary."""
     bar = _configure_logging(progress)
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="edgecompress-")) if work_dir is None else work_dir
@@ -58,7 +65,7 @@ def execute(build_spec: Callable[[], Any], work_dir: Path | None, summary_file: 
         from .pipeline import run
         from .report import summary_table
 
-        outcome = run(spec, work, progress_bar=bar, source=_source())
+        outcome = run(spec, work, progress_bar=bar, sinks=sinks, source=_source())
     except (RunnerError, SpecError) as error:
         return _fail(error.exit_code, error.reason, str(error), summary_file)
     except MemoryError:
@@ -94,7 +101,7 @@ def _source() -> Source | None:
         raise SpecError(f"{SOURCE_ENV}: not a job reference (namespace, name, uid): {raw[:100]}") from None
 
 
-def _fail(code: ExitCode, reason: str, message: str, summary_file: Path | None) -> int:
+def _fail(code: int, reason: str, message: str, summary_file: Path | None) -> int:
     log.error("%s: %s", reason, message, extra={"fields": {"event": "result", "reason": reason}})
     click.echo(f"error ({reason}): {message}", err=True)
     _write_summary(summary_file, RunSummary.failure(code, reason, message))
@@ -134,9 +141,10 @@ def run_command(job_file: Any, summary_file: Path | None, work_dir: Path | None,
     """Run the CompressionJob in JOB_FILE (a whole CompressionJob YAML or just its spec; - for stdin).
 
     Without JOB_FILE the job is read from the EDGECOMPRESS_JOB environment variable (how the
-    operator passes it to the runner pod).
+    operator passes it to the runner pod). The job runs in a child process: if native code crashes
+    it, the summary says so (reason NativeCrash, exit 23).
     """
-    from edgecompress_contract.spec import load_spec_text
+    from .supervise import supervise
 
     if job_file is not None:
         text = job_file.read()
@@ -144,7 +152,7 @@ def run_command(job_file: Any, summary_file: Path | None, work_dir: Path | None,
         text = os.environ[JOB_ENV]
     else:
         raise click.UsageError(f"give JOB_FILE or set {JOB_ENV}")
-    sys.exit(execute(lambda: load_spec_text(text), work_dir, summary_file, progress))
+    sys.exit(supervise(text, work_dir, summary_file, progress))
 
 
 @main.command("example")

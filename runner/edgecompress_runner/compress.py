@@ -421,7 +421,7 @@ def distill(
 
     labels = y if y is not None else np.zeros(len(x), dtype=np.int32)
     batch = step.fine_tune.batch_size
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(np.random.randint(2**31))  # NumPy's global generator: seeded with spec.seed
     loss_value = 0.0
     for epoch in range(1, step.fine_tune.epochs + 1):
         order = rng.permutation(len(x))

@@ -1,7 +1,8 @@
 """Failure classes of a run, each with the process exit code the operator keys on.
 
-The codes are part of the contract with the operator's Job podFailurePolicy: bad spec/input
-and failed gates end the Job at once, infrastructure errors are retried.
+The codes are part of the contract with the operator's Job podFailurePolicy: bad spec/input,
+failed gates and unexpected errors end the Job at once, infrastructure errors are retried. A
+native crash (exit 23) is reported by the supervising parent process (supervise.py).
 """
 
 from __future__ import annotations

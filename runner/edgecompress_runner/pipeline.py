@@ -176,13 +176,17 @@ def run(
     """Runs the job; raises RunnerError subclasses for anything that stops it.
 
     ``source`` identifies the job (the operator passes its namespace, name and uid); it is
-    recorded in the report and in the promotion record.
+    recorded in the report and in the promotion record. Every random source is seeded with
+    ``spec.seed`` before the first phase, so a run gives the same bytes each time.
     """
     steps = build_steps(spec.steps)
     phases = _phases(steps)
     progress = Progress([name for name, _, _ in phases], bar=progress_bar, sinks=sinks)
     state = RunState(spec=spec, work_dir=work_dir, steps=steps, clock=PhaseClock(progress), source=source)
     _check_output_is_free(state)
+    from .tfcompat import seed_run
+
+    seed_run(spec.seed)
     for name, epochs, phase in phases:
         with state.clock.phase(name, epochs):
             phase(state)
@@ -264,7 +268,7 @@ def _baseline(state: RunState) -> None:
     else:
         if any(dim is None for dim in expected_shape):
             raise InputError(f"spec.dataset: the model input {expected_shape} has unknown sizes; give a dataset")
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(spec.seed)
         shape = (UNLABELED_EVAL_SAMPLES, *[int(dim or 0) for dim in expected_shape])
         state.x_eval = rng.random(shape, dtype=np.float32)
     state.baseline_quality = evaluate.quality(

@@ -58,7 +58,12 @@ def test_owner_reference_makes_the_job_go_with_the_custom_resource() -> None:
 def test_pod_failure_policy_fails_fast_on_runner_verdicts_and_ignores_disruptions() -> None:
     rules = job()["spec"]["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob"
-    assert rules[0]["onExitCodes"]["values"] == [ExitCode.INVALID_INPUT, ExitCode.GATES_FAILED]
+    # Deterministic failures are not retried on a GPU: unexpected errors, bad input, failed gates, native crashes.
+    assert rules[0]["onExitCodes"]["values"] == [1, 20, 21, 23]
+    assert rules[0]["onExitCodes"]["values"] == sorted(
+        [ExitCode.UNEXPECTED, ExitCode.INVALID_INPUT, ExitCode.GATES_FAILED, ExitCode.NATIVE_CRASH]
+    )
+    assert ExitCode.INFRASTRUCTURE not in rules[0]["onExitCodes"]["values"], "storage and memory trouble is retried"
     assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     assert job()["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 

@@ -68,6 +68,7 @@ spec:
 
 REJECTIONS = [
     ("unknown top-level field", with_changes(colour="blue"), r"spec\.colour: Extra inputs"),
+    ("negative seed", with_changes(seed=-1), r"spec\.seed: Input should be greater than or equal to 0"),
     (
         "unknown step field",
         with_changes(steps=[{"type": "prune", "sparsity": 0.5}, {"type": "ptq", "mode": "int8"}]),
@@ -221,6 +222,7 @@ def test_schema_uses_camel_case_and_describes_fields() -> None:
         "dataset",
         "steps",
         "evaluation",
+        "seed",
         "gates",
         "output",
         "promotion",

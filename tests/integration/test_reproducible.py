@@ -1,0 +1,61 @@
+"""spec.seed: two runs of one job give the same model.tflite (so a retried pod promotes without a
+conflict), another seed gives another one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgecompress_runner.errors import ExitCode
+from tests.conftest import job, run_job
+
+pytestmark = pytest.mark.tf
+
+STEPS = [
+    {"type": "prune", "targetSparsity": 0.5, "fineTune": {"epochs": 1, "batchSize": 64}},
+    {"type": "ptq", "mode": "int8", "representativeSamples": 50},
+]
+
+
+def document(model: Path, dataset: Path, folder: Path, stable: Path, **extra: Any) -> dict[str, Any]:
+    return job(model, dataset, folder / "out", STEPS, promotion={"uri": str(stable)}, **extra)
+
+
+def test_same_seed_same_bytes_in_a_fresh_process_other_seed_other_bytes(
+    digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
+    stable = tmp_path / "stable"
+    first = run_job(document(digits_model, small_digits_npz, tmp_path / "first", stable), tmp_path / "first")
+    assert first.exit_code == ExitCode.SUCCEEDED, first.summary
+    sha256 = first.report["outputs"]["tflite"]["sha256"]
+
+    # The same job (seed 0 is the default) as a retried pod runs it: a fresh process, a fresh work folder.
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "job.yaml").write_text(yaml.safe_dump(document(digits_model, small_digits_npz, again, stable, seed=0)))
+    finished = subprocess.run(
+        [sys.executable, "-m", "edgecompress_runner.cli", "run", "job.yaml", "--summary-file", "summary.json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=again,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert finished.returncode == ExitCode.SUCCEEDED, finished.stderr[-3000:]
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["artifacts"]["tflite"]["sha256"] == sha256, "a second run of the same job gave other bytes"
+    assert summary["promotion"] == {"uri": str(stable / "model.tflite"), "promoted": True, "sha256": sha256}
+
+    other = run_job(
+        document(digits_model, small_digits_npz, tmp_path / "other", tmp_path / "other-stable", seed=7),
+        tmp_path / "other",
+    )
+    assert other.exit_code == ExitCode.SUCCEEDED, other.summary
+    assert other.report["outputs"]["tflite"]["sha256"] != sha256, "another seed gave the same model"
