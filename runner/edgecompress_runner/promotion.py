@@ -15,7 +15,7 @@ from pathlib import Path
 from edgecompress_contract.report import Artifact, PromotionOutcome, PromotionRecord, PromotionSource
 from edgecompress_contract.spec import Promotion
 
-from .errors import PromotionConflict
+from .errors import InfrastructureError, PromotionConflict
 from .storage import Storage, join_uri, sha256_of
 
 PROMOTED_MODEL = "model.tflite"
@@ -39,7 +39,16 @@ def promote(
     record_uri = join_uri(promotion.uri, PROMOTION_RECORD)
     sha256 = sha256_of(tflite_file)
     replaced = None
-    if storage.exists(model_uri):
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    metadata = object_metadata(sha256, source)
+    # A run that finds no promoted model creates it with a conditional write, so two runs promoting
+    # at once can never both succeed with different bytes: the one that loses compares like a run
+    # that found the model already there.
+    for _ in range(2):
+        if not storage.exists(model_uri):
+            if storage.create(tflite_file, model_uri, metadata=metadata):
+                break
+            continue
         existing = work_dir / "promoted-before.tflite"
         storage.download(model_uri, existing)
         existing_sha256 = sha256_of(existing)
@@ -53,8 +62,10 @@ def promote(
             )
         replaced = existing_sha256
         storage.delete(record_uri)
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    storage.upload(tflite_file, model_uri, metadata=object_metadata(sha256, source))
+        storage.upload(tflite_file, model_uri, metadata=metadata)
+        break
+    else:
+        raise InfrastructureError(f"{model_uri}: the store refused a conditional write but holds no object")
     record_file = work_dir / PROMOTION_RECORD
     record = PromotionRecord(
         model=Artifact(uri=model_uri, sha256=sha256, bytes=tflite_file.stat().st_size), source=source, promoted_at=now

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_EXISTS_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
+"""A conditional write refused because the key exists (or another such write is under way)."""
 _ACCESS_CODES = {
     "403",
     "AccessDenied",
@@ -48,6 +50,10 @@ class Storage(Protocol):
     def download(self, uri: str, destination: Path) -> None: ...
 
     def upload(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> None: ...
+
+    def create(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> bool:
+        """Writes ``uri`` only if nothing is there, atomically; False when something already was."""
+        ...
 
     def exists(self, uri: str) -> bool: ...
 
@@ -83,6 +89,27 @@ class LocalStorage:
             os.replace(temporary, target)
         except OSError as error:
             raise InfrastructureError(f"cannot write {uri}: {error}") from error
+
+    def create(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> bool:
+        """A hard link of a finished temporary file: it fails, atomically, when the target exists."""
+        target = local_path(uri)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            os.close(handle)
+            try:
+                shutil.copyfile(source, temporary)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(temporary, 0o666 & ~umask)
+                os.link(temporary, target)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(temporary)
+        except OSError as error:
+            raise InfrastructureError(f"cannot write {uri}: {error}") from error
+        return True
 
     def exists(self, uri: str) -> bool:
         return local_path(uri).exists()
@@ -145,6 +172,20 @@ class S3Storage:
         extra = {"ExtraArgs": {"Metadata": dict(metadata)}} if metadata else {}
         with _s3_errors(uri):
             self._client.upload_file(str(source), bucket, key, **extra)  # type: ignore[arg-type]
+
+    def create(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> bool:
+        """A conditional PUT (If-None-Match: *): the store refuses it when the key exists."""
+        bucket, key = split_s3_uri(uri)
+        try:
+            with _s3_errors(uri), source.open("rb") as body:
+                self._client.put_object(
+                    Bucket=bucket, Key=key, Body=body, Metadata=dict(metadata or {}), IfNoneMatch="*"
+                )
+        except (InputError, InfrastructureError) as error:
+            if error.__cause__ is not None and _error_code(error.__cause__) in _EXISTS_CODES:
+                return False
+            raise
+        return True
 
     def exists(self, uri: str) -> bool:
         bucket, key = split_s3_uri(uri)

@@ -168,3 +168,17 @@ def test_overwrite_replaces_an_earlier_result(
     assert third.exit_code == ExitCode.SUCCEEDED
     report = json.loads(s3_env.client().get_object(Bucket=bucket, Key="out/report.json")["Body"].read())
     assert report["conversion"]["mode"] == "int8"
+
+
+def test_a_conditional_create_never_replaces_an_object(s3_env: MinioServer, bucket: str, tmp_path: Path) -> None:
+    from edgecompress_runner.storage import S3Storage
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"first model")
+    second.write_bytes(b"second model")
+    storage = S3Storage()
+    uri = f"s3://{bucket}/stable/model.tflite"
+    assert storage.create(first, uri, metadata={"edgecompress-sha256": "1"}) is True
+    assert storage.create(second, uri) is False
+    stored = s3_env.client().get_object(Bucket=bucket, Key="stable/model.tflite")
+    assert stored["Body"].read() == b"first model" and stored["Metadata"] == {"edgecompress-sha256": "1"}
