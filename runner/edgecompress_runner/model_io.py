@@ -31,11 +31,16 @@ from .tfcompat import keras, tf
 
 @dataclass
 class LoadedModel:
-    """A Keras model (trainable) or a SavedModel directory (convertible only)."""
+    """A Keras model (trainable) or a SavedModel directory (convertible only).
+
+    A Keras 3 model is exported to a SavedModel: converted and post-training quantized like one, not
+    fine-tuned (tfmot needs tf-keras); ``keras3_version`` says so for the training steps' message.
+    """
 
     source: str
     keras_model: Any = None
     saved_model_dir: Path | None = None
+    keras3_version: str | None = None
 
     def converter(self) -> Any:
         if self.keras_model is not None:
@@ -43,6 +48,8 @@ class LoadedModel:
         return tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model_dir))
 
     def require_keras(self, step: str) -> Any:
+        if self.keras_model is None and self.keras3_version is not None:
+            raise _keras3_hint(f"{step}: {self.source}", self.keras3_version)
         if self.keras_model is None:
             raise InputError(f"{step}: {self.source} is a SavedModel, which cannot be fine-tuned")
         return self.keras_model
@@ -51,8 +58,8 @@ class LoadedModel:
 def _keras3_hint(source: str, version: str) -> UnsupportedLayerError:
     return UnsupportedLayerError(
         f"{source}: saved with Keras {version}; tensorflow-model-optimization needs a tf-keras "
-        "(Keras 2) model. Re-save it with tf_keras (pip install tf-keras, TF_USE_LEGACY_KERAS=1), "
-        "or export a SavedModel and use only a ptq step"
+        "(Keras 2) model for prune, cluster and qat. Use only a ptq step (a Keras 3 model is converted "
+        "and quantized as it is), or rebuild the model with tf_keras (TF_USE_LEGACY_KERAS=1) to train it"
     )
 
 
@@ -92,9 +99,10 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
         return LoadedModel(source=source, saved_model_dir=saved_model_dir)
     config = _saved_config(path, model_format, source)
     version = _saved_keras_version(path, model_format)
-    if version and version.startswith("3."):
-        raise _keras3_hint(source, version)
-    unknown = _unknown_classes(config) if model_format == ModelFormat.KERAS else []
+    keras3 = bool(version and version.startswith("3."))
+    if keras3 and model_format != ModelFormat.KERAS:
+        raise _keras3_hint(source, str(version))
+    unknown = _unknown_classes(config) if model_format == ModelFormat.KERAS and not keras3 else []
     if unknown:
         raise InputError(
             f"{source}: the model uses classes the runner cannot import: {', '.join(unknown)}. "
@@ -115,6 +123,8 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
     named = path.with_suffix(suffix)
     if named != path:
         shutil.copyfile(path, named)
+    if keras3:
+        return _load_keras3(named, source, work_dir, version=str(version), trust_code=trust_code)
     try:
         if model_format == ModelFormat.KERAS:
             model = keras.models.load_model(str(named), compile=False, safe_mode=not trust_code)
@@ -131,6 +141,22 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
             "SavedModel and use only a ptq step"
         )
     return LoadedModel(source=source, keras_model=model)
+
+
+def _load_keras3(path: Path, source: str, work_dir: Path, *, version: str, trust_code: bool) -> LoadedModel:
+    """Loads a Keras 3 .keras with Keras 3 itself (safe_mode unless trusted) and exports a SavedModel."""
+    import keras as keras3  # Keras 3, installed beside tf-keras; tf.keras stays tf-keras
+
+    exported = work_dir / "keras3-savedmodel"
+    shutil.rmtree(exported, ignore_errors=True)
+    try:
+        model = keras3.saving.load_model(str(path), compile=False, safe_mode=not trust_code)
+        model.export(str(exported), format="tf_saved_model", verbose=False)
+    except Exception as error:  # Keras raises many types for unreadable or unsupported files
+        raise InputError(
+            f"{source}: cannot load as a Keras {version} model ({type(error).__name__}: {_first_line(error)})"
+        ) from None
+    return LoadedModel(source=source, saved_model_dir=exported, keras3_version=version)
 
 
 def check_trust_permitted(source: str) -> None:
