@@ -66,6 +66,18 @@ def local_path(uri: str) -> Path:
     return Path(uri)
 
 
+def _finished_copy(source: Path, target: Path) -> str:
+    """A complete copy of ``source`` next to ``target``, with the usual permissions, to be renamed or linked."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    shutil.copyfile(source, temporary)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    return temporary
+
+
 class LocalStorage:
     """Local files; uploads are atomic (temporary file, then rename)."""
 
@@ -79,14 +91,7 @@ class LocalStorage:
         """``metadata`` has no place in a local file and is dropped (promotion.json carries the same)."""
         target = local_path(uri)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            os.close(handle)
-            shutil.copyfile(source, temporary)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)
-            os.replace(temporary, target)
+            os.replace(_finished_copy(source, target), target)
         except OSError as error:
             raise InfrastructureError(f"cannot write {uri}: {error}") from error
 
@@ -94,14 +99,8 @@ class LocalStorage:
         """A hard link of a finished temporary file: it fails, atomically, when the target exists."""
         target = local_path(uri)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            os.close(handle)
+            temporary = _finished_copy(source, target)
             try:
-                shutil.copyfile(source, temporary)
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(temporary, 0o666 & ~umask)
                 os.link(temporary, target)
             except FileExistsError:
                 return False
