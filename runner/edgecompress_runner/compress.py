@@ -6,6 +6,12 @@ wrapped one by one (clone_model with a clone_function) so skip lists work the sa
 step, and so a layer tfmot cannot handle is reported by name before any training starts. Whether
 tfmot can handle a layer is learnt from its public API: the wrappers raise ValueError for a layer
 they cannot wrap, and quantize_apply raises naming the layer it cannot quantize.
+
+Fine-tuning distills from the float input model: soft targets with a temperature for classifiers
+(mixed with the hard labels when the dataset has them), MSE to its outputs otherwise. BatchNorm
+layers stay frozen (fineTune.freezeBatchNorm), a seeded slice of x_train is held out, and the epoch
+most faithful to the input model there is kept; the step report says how faithful the model was
+before and after fine-tuning, and a warning is logged when fine-tuning made it worse.
 """
 
 from __future__ import annotations
@@ -128,30 +134,32 @@ def training_targets(
 ) -> TrainingTargets:
     """Distillation targets from ``reference`` (the float model's outputs on ``x``), with the labels mixed in."""
     sample_predictions = model.predict(x[:64], verbose=0)
-    classifier = sample_predictions.ndim == 2 and sample_predictions.shape[-1] >= 2
+    probabilities = outputs_are_probabilities(sample_predictions)
+    class_scores = sample_predictions.ndim == 2 and sample_predictions.shape[-1] >= 2
     classes = sample_predictions.shape[-1] if sample_predictions.ndim >= 2 else 1
+    # A classifier outputs probabilities or is labelled with classes. Unlabelled logits cannot be told
+    # from other outputs; they are matched by MSE (logit matching), like any other output.
+    classifier = probabilities
     labels: np.ndarray | None = None
     if y is not None:
-        if y.dtype.kind in "iu" and y.ndim == 1 and classifier:
+        if y.dtype.kind in "iu" and y.ndim == 1 and class_scores:
             if y.min() < 0 or y.max() >= classes:
                 raise InputError(
                     f"{step}: labels range {int(y.min())}..{int(y.max())} but the model has {classes} outputs"
                 )
             labels = np.eye(classes, dtype=np.float32)[y]
+            classifier = True
         elif y.shape[1:] != sample_predictions.shape[1:]:
             raise InputError(
                 f"{step}: labels have shape {y.shape[1:]} but the model outputs {sample_predictions.shape[1:]}"
             )
-        elif classifier and not outputs_are_probabilities(y.astype(np.float32)):
-            raise InputError(f"{step}: labels of a classifier must be class indices or one-hot rows")
         else:
             labels = y.astype(np.float32).reshape(len(y), -1)
+            classifier = class_scores and outputs_are_probabilities(labels)
     flat_reference = reference.astype(np.float32).reshape(len(reference), -1)
     packed = flat_reference if labels is None else np.concatenate([flat_reference, labels], axis=-1)
     if classifier:
-        loss = distillation_loss(
-            classes, probabilities=outputs_are_probabilities(sample_predictions), labelled=labels is not None
-        )
+        loss = distillation_loss(classes, probabilities=probabilities, labelled=labels is not None)
     else:
         loss = regression_loss(flat_reference.shape[-1], labelled=labels is not None)
     train, held_out = validation_split(len(x), settings.validation_split)

@@ -141,3 +141,20 @@ def test_prune_and_qat_keep_up_with_int8_ptq_without_labels(
     # 5k weights is what costs agreement: 0.975-0.995 over runs after distillation (one sample of 200 is
     # 0.005); the margin below covers that spread.
     assert trained["result"]["top1Agreement"] >= ptq["result"]["top1Agreement"] - 0.03
+
+
+def test_fine_tuning_that_hurts_is_reported(
+    xception_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With labels (hard and soft targets mixed) and a learning rate far too high, pruning's fine-tuning ends
+    below the target reached at once without it: the report says so and a warning is logged."""
+    x_train, y_train = gratings(300, seed=5)
+    x_eval, y_eval = gratings(100, seed=6)
+    labelled = tmp_path / "labelled.npz"
+    np.savez(labelled, x_train=x_train, y_train=y_train, x_eval=x_eval, y_eval=y_eval)
+    steps = [{"type": "prune", "targetSparsity": 0.3, "fineTune": {"epochs": 1, "learningRate": 0.5}}]
+    report = succeed(job(xception_model, labelled, tmp_path / "out", steps), tmp_path)
+    pruned = report["steps"][0]
+    assert pruned["validation"]["samples"] == 30
+    assert pruned["validation"]["endedWorse"] and pruned["validation"]["end"] < pruned["validation"]["start"]
+    assert "fine-tuning ended less faithful to the input model than it started" in capfd.readouterr().err
