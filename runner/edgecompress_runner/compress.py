@@ -53,8 +53,9 @@ logger = logging.getLogger("edgecompress")
 
 
 # Soft targets: the reference's class scores softened by this temperature (Hinton et al.); with labels,
-# the hard-label loss weighs HARD_LABEL_WEIGHT and the soft targets the rest.
-SOFT_TARGET_TEMPERATURE = 2.0
+# the hard-label loss weighs HARD_LABEL_WEIGHT and the soft targets the rest. Temperature 2 cost the
+# labelled digits example (prune 80 % + QAT) 2.5-3.9 points of accuracy, temperature 1 0.6-0.8.
+SOFT_TARGET_TEMPERATURE = 1.0
 HARD_LABEL_WEIGHT = 0.5
 VALIDATION_SEED = 0
 _MIN_VALIDATION_SAMPLES = 10
