@@ -379,7 +379,8 @@ def unique_weight_counts(model: Any, layer_names: Iterable[str]) -> dict[str, in
 
 def one_shot_weights(model: Any, weights: Iterable[Any], sparsity: float) -> list[np.ndarray]:
     """``model``'s weights with the smallest-magnitude share ``sparsity`` of each of ``weights`` zeroed:
-    the target reached at once, without fine-tuning (what the step's fine-tuning is judged against)."""
+    the target reached at once, without fine-tuning (what the step's fine-tuning is judged against). For
+    the 2:4 pattern this unstructured cut is an approximation of tfmot's."""
     chosen = {weight.ref() for weight in weights}
     values = []
     for weight, value in zip(model.weights, model.get_weights(), strict=True):
