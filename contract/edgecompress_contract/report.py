@@ -151,7 +151,8 @@ class GateResult(Record):
 
 
 class Sparsity(Record):
-    """Share of exactly-zero kernel weights (biases excluded)."""
+    """Share of exactly-zero weights among those tfmot prunes (e.g. the pointwise kernel of a SeparableConv2D,
+    not its depthwise one); after a cluster step, among the kernels (biases excluded)."""
 
     overall: float = Field(description="Over all the layers the step changed.")
     layers: dict[str, float] = Field(default_factory=dict, description="Per layer name.")
@@ -163,11 +164,27 @@ class _StepReportBase(Record):
     seconds: float = Field(default=0.0, description="Wall time of the step.")
 
 
+class Validation(Record):
+    """Fidelity to the input model on the held-out slice of x_train, before and after fine-tuning."""
+
+    metric: Literal["top1Agreement", "meanAbsError"] = Field(
+        description="top1Agreement (classifiers, higher is better) or meanAbsError (other outputs, lower is better)."
+    )
+    samples: int = Field(description="Held-out samples (not trained on).")
+    start: float = Field(description="Fidelity of the compressed model before fine-tuning.")
+    end: float = Field(description="Fidelity of the weights the step kept.")
+    best_epoch: int = Field(description="The epoch whose weights were kept (0: the weights before fine-tuning).")
+    ended_worse: bool = Field(description="Whether the kept weights are less faithful than before fine-tuning.")
+
+
 class _TrainingStepReport(_StepReportBase):
     """Common to the steps that fine-tune."""
 
     epochs: int = Field(description="Fine-tuning epochs run.")
     final_metrics: dict[str, float] = Field(default_factory=dict, description="Training metrics after the last epoch.")
+    validation: Validation | None = Field(
+        default=None, description="Held-out fidelity before and after fine-tuning (prune, cluster, qat)."
+    )
 
 
 class PruneReport(_TrainingStepReport):

@@ -80,8 +80,9 @@ class DatasetSource(_Strict):
         max_length=2048,
         description=(
             "A NumPy .npz file with arrays x_train, y_train, x_eval, y_eval. The y_* labels are "
-            "optional: without them, fine-tuning follows the input model's outputs and evaluation "
-            "reports fidelity instead of accuracy."
+            "optional: without them, fine-tuning of prune, cluster and qat steps distills from the input "
+            "model's outputs (soft targets), with them it mixes labels and soft targets; evaluation reports "
+            "fidelity instead of accuracy without them."
         ),
     )
 
@@ -92,6 +93,23 @@ class FineTune(_Strict):
     epochs: int = Field(default=2, ge=1, le=1000, description="Fine-tuning epochs.")
     batch_size: int = Field(default=32, ge=1, le=65536, description="Mini-batch size.")
     learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Adam learning rate for fine-tuning.")
+    validation_split: float = Field(
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description=(
+            "prune, cluster and qat: share of x_train held out (a seeded random slice) to measure fidelity to "
+            "the input model after every epoch; the best epoch's weights are kept (for prune, among the epochs "
+            "after the target sparsity is reached). 0 trains on all of x_train and keeps the last epoch."
+        ),
+    )
+    freeze_batch_norm: bool = Field(
+        default=True,
+        description=(
+            "prune, cluster and qat: keep BatchNormalization statistics and parameters as trained (the layers "
+            "run in inference mode while fine-tuning), so small fine-tuning sets do not shift them."
+        ),
+    )
 
 
 class _LayerwiseStep(_Strict):

@@ -53,6 +53,8 @@ class ConversionPlan:
     """What the steps tell the conversion; each step type returns an updated copy (see ``steps``)."""
 
     pruned_layers: tuple[str, ...] = ()
+    # Per pruned layer, the weights tfmot pruned in it (what later steps report the sparsity of).
+    pruned_weights: tuple[tuple[str, tuple[str, ...]], ...] = ()
     clustered: bool = False
     qat_applied: bool = False
     # QAT left some layers float, so float kernels must stay allowed next to the int8 ones.

@@ -43,6 +43,7 @@ class StepContext:
     progress: Progress
     keras_model: Any = None
     plan: ConversionPlan = ConversionPlan()
+    reference: np.ndarray | None = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
         """Applies ``step`` and adds what it contributes to the plan."""
@@ -58,6 +59,16 @@ class StepContext:
         if self.dataset is None:
             raise InputError(f"{phase}: fine-tuning needs a dataset")
         return training_arrays(self.dataset, phase)
+
+    def reference_outputs(self, phase: str, x: np.ndarray) -> np.ndarray:
+        """The input (float) model's outputs on x_train, which fine-tuning distills from.
+
+        Computed once, by the first step that fine-tunes and before it trains: tfmot's wrappers reuse the
+        input model's layer objects, so its weights change as soon as a step trains.
+        """
+        if self.reference is None:
+            self.reference = np.asarray(self.loaded.require_keras(phase).predict(x, verbose=0))
+        return self.reference
 
 
 class CompressionStep(ABC, Generic[SpecT]):
@@ -123,18 +134,33 @@ def _report(report: StepReport | None, kind: type[ReportT]) -> ReportT:
 
 @registers(PruneStep)
 class Prune(CompressionStep[PruneStep]):
+    def __init__(self, spec: PruneStep, index: int) -> None:
+        super().__init__(spec, index)
+        # Per pruned layer, the weights tfmot pruned in it (set by apply, passed on through the plan).
+        self.pruned_weights: dict[str, tuple[str, ...]] = {}
+
     def apply(self, context: StepContext) -> PruneReport:
         from . import compress
 
         x, y = context.training_arrays(self.phase)
         model = context.model(self.phase)
-        context.keras_model, report = compress.prune(
-            model, self.spec, index=self.index, x=x, y=y, progress=context.progress
+        context.keras_model, report, self.pruned_weights = compress.prune(
+            model,
+            self.spec,
+            index=self.index,
+            x=x,
+            y=y,
+            reference=context.reference_outputs(self.phase, x),
+            progress=context.progress,
         )
         return report
 
     def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
-        return replace(plan, pruned_layers=tuple(_report(report, PruneReport).sparsity.layers))
+        return replace(
+            plan,
+            pruned_layers=tuple(_report(report, PruneReport).sparsity.layers),
+            pruned_weights=tuple(self.pruned_weights.items()),
+        )
 
 
 @registers(ClusterStep)
@@ -151,6 +177,7 @@ class Cluster(CompressionStep[ClusterStep]):
             x=x,
             y=y,
             preserve_sparsity=bool(context.plan.pruned_layers),
+            reference=context.reference_outputs(self.phase, x),
             progress=context.progress,
         )
         return report
@@ -172,8 +199,9 @@ class Qat(CompressionStep[QatStep]):
             index=self.index,
             x=x,
             y=y,
-            pruned_layers=context.plan.pruned_layers,
+            pruned_weights=dict(context.plan.pruned_weights),
             clustered=context.plan.clustered,
+            reference=context.reference_outputs(self.phase, x),
             progress=context.progress,
         )
         return report

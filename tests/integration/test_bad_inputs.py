@@ -169,7 +169,7 @@ def test_pruning_frequency_that_would_never_prune(digits_model: Path, small_digi
     assert_rejected(
         job(digits_model, small_digits_npz, tmp_path / "out", steps),
         tmp_path,
-        r"steps\[0\]\.frequency: 500 exceeds the pruning window of 18 steps",
+        r"steps\[0\]\.frequency: 500 exceeds the pruning window of 16 steps",
     )
 
 
