@@ -158,9 +158,17 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def release(
-    control_plane: ControlPlane, node_agent: NodeAgent, demo_bucket: Any, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    demo_bucket: Any,
+    operator_process: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
-    """helm install of the chart; the node agent runs the operator pod; Prometheus scrapes it."""
+    """helm install of the chart; the node agent runs the operator pod; Prometheus scrapes it.
+
+    The other tests' operator is stopped meanwhile: two operators would both reconcile every CompressionJob.
+    """
+    operator_process.stop()
     metrics_port, health_port = free_port(), free_port()
     overrides = {
         "image": {
@@ -206,6 +214,7 @@ def release(
             control_plane.kubectl("delete", "compressionjob", name, "--ignore-not-found", "--wait=true", check=False)
         helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=control_plane.kubeconfig, check=False)
         prometheus.stop()
+        operator_process.start()
 
 
 def test_installed_operator_completes_and_promotes_a_job(

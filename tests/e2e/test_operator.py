@@ -32,6 +32,12 @@ def wait_for_phase(plane: ControlPlane, name: str, phases: set[str], timeout: fl
     return wait_until(reached, f"{name} to reach {phases}", timeout)
 
 
+def event_reasons(plane: ControlPlane, name: str) -> set[str]:
+    """The reasons of a CompressionJob's Events (posted right after the status write that they report)."""
+    events = get(plane, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    return {event["reason"] for event in events}
+
+
 def metric_samples(operator: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -69,8 +75,7 @@ def test_example_job_succeeds_end_to_end(
     assert report["outputs"]["tflite"]["sha256"] == result["artifacts"]["tflite"]["sha256"]
     jobs = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=digits")["items"]
     assert len(jobs) == 1
-    events = get(control_plane, "events", "--field-selector", "involvedObject.name=digits")["items"]
-    assert {"JobCreated", "Succeeded"} <= {event["reason"] for event in events}
+    wait_until(lambda: {"JobCreated", "Succeeded"} <= event_reasons(control_plane, "digits"), "the Events", 30)
     assert status["progress"]["percent"] == 100.0
     metrics = metric_samples(operator_process)
     assert (
@@ -255,8 +260,14 @@ def test_a_status_write_lost_at_completion_is_made_by_the_next_pass(
     assert status["phase"] == "Succeeded", status
     assert status["result"]["gatesPassed"] and status["result"]["artifacts"]["tflite"]["sha256"]
     assert status["progress"]["percent"] == 100.0
-    events = get(control_plane, "events", "--field-selector", f"involvedObject.name={name}")["items"]
-    assert [event["reason"] for event in events].count("Succeeded") == 1
+
+    def reasons() -> list[str]:
+        events = get(control_plane, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+        return [event["reason"] for event in events]
+
+    wait_until(lambda: "Succeeded" in reasons(), "the Succeeded Event (posted after the status write)", 30)
+    time.sleep(one_pass)
+    assert reasons().count("Succeeded") == 1
     control_plane.kubectl("delete", "compressionjob", name, "--wait=true")
 
 
@@ -306,8 +317,9 @@ def test_jobs_over_the_concurrency_limit_wait_queued_and_start_in_creation_order
     first_done = min(jobs[name]["status"]["completionTime"] for name in names[:MAX_CONCURRENT_JOBS])
     assert jobs["queue-b"]["metadata"]["creationTimestamp"] >= first_done
     assert jobs["queue-b"]["metadata"]["creationTimestamp"] <= jobs["queue-a"]["metadata"]["creationTimestamp"]
-    events = get(control_plane, "events", "--field-selector", "involvedObject.name=queue-a")["items"]
-    assert {"Queued", "JobCreated", "Succeeded"} <= {event["reason"] for event in events}
+    wait_until(
+        lambda: {"Queued", "JobCreated", "Succeeded"} <= event_reasons(control_plane, "queue-a"), "the Events", 30
+    )
     control_plane.kubectl("delete", "compressionjob", *names)
 
 

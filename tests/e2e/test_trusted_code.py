@@ -48,8 +48,13 @@ def test_trust_code_without_the_operators_permission_fails_without_a_job(
     assert "operator.config.allowTrustedCode" in status["message"]
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "TrustedCodeNotAllowed"
-    events = get(control_plane, "events", "--field-selector", f"involvedObject.name={NAME}")["items"]
-    assert {(event["reason"], event["type"]) for event in events} == {("TrustedCodeNotAllowed", "Warning")}
+
+    def events() -> set[tuple[str, str]]:
+        found = get(control_plane, "events", "--field-selector", f"involvedObject.name={NAME}")["items"]
+        return {(event["reason"], event["type"]) for event in found}
+
+    wait_until(events, "the Event (posted right after the status write)", 30)
+    assert events() == {("TrustedCodeNotAllowed", "Warning")}
     # Later admission passes leave it alone: still no Job, nothing uploaded.
     operator_process.restart()
     assert get(control_plane, "compressionjob", NAME)["status"]["reason"] == "TrustedCodeNotAllowed"
