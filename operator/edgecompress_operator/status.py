@@ -204,7 +204,8 @@ def status_from_job(
         reason=reason,
         message=message,
         job=job["metadata"]["name"],
-        start_time=job_status.get("startTime"),
+        # Only once the runner runs: while Pending the Job's startTime appearing would be one more write.
+        start_time=job_status.get("startTime") if phase != "Pending" else None,
         completion_time=completion_time,
         progress=status_progress,
         result=result,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +123,67 @@ def test_a_runner_that_cannot_start_shows_why_and_gives_up_its_slot(
         [job] = get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"]
         assert job["spec"]["suspend"] is True, "a runner that never started holds no slot"
     control_plane.kubectl("delete", "compressionjob", *cases)
+
+
+LOAD_JOBS = int(os.environ.get("EDGECOMPRESS_LOAD_TEST_JOBS", "100"))
+"""CompressionJobs in the load test: 100 keeps CI within its time (about 2.5 min); 300 took 7.5 min here."""
+
+
+def test_many_jobs_at_a_limit_of_4_cost_few_status_writes_each(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any, tmp_path: Path
+) -> None:
+    """Every status write bumps the object's resourceVersion: a watch counts them, per CompressionJob."""
+    from kubernetes import client, config, watch
+
+    from tests.e2e.conftest import OperatorProcess
+
+    names = [f"load-{index:03d}" for index in range(LOAD_JOBS)]
+    fake = Path(__file__).resolve().parents[1] / "k8s" / "fake_runner.py"
+    operator_process.stop()
+    loaded = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
+    loaded.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(fake)])
+    loaded.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "4"
+    writes: dict[str, int] = dict.fromkeys(names, 0)
+    api_client = config.new_client_from_config(str(control_plane.kubeconfig))
+    stream = watch.Watch()
+
+    def count() -> None:
+        api = client.CustomObjectsApi(api_client)
+        try:
+            for event in stream.stream(api.list_namespaced_custom_object, "edgecompress.io", "v1alpha1", "default",
+                                       "compressionjobs", timeout_seconds=900):  # fmt: skip
+                name = event["object"]["metadata"]["name"]
+                if event["type"] == "MODIFIED" and name in writes:
+                    writes[name] += 1
+        except Exception:  # the stream is closed under it when the test ends
+            return
+
+    counter = threading.Thread(target=count, daemon=True)
+    try:
+        loaded.start()
+        counter.start()
+        control_plane.kubectl("apply", "-f", "-", stdin="---\n".join(document(name) for name in names), timeout=300)
+
+        def succeeded() -> int:
+            items = get(control_plane, "compressionjobs")["items"]
+            return sum(
+                (item.get("status") or {}).get("phase") == "Succeeded"
+                for item in items
+                if item["metadata"]["name"] in writes
+            )
+
+        wait_until(lambda: succeeded() == len(names), f"all {len(names)} CompressionJobs to succeed", timeout=900)
+        time.sleep(2)
+        average = sum(writes.values()) / len(names)
+        print(f"status writes per CompressionJob: average {average:.2f}, most {max(writes.values())}")
+        assert average <= 5, writes
+        completions = [
+            line for line in loaded.metrics().splitlines()
+            if line.startswith('edgecompress_compressionjob_completions_total{reason="Succeeded",result="Succeeded"}')
+        ]  # fmt: skip
+        assert completions and float(completions[0].rsplit(" ", 1)[1]) == len(names)
+    finally:
+        stream.stop()
+        loaded.stop()
+        control_plane.kubectl("delete", "compressionjob", *names, "--wait=false", timeout=300, check=False)
+        operator_process.start()

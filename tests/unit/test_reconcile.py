@@ -180,7 +180,7 @@ def test_one_failing_compression_job_does_not_stop_the_others(monkeypatch: pytes
     assert api.created == ["first"]
     assert api.status("third")["reason"] == "Queued"
     assert api.status("third")["message"].startswith("waiting for a free runner slot")
-    assert api.events == [("first", "JobCreated"), ("third", "Queued")]
+    assert api.events == [("first", "JobCreated"), ("first", "Pending"), ("third", "Queued")]
 
 
 def test_the_queue_moving_writes_no_status(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -159,10 +159,16 @@ def write_status(resource: dict[str, Any], previous: CompressionJobStatus, desir
 
 
 def _from_job(
-    resource: dict[str, Any], spec: CompressionJobSpec, job: dict[str, Any], pod: dict[str, Any] | None, config: Config
+    resource: dict[str, Any],
+    spec: CompressionJobSpec,
+    job: dict[str, Any],
+    pod: dict[str, Any] | None,
+    config: Config,
+    *,
+    read_events: bool = True,
 ) -> Desired:
     generation = int(resource["metadata"].get("generation", 1))
-    waiting_for_pod = pod is None and not job_finished(job) and not job_suspended(job)
+    waiting_for_pod = read_events and pod is None and not job_finished(job) and not job_suspended(job)
     failed_create = (
         kube.failed_create_message(job["metadata"]["namespace"], job["metadata"]["uid"])
         if (waiting_for_pod and job["metadata"].get("uid"))
@@ -247,7 +253,7 @@ def reconcile_pass(config: Config) -> PassResult:
         resources[candidate.key] = (resource, spec)
     result = PassResult(plan=plan_admission(candidates, config.max_concurrent_jobs))
     plan = result.plan
-    acted = _admit(config, plan, resources, result)
+    acted = _admit(config, plan, resources, result, observed=observed)
     wanted: dict[tuple[str, str], tuple[dict[str, Any], Desired]] = {}
     for key, message in result.rejected_jobs.items():
         refused[key] = (resources[key][0], INVALID_JOB, message)
@@ -279,6 +285,8 @@ def _admit(
     plan: AdmissionPlan,
     resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]],
     result: PassResult,
+    *,
+    observed: dict[tuple[str, str], CompressionJobStatus],
 ) -> set[tuple[str, str]]:
     """Suspends, creates (in admission order) and resumes runner Jobs; returns the CompressionJobs acted on."""
     acted: set[tuple[str, str]] = set()
@@ -302,11 +310,13 @@ def _admit(
                     raise
                 result.rejected_jobs[candidate.key] = f"the apiserver refused the runner Job: {_api_message(error)}"
                 continue
-            # Recorded at once: a Job that vanishes before its result is recorded is then never created again.
-            kube.patch_status(meta["namespace"], meta["name"], {"job": manifest["metadata"]["name"]})
             if created:
                 logger.info("created runner Job %s/%s", meta["namespace"], manifest["metadata"]["name"])
                 post_event(resource, "JobCreated", f"created runner Job {manifest['metadata']['name']}")
+            # Recorded at once (the status a Job without a pod gives): a Job that vanishes before its
+            # result is recorded is then never created again, and the next pass has nothing to add.
+            starting = _from_job(resource, spec, manifest, None, config, read_events=False)
+            write_status(resource, observed[candidate.key], starting)
     for candidate in plan.resume:
         assert candidate.job is not None
         resource = resources[candidate.key][0]
