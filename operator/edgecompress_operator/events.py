@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
 
 from . import kube
+from .status import now_timestamp
 
 EVENT_MESSAGE_LIMIT = 1000
 COMPONENT = "edgecompress-operator"
@@ -48,7 +48,7 @@ def build_event(resource: dict[str, Any], reason: str, message: str, *, warning:
 
 
 def post_event(resource: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now_timestamp()
     try:
         kube.create_event(build_event(resource, reason, message, warning=warning, now=now))
     except ApiException as error:

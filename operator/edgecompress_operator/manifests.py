@@ -209,8 +209,9 @@ def job_problems(spec: CompressionJobSpec, config: Config) -> list[str]:
             problems.append(f"{where}.value: must be empty when operator is Exists")
         if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
             problems.append(f"{where}.tolerationSeconds: only valid with effect NoExecute")
-        if toleration.key and _label_key_problem(toleration.key):
-            problems.append(f"{where}.key: {_label_key_problem(toleration.key)}")
+        key_problem = _label_key_problem(toleration.key) if toleration.key else None
+        if key_problem:
+            problems.append(f"{where}.key: {key_problem}")
     for key, value in execution.node_selector.items():
         key_problem = _label_key_problem(key)
         if key_problem:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -20,6 +19,8 @@ from prometheus_client.registry import Collector
 from edgecompress_contract.report import CompactMetrics
 from edgecompress_contract.status import CompressionJobStatus
 from edgecompress_contract.summary import RunSummary
+
+from .status import parse_time
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 EXPECTED_OUTCOMES = (("Succeeded", "Succeeded"), ("Failed", "GatesFailed"), ("Failed", "InvalidInput"))
@@ -147,9 +148,9 @@ class CompressionJobCollector(Collector):
             status = item.status
             current_phase.add_metric([namespace, name, status.phase or "Pending"], 1.0)
             if item.created:
-                created.add_metric([namespace, name], _parse_time(item.created).timestamp())
+                created.add_metric([namespace, name], parse_time(item.created).timestamp())
             if status.start_time:
-                started.add_metric([namespace, name], _parse_time(status.start_time).timestamp())
+                started.add_metric([namespace, name], parse_time(status.start_time).timestamp())
             result = status.result
             if result is None:
                 continue
@@ -206,12 +207,8 @@ class OperatorMetrics:
         self.completions.labels(result=result, reason=status.reason or result).inc()
         started, finished = status.start_time, status.completion_time
         if started and finished:
-            seconds = (_parse_time(finished) - _parse_time(started)).total_seconds()
+            seconds = (parse_time(finished) - parse_time(started)).total_seconds()
             self.duration.labels(result=result).observe(max(seconds, 0.0))
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 METRICS = OperatorMetrics()

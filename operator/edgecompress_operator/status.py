@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -89,9 +89,18 @@ def start_problem(pod: dict[str, Any] | None, failed_create: str | None) -> tupl
     return None
 
 
+def parse_time(value: str) -> datetime:
+    """A Kubernetes timestamp (RFC 3339, ``Z``)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def now_timestamp() -> str:
+    """Now as a Kubernetes timestamp, to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _seconds_between(start: str, end: str) -> float:
-    parse = datetime.fromisoformat
-    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+    return (parse_time(end) - parse_time(start)).total_seconds()
 
 
 def unscheduled_reason(pod: dict[str, Any] | None) -> tuple[str, str] | None:

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -38,7 +37,7 @@ from ..events import post_event
 from ..manifests import JOB_LABEL, RUNNER_CONTAINER, build_job, job_name, job_problems
 from ..metrics import METRICS
 from ..policy import Refusal, spec_refusal
-from ..status import parse_status, status_from_job, status_patch, waiting_status
+from ..status import now_timestamp, parse_status, status_from_job, status_patch, waiting_status
 
 logger = logging.getLogger("edgecompress.reconcile")
 
@@ -95,10 +94,6 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body or "")["message"])
     except (ValueError, KeyError, TypeError):
         return str(error.reason)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _key(resource: dict[str, Any]) -> tuple[str, str]:
@@ -178,7 +173,7 @@ def _from_job(
         job,
         pod,
         generation,
-        _now(),
+        now_timestamp(),
         spec_suspended=spec.suspend,
         progress=read_progress(job, pod),
         failed_create=failed_create,
@@ -192,7 +187,7 @@ def _from_job(
 
 def _waiting(resource: dict[str, Any], reason: str, message: str, phase: Phase = "Pending") -> Desired:
     generation = int(resource["metadata"].get("generation", 1))
-    return Desired(waiting_status(reason, message, generation, _now(), phase=phase), message)
+    return Desired(waiting_status(reason, message, generation, now_timestamp(), phase=phase), message)
 
 
 @contextmanager
