@@ -108,6 +108,27 @@ def _distill_first(spec: CompressionJobSpec) -> list[Violation]:
     return [Violation(f"spec.steps[{index}]") for index in _steps_at(spec, "distill") if index != 0]
 
 
+def _reduce_filters_first(spec: CompressionJobSpec) -> list[Violation]:
+    first = 1 if spec.steps[0].type == "distill" else 0
+    return [
+        Violation(f"spec.steps[{index}]", f"found {spec.steps[index - 1].type!r} before it")
+        for index in _steps_at(spec, "reduceFilters")
+        if index != first
+    ]
+
+
+def _split_needs_keras(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.output.split is not None and spec.model.format == ModelFormat.SAVEDMODEL:
+        return [Violation("spec.output.split", "found savedmodel")]
+    return []
+
+
+def _split_without_qat(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.output.split is not None and _steps_at(spec, "qat"):
+        return [Violation("spec.output.split", "found a qat step")]
+    return []
+
+
 def _only_ptq_after_qat(spec: CompressionJobSpec) -> list[Violation]:
     qats = _steps_at(spec, "qat")
     if not qats:
@@ -185,7 +206,21 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         field_path=".steps",
         violations=_distill_first,
     ),
-    *(_at_most_one(kind) for kind in ("ptq", "qat", "distill")),
+    *(_at_most_one(kind) for kind in ("ptq", "qat", "distill", "reduceFilters")),
+    SpecRule(
+        name="reduce-filters-first",
+        message=(
+            "reduceFilters must be the first step, or the second after distill (its fine-tuning would undo the "
+            "zeros and shared values of earlier steps)"
+        ),
+        cel=(
+            f"{_count('reduceFilters')} == 0 || ({_count('reduceFilters')} == 1 && "
+            "(self.steps[0].type == 'reduceFilters' || (size(self.steps) >= 2 && "
+            "self.steps[0].type == 'distill' && self.steps[1].type == 'reduceFilters')))"
+        ),
+        field_path=".steps",
+        violations=_reduce_filters_first,
+    ),
     SpecRule(
         name="only-ptq-after-qat",
         message="only ptq may follow qat (the model is already quantized)",
@@ -210,7 +245,7 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     ),
     SpecRule(
         name="training-needs-dataset",
-        message="prune, cluster, qat and distill fine-tune the model and need spec.dataset",
+        message="prune, cluster, qat, distill and reduceFilters fine-tune the model and need spec.dataset",
         cel=f"has(self.dataset) || !self.steps.exists(s, s.type in {_cel_list(TRAINING_STEP_TYPES)})",
         field_path=".dataset",
         violations=_training_needs_dataset,
@@ -228,8 +263,8 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     SpecRule(
         name="keras-only-steps",
         message=(
-            "prune, cluster and qat need a Keras model (format keras or h5); a SavedModel can only be "
-            "converted with ptq"
+            "prune, cluster, qat and reduceFilters need a Keras model (format keras or h5); a SavedModel can "
+            "only be converted with ptq"
         ),
         cel=(
             f"self.model.format != '{ModelFormat.SAVEDMODEL.value}' || "
@@ -237,6 +272,23 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ),
         field_path=".model.format",
         violations=_keras_only,
+    ),
+    SpecRule(
+        name="split-needs-keras",
+        message="splitting needs the model's Keras layers (format keras or h5), not a SavedModel",
+        cel=f"!has(self.output.split) || self.model.format != '{ModelFormat.SAVEDMODEL.value}'",
+        field_path=".output.split",
+        violations=_split_needs_keras,
+    ),
+    SpecRule(
+        name="split-without-qat",
+        message=(
+            "splitting converts each part with post-training quantization at most; a QAT model's parts would lose "
+            "the ranges at their boundaries"
+        ),
+        cel="!has(self.output.split) || !self.steps.exists(s, s.type == 'qat')",
+        field_path=".output.split",
+        violations=_split_without_qat,
     ),
     SpecRule(
         name="promotion-elsewhere",

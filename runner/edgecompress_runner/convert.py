@@ -23,12 +23,14 @@ from .tfcompat import tf
 __all__ = ["FLOAT_PLAN", "ConversionPlan", "conversion_report", "convert", "denylisted_nodes"]
 
 
-def representative_dataset(x: np.ndarray, samples: int) -> Any:
-    chosen = x[: min(samples, len(x))]
+def representative_dataset(x: np.ndarray | Sequence[np.ndarray], samples: int) -> Any:
+    """Single samples of ``x``; a list of arrays gives a model with several inputs one sample of each."""
+    arrays: list[np.ndarray] = list(x) if isinstance(x, list | tuple) else [np.asarray(x)]
+    chosen = [array[: min(samples, len(array))] for array in arrays]
 
     def generate() -> Iterator[list[np.ndarray]]:
-        for index in range(len(chosen)):
-            yield [chosen[index : index + 1]]
+        for index in range(len(chosen[0])):
+            yield [array[index : index + 1] for array in chosen]
 
     return generate
 
@@ -87,7 +89,7 @@ def convert(
     converter: Any,
     *,
     plan: ConversionPlan,
-    x_calibration: np.ndarray | None = None,
+    x_calibration: np.ndarray | Sequence[np.ndarray] | None = None,
     denylist: Sequence[str] = (),
 ) -> tuple[bytes, ConversionReport]:
     """Converts with the optimizations the plan asks for; returns the .tflite bytes and how."""

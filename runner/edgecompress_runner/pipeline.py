@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from .report import versions
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
 
+if TYPE_CHECKING:
+    from .split import SplitResult
+
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
 UNLABELED_EVAL_SAMPLES = 100
@@ -70,16 +73,17 @@ Phase = tuple[str, int, Callable[["RunState"], None]]
 
 def plan_phases(spec: CompressionJobSpec) -> list[str]:
     """The phases of a run in order; their names appear in progress events."""
-    return [name for name, _, _ in _phases(build_steps(spec.steps))]
+    return [name for name, _, _ in _phases(spec, build_steps(spec.steps))]
 
 
-def _phases(steps: list[CompressionStep[Any]]) -> list[Phase]:
+def _phases(spec: CompressionJobSpec, steps: list[CompressionStep[Any]]) -> list[Phase]:
     return [
         ("download", 0, _fetch),
         ("baseline", 0, _baseline),
         *((step.phase, step.epochs, _step_phase(step)) for step in steps),
         ("convert", 0, _convert),
         ("evaluate", 0, _evaluate),
+        *([("split", 0, _split)] if spec.output.split is not None else []),
         ("upload", 0, _publish),
     ]
 
@@ -146,6 +150,8 @@ class RunState:
     result: Metrics | None = None
     comparison: Comparison | None = None
     gates: list[GateResult] = field(default_factory=list)
+    # split
+    split: SplitResult | None = None
     # publish
     outcome: RunOutcome | None = None
 
@@ -180,7 +186,7 @@ def run(
     ``spec.seed`` before the first phase, so a run gives the same bytes each time.
     """
     steps = build_steps(spec.steps)
-    phases = _phases(steps)
+    phases = _phases(spec, steps)
     progress = Progress([name for name, _, _ in phases], bar=progress_bar, sinks=sinks)
     state = RunState(spec=spec, work_dir=work_dir, steps=steps, clock=PhaseClock(progress), source=source)
     _check_output_is_free(state)
@@ -258,6 +264,7 @@ def _baseline(state: RunState) -> None:
         progress=state.progress,
         keras_model=loaded.keras_model,
     )
+    _check_split(spec, loaded.keras_model)
     state.baseline_tflite, _ = convert.convert(loaded.converter(), plan=convert.FLOAT_PLAN)
     expected_shape = evaluate.input_signature(state.baseline_tflite)
     if dataset is not None:
@@ -274,6 +281,16 @@ def _baseline(state: RunState) -> None:
     state.baseline_quality = evaluate.quality(
         state.baseline_tflite, state.x_eval, threads=spec.evaluation.latency.threads, labels=state.labels
     )
+
+
+def _check_split(spec: CompressionJobSpec, model: Any) -> None:
+    """Checks the split layers on the input model before any training (the steps keep its layer names and
+    graph, unless distill replaces the model)."""
+    if spec.output.split is None or model is None or any(isinstance(step, DistillStep) for step in spec.steps):
+        return
+    from .split import plan_parts
+
+    plan_parts(model, spec.output.split)
 
 
 def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:
@@ -355,19 +372,47 @@ def _evaluate(state: RunState) -> None:
     state.gates = judge(state.spec.gates, state.comparison, state.result)
 
 
+def _split(state: RunState) -> None:
+    """Splits the result into parts at the spec's layers and checks them against the unsplit result."""
+    from . import split
+
+    context = _ready(state.step_context)
+    model = context.keras_model if context.keras_model is not None else context.loaded.keras_model
+    if model is None:
+        raise InputError(f"{split.WHERE}: splitting needs a tf-keras model; this model has no Keras layers here")
+    state.split = split.split_model(
+        model,
+        _ready(state.spec.output.split),
+        plan=context.plan,
+        whole=_ready(state.tflite_file).read_bytes(),
+        x_eval=_ready(state.x_eval),
+        x_calibration=state.dataset.x_train if state.dataset is not None else None,
+        latency=state.spec.evaluation.latency,
+        work_dir=state.work_dir,
+    )
+
+
+def _artifact(path: Path, uri: str) -> Artifact:
+    return Artifact(uri=uri, sha256=sha256_of(path), bytes=path.stat().st_size)
+
+
 def _publish(state: RunState) -> None:
-    """Uploads the .tflite, promotes it when every gate passed, and writes report.json last."""
+    """Uploads the .tflite (and its split parts), promotes it when every gate passed, and writes report.json last."""
     from .tfcompat import tf
 
     spec, tflite_file = state.spec, _ready(state.tflite_file)
     output = state.storage(spec.output.uri)
     report_uri = join_uri(spec.output.uri, REPORT_NAME)
     tflite_uri = join_uri(spec.output.uri, TFLITE_NAME)
-    tflite = Artifact(uri=tflite_uri, sha256=sha256_of(tflite_file), bytes=tflite_file.stat().st_size)
+    tflite = _artifact(tflite_file, tflite_uri)
+    split_files = [*state.split.files, state.split.manifest] if state.split is not None else []
+    split_artifacts = [_artifact(path, join_uri(spec.output.uri, path.name)) for path in split_files]
     report = Report(
         spec=spec,
         inputs=Inputs.model_validate(state.artifacts),
-        outputs=Outputs(tflite=tflite),
+        outputs=Outputs(
+            tflite=tflite, parts=split_artifacts[:-1], manifest=split_artifacts[-1] if split_artifacts else None
+        ),
         metric=state.metric,
         evaluation_samples=len(_ready(state.x_eval)),
         evaluation_data="dataset x_eval" if state.dataset is not None else "random uniform inputs (no dataset)",
@@ -382,10 +427,13 @@ def _publish(state: RunState) -> None:
         devices=[device.name for device in tf.config.list_physical_devices()],
         source=state.source,
         trusted_code=any(source.trust_code for source in _model_sources(spec)),
+        split=state.split.report if state.split is not None else None,
     )
     if spec.output.overwrite:
         output.delete(report_uri)
     output.upload(tflite_file, tflite_uri)
+    for path, artifact in zip(split_files, split_artifacts, strict=True):
+        output.upload(path, artifact.uri)
     promotion = None
     if report.gates_passed and spec.promotion is not None:
         promotion = _promote(state, report)

@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from edgecompress_contract.report import ClusterReport, DistillReport, PruneReport, QatReport, StepReport
-from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
+from edgecompress_contract.report import (
+    ClusterReport,
+    DistillReport,
+    PruneReport,
+    QatReport,
+    ReduceFiltersReport,
+    StepReport,
+)
+from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, ReduceFiltersStep, Step
 
 from .data import Dataset, check_input_shape, training_arrays
 from .errors import InputError
@@ -28,8 +35,8 @@ from .progress import Progress
 if TYPE_CHECKING:
     from .model_io import LoadedModel
 
-SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep)
-ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport)
+SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep, ReduceFiltersStep)
+ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport, ReduceFiltersReport)
 
 
 @dataclass
@@ -161,6 +168,27 @@ class Prune(CompressionStep[PruneStep]):
             pruned_layers=tuple(_report(report, PruneReport).sparsity.layers),
             pruned_weights=tuple(self.pruned_weights.items()),
         )
+
+
+@registers(ReduceFiltersStep)
+class ReduceFilters(CompressionStep[ReduceFiltersStep]):
+    """Removes whole output channels; the smaller model is an ordinary tf-keras model for the later steps."""
+
+    def apply(self, context: StepContext) -> ReduceFiltersReport:
+        from . import filters
+
+        x, y = context.training_arrays(self.phase)
+        model = context.model(self.phase)
+        context.keras_model, report = filters.reduce_filters(
+            model,
+            self.spec,
+            index=self.index,
+            x=x,
+            y=y,
+            reference=context.reference_outputs(self.phase, x),
+            progress=context.progress,
+        )
+        return report
 
 
 @registers(ClusterStep)
