@@ -272,6 +272,19 @@ class ChannelGroup(Record):
     reason: str | None = Field(default=None, description="Why the group kept every channel, if it did.")
 
 
+class ReducedSpeed(Record):
+    """The result's latency against the float model and against int8 of the unreduced model, timed together."""
+
+    unreduced_int8_bytes: int = Field(description="Size of the input model converted with int8 PTQ, in bytes.")
+    speedup_vs_float: float = Field(
+        description="Float baseline latency / result latency: the median over interleaved rounds of the ratios."
+    )
+    speedup_vs_unreduced_int8: float = Field(
+        description="Unreduced int8 latency / result latency (> 1: the result is faster than int8 alone)."
+    )
+    rounds: int = Field(description="Interleaved rounds of the three models the ratios are medians of.")
+
+
 class ReduceFiltersReport(_TrainingStepReport):
     """A reduceFilters step: which channels were removed, and what that saved."""
 
@@ -285,6 +298,13 @@ class ReduceFiltersReport(_TrainingStepReport):
     macs_before: int | None = Field(default=None, description="Multiply-accumulates of the weighted layers before.")
     macs_after: int | None = Field(default=None, description="Multiply-accumulates of the weighted layers after.")
     skipped_layers: list[str] = Field(default_factory=list, description="Layers whose output channels were kept.")
+    speed: ReducedSpeed | None = Field(
+        default=None,
+        description=(
+            "The final result timed with the float baseline and with int8 PTQ of the unreduced model (needs "
+            "x_train for calibration)."
+        ),
+    )
 
 
 StepReport = Annotated[

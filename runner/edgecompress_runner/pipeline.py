@@ -31,6 +31,7 @@ from edgecompress_contract.report import (
     PromotionOutcome,
     PromotionSource,
     PtqReport,
+    ReduceFiltersReport,
     Report,
     Source,
     StepReport,
@@ -370,6 +371,27 @@ def _evaluate(state: RunState) -> None:
     conversion = _ready(state.conversion)
     state.conversion = conversion.model_copy(update={"speed_path": speed_path(conversion, state.comparison)})
     state.gates = judge(state.spec.gates, state.comparison, state.result)
+    _time_filter_reduction(state, result_tflite)
+
+
+def _time_filter_reduction(state: RunState, result_tflite: bytes) -> None:
+    """After filter reduction, times the result against int8 of the unreduced model too (into its step report)."""
+    from .filters import speed_against_unreduced_int8
+
+    reduced = [index for index, report in enumerate(state.step_reports) if isinstance(report, ReduceFiltersReport)]
+    if not reduced or state.dataset is None or state.dataset.x_train is None:
+        return
+    context = _ready(state.step_context)
+    speed = speed_against_unreduced_int8(
+        context.loaded.require_keras("evaluate"),
+        baseline=state.baseline_tflite,
+        result=result_tflite,
+        x_calibration=state.dataset.x_train,
+        sample=_ready(state.x_eval)[0],
+        latency=state.spec.evaluation.latency,
+    )
+    index = reduced[0]
+    state.step_reports[index] = state.step_reports[index].model_copy(update={"speed": speed})
 
 
 def _split(state: RunState) -> None:
