@@ -41,32 +41,43 @@ def require_graph_model(model: Any, step: str) -> None:
 
 def tensor_names(model: Any) -> dict[int, str]:
     """Every tensor of the model by ``id``: named after its layer, with ``:i`` for a layer's i-th output when it
-    has several, and ``@k`` for its k-th call when it is called more than once."""
+    has several, and ``@k`` for its k-th call when it is called more than once. The input layers count too
+    (a Sequential model does not list them in ``layers``)."""
     names: dict[int, str] = {}
-    in_model = {node for nodes in model._nodes_by_depth.values() for node in nodes}
-    for layer in model.layers:
-        nodes = [node for node in layer._inbound_nodes if node in in_model]
-        for call, node in enumerate(nodes):
-            outputs = tf.nest.flatten(node.outputs)
-            for index, tensor in enumerate(outputs):
-                name = layer.name + (f":{index}" if len(outputs) > 1 else "") + (f"@{call}" if call else "")
-                names[id(tensor)] = name
+    calls: dict[str, int] = {}
+    for node in _nodes_in_order(model):
+        call = calls.get(node.layer.name, 0)
+        calls[node.layer.name] = call + 1
+        outputs = tf.nest.flatten(node.outputs)
+        for index, tensor in enumerate(outputs):
+            names[id(tensor)] = (
+                node.layer.name + (f":{index}" if len(outputs) > 1 else "") + (f"@{call}" if call else "")
+            )
     return names
+
+
+def named_tensors(model: Any) -> dict[str, Any]:
+    """The model's tensors (Keras symbolic tensors, with shape and dtype) by their names in ``tensor_names``."""
+    names = tensor_names(model)
+    return {names[id(tensor)]: tensor for node in _nodes_in_order(model) for tensor in tf.nest.flatten(node.outputs)}
+
+
+def _nodes_in_order(model: Any) -> list[Any]:
+    return [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
 
 
 def layer_calls(model: Any) -> Iterator[LayerCall]:
     """The model's layer calls (not its inputs) in topological order."""
     names = tensor_names(model)
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            yield LayerCall(
-                layer=node.layer,
-                node=node,
-                inputs=tuple(names[id(tensor)] for tensor in node.keras_inputs),
-                outputs=tuple(names[id(tensor)] for tensor in tf.nest.flatten(node.outputs)),
-            )
+    for node in _nodes_in_order(model):
+        if node.is_input:
+            continue
+        yield LayerCall(
+            layer=node.layer,
+            node=node,
+            inputs=tuple(names[id(tensor)] for tensor in node.keras_inputs),
+            outputs=tuple(names[id(tensor)] for tensor in tf.nest.flatten(node.outputs)),
+        )
 
 
 def input_names(model: Any) -> list[str]:

@@ -22,7 +22,15 @@ from edgecompress_contract.spec import Latency, Split
 
 from .errors import InputError
 from .evaluate import interleave
-from .keras_graph import LayerCall, input_names, layer_calls, output_names, replay, require_graph_model
+from .keras_graph import (
+    LayerCall,
+    input_names,
+    layer_calls,
+    named_tensors,
+    output_names,
+    replay,
+    require_graph_model,
+)
 from .planning import ConversionPlan
 from .tfcompat import keras
 
@@ -104,27 +112,13 @@ def _boundaries(model: Any, parts: list[list[LayerCall]]) -> list[PartPlan]:
     return plans
 
 
-def _tensor_shapes(model: Any) -> dict[str, Any]:
-    from .keras_graph import tensor_names
-    from .tfcompat import tf
-
-    names = tensor_names(model)
-    shapes: dict[str, Any] = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for tensor in tf.nest.flatten(node.outputs):
-                if id(tensor) in names:
-                    shapes[names[id(tensor)]] = tensor
-    return shapes
-
-
 def _safe(name: str) -> str:
     return name.replace(":", "_").replace("@", "_")
 
 
 def part_models(model: Any, plans: list[PartPlan]) -> list[Any]:
     """A tf-keras model per part over ``model``'s own layers, its inputs named after the boundary tensors."""
-    tensors = _tensor_shapes(model)
+    tensors = named_tensors(model)
     built = []
     for plan in plans:
         new_inputs = {

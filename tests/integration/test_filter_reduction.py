@@ -163,6 +163,62 @@ def test_a_layer_that_cannot_be_reduced_is_named(tmp_path: Path) -> None:
         reduce_channels(residual_model(), step, skipped=set(), where="spec.steps[0]")
 
 
+def test_sequential_models_concatenations_and_skipped_layers(tmp_path: Path) -> None:
+    from edgecompress_contract.spec import ReduceFiltersStep
+    from edgecompress_runner.filters import reduce_channels
+    from edgecompress_runner.tfcompat import keras
+
+    keras.utils.set_random_seed(3)
+    layers = keras.layers
+    sequential = keras.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            layers.Conv2D(16, 3, name="first"),
+            layers.BatchNormalization(name="first_bn"),
+            layers.Conv2D(16, 3, name="second"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="relu", name="hidden"),
+            layers.Dense(3, name="out"),
+        ]
+    )
+    step = ReduceFiltersStep(type="reduceFilters")
+    reduction = reduce_channels(sequential, step, skipped=set(), where="spec.steps[0]")
+    reasons = {tuple(group.layers): (group.channels_after, group.reason) for group in reduction.groups}
+    assert reasons == {
+        ("first",): (8, None),
+        ("second",): (16, "read by Flatten 'flatten', which filter reduction does not follow"),
+        ("hidden",): (16, None),
+        ("out",): (3, "model output"),
+    }
+    assert reduction.model.get_layer("second").get_weights()[0].shape == (3, 3, 8, 16)
+    assert reduction.model.get_layer("out").get_weights()[0].shape == (16, 3)
+
+    inputs = layers.Input((8, 8, 1))
+    left = layers.Conv2D(16, 1, name="left")(inputs)
+    right = layers.Conv2D(8, 1, name="right")(inputs)
+    joined = layers.Concatenate(name="joined")([left, right])
+    mixed = layers.Conv2D(16, 1, name="mixed")(joined)
+    concat_model = keras.Model(inputs, layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(mixed)))
+    reduction = reduce_channels(concat_model, step, skipped={"right"}, where="spec.steps[0]")
+    reasons = {tuple(group.layers): (group.channels_after, group.reason) for group in reduction.groups}
+    assert reasons[("left",)] == (8, None) and reasons[("right",)] == (8, "'right' is in skipLayers")
+    assert reduction.model.get_layer("mixed").get_weights()[0].shape == (1, 1, 16, 8)
+    assert reduction.skipped == ["right"]
+
+
+def test_qat_and_int8_after_filter_reduction(xception_h5: Path, unlabelled: Path, tmp_path: Path) -> None:
+    steps = [
+        {**REDUCE, "fineTune": {"epochs": 1}},
+        {"type": "qat", "fineTune": {"epochs": 1}},
+        {"type": "ptq", "mode": "int8"},
+    ]
+    run = run_job(job(xception_h5, unlabelled, tmp_path / "out", steps), tmp_path / "run")
+    assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+    assert "b1_sep2" in run.report["steps"][1]["quantizedLayers"]
+    result = run.output / "model.tflite"
+    assert ("CONV_2D", "int8") in op_types(result) and max(output_channels(result)) == 32
+
+
 def two_headed_model() -> Any:
     """A classifier with an auxiliary head before the cut and a residual connection across it."""
     from edgecompress_runner.tfcompat import keras
