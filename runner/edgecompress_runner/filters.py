@@ -27,7 +27,7 @@ from .channels import ChannelGraph, GraphNode, Group, Role, channel_graph, chann
 from .errors import InputError
 from .keras_graph import LayerCall, input_names, layer_calls, output_names, require_graph_model
 from .progress import Progress
-from .tfcompat import keras
+from .tfcompat import keras, tf
 
 _PRODUCERS = {"Conv1D", "Conv2D", "SeparableConv1D", "SeparableConv2D", "Dense"}
 _CHANNELWISE = {
@@ -64,7 +64,7 @@ _CHANNELWISE = {
 _MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 
 
-def _last_axis(layer: Any, axis: Any, rank: int) -> bool:
+def _last_axis(axis: Any, rank: int) -> bool:
     axes = axis if isinstance(axis, list | tuple) else [axis]
     return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
@@ -85,15 +85,15 @@ def classify(call: LayerCall) -> tuple[Role, str]:
         return Role.PRODUCER, ""
     if kind == "DepthwiseConv2D" and config.get("depth_multiplier", 1) != 1:
         return Role.OPAQUE, f"read by DepthwiseConv2D {layer.name!r} with depth_multiplier > 1"
-    if kind == "BatchNormalization" and not _last_axis(layer, config.get("axis", -1), rank):
+    if kind == "BatchNormalization" and not _last_axis(config.get("axis", -1), rank):
         return Role.OPAQUE, f"read by BatchNormalization {layer.name!r} over another axis than channels"
-    if kind == "Softmax" and _last_axis(layer, config.get("axis", -1), rank):
+    if kind == "Softmax" and _last_axis(config.get("axis", -1), rank):
         return Role.PASS, ""
     if kind in _CHANNELWISE:
         return Role.PASS, ""
     if kind in _MERGES:
         return Role.MERGE, ""
-    if kind == "Concatenate" and _last_axis(layer, config.get("axis", -1), rank):
+    if kind == "Concatenate" and _last_axis(config.get("axis", -1), rank):
         return Role.CONCAT, ""
     return Role.OPAQUE, f"read by {kind} {layer.name!r}, which filter reduction does not follow"
 
@@ -127,17 +127,11 @@ def model_channels(model: Any, pinned_layers: dict[str, str], step: str) -> Mode
         role, why = classify(call)
         if calls_per_layer[call.layer.name] > 1:
             role, why = Role.OPAQUE, f"read by {call.layer.name!r}, which is called more than once"
-        output = tf_outputs(call)[0]
+        output = tf.nest.flatten(call.node.outputs)[0]
         nodes.append(GraphNode(call.layer.name, role, call.inputs, call.outputs, _channels(output), why))
     inputs = dict(zip(input_names(model), (_channels(tensor) for tensor in model.inputs), strict=True))
     graph = channel_graph(nodes, inputs=inputs, outputs=output_names(model), pinned_layers=pinned_layers)
     return ModelChannels(calls, graph, consumers)
-
-
-def tf_outputs(call: LayerCall) -> list[Any]:
-    from .tfcompat import tf
-
-    return list(tf.nest.flatten(call.node.outputs))
 
 
 def _filters(layer: Any) -> np.ndarray:
@@ -409,7 +403,6 @@ def speed_against_unreduced_int8(
 
     from . import convert, evaluate
     from .planning import ConversionPlan
-    from .tfcompat import tf
 
     int8_plan = ConversionPlan(ptq=PtqStep(type="ptq", mode=PtqMode.INT8))
     unreduced_int8, _ = convert.convert(
