@@ -287,10 +287,12 @@ def _baseline(state: RunState) -> None:
 def _check_split(spec: CompressionJobSpec, model: Any) -> None:
     """Checks the split layers on the input model before any training (the steps keep its layer names and
     graph, unless distill replaces the model)."""
-    if spec.output.split is None or model is None or any(isinstance(step, DistillStep) for step in spec.steps):
+    if spec.output.split is None or any(isinstance(step, DistillStep) for step in spec.steps):
         return
-    from .split import plan_parts
+    from .split import WHERE, plan_parts
 
+    if model is None:
+        raise InputError(f"{WHERE}: splitting needs a tf-keras model (its layer graph); {spec.model.uri} is not one")
     plan_parts(model, spec.output.split)
 
 
