@@ -166,7 +166,7 @@ def quantize(
     if engine.need_calibration:
         if not calibration:
             raise ValueError("static int8 and int16x8 precisions need calibration samples")
-        signature = _only_signature(float_model)
+        signature, _ = _only_signature(float_model)
         manager = recipe_manager.RecipeManager()
         manager.load_quantization_recipe(recipe_json)
         recorder = calibrator.Calibrator(
@@ -189,13 +189,15 @@ def _widest_range(seen: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
     return {**seen, **new, "min": np.minimum(seen["min"], new["min"]), "max": np.maximum(seen["max"], new["max"])}
 
 
-def _only_signature(model: bytes) -> str:
+def _only_signature(model: bytes) -> tuple[str, list[str]]:
+    """The key and the input names of the model's signature; calibration runs one."""
     from ai_edge_litert.interpreter import Interpreter
 
-    signatures = list(Interpreter(model_content=model).get_signature_list())
+    signatures = Interpreter(model_content=model).get_signature_list()
     if len(signatures) != 1:
         raise ValueError(f"calibration needs a model with one signature; this one has {len(signatures)}")
-    return str(signatures[0])
+    ((key, details),) = signatures.items()
+    return str(key), [str(name) for name in details["inputs"]]
 
 
 def op_scopes(model: bytes) -> list[OpScope]:
@@ -262,16 +264,11 @@ def ptq_recipe(mode: PtqMode | str, kept_float: Sequence[str] = ()) -> list[Reci
 def calibration_samples(model: bytes, x: np.ndarray, count: int) -> list[dict[str, np.ndarray]]:
     """The first ``count`` samples of ``x`` as ``{signature input name: sample with a batch of 1}``.
 
-    Single-input models only (the dataset has one ``x_train`` array).
+    Single-input models only (the dataset has one ``x_train`` array); others raise ValueError.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    signatures = Interpreter(model_content=model).get_signature_list()
-    if len(signatures) != 1:
-        raise InputError(f"calibration needs a model with one signature; this one has {len(signatures)}")
-    (inputs,) = [details["inputs"] for details in signatures.values()]
+    _, inputs = _only_signature(model)
     if len(inputs) != 1:
-        raise InputError(f"calibration from x_train needs a single-input model; this one has inputs {inputs}")
+        raise ValueError(f"calibration from x_train needs a single-input model; this one has inputs {inputs}")
     chosen = x[: min(count, len(x))].astype(np.float32, copy=False)
     return [{inputs[0]: chosen[index : index + 1]} for index in range(len(chosen))]
 
@@ -314,7 +311,10 @@ def read_float_tflite(path: Path, source: str) -> bytes:
     buffers = parsed.buffers or []
 
     def stored(tensor: Any) -> bool:
-        return 0 < tensor.buffer < len(buffers) and buffers[tensor.buffer].data is not None
+        if not 0 < tensor.buffer < len(buffers):
+            return False
+        buffer = buffers[tensor.buffer]
+        return buffer.data is not None or bool(buffer.size)  # size: weights stored after the flatbuffer (> 2 GiB)
 
     quantized = [
         f"{_text(tensor.name)!r} ({type_names.get(tensor.type, tensor.type)})"
@@ -363,7 +363,10 @@ def quantize_ptq(
     if any(entry.precision in CALIBRATED for entry in recipe):
         if x_calibration is None:
             raise InputError(f"{where}.mode: {ptq.mode} calibrates on the dataset's x_train, which is missing")
-        calibration = calibration_samples(float_model, x_calibration, ptq.representative_samples)
+        try:
+            calibration = calibration_samples(float_model, x_calibration, ptq.representative_samples)
+        except ValueError as error:
+            raise InputError(f"{where}.mode: {ptq.mode} cannot calibrate: {error}") from None
     try:
         return quantize(float_model, recipe, calibration=calibration), kept
     except Exception as error:  # litert-quantizer raises ValueError, RuntimeError and others on models it cannot handle

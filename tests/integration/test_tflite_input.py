@@ -165,6 +165,12 @@ def assert_refused(document: dict[str, Any], tmp_path: Path, message: str, reaso
     assert not (output / "report.json").exists() and not (output / "model.tflite").exists()
 
 
+def test_a_layer_the_model_does_not_have_is_refused(cnn_tflite: Path, tmp_path: Path) -> None:
+    steps = [{"type": "ptq", "mode": "dynamic", "skipLayers": ["dense_7"]}]
+    document = tflite_job(cnn_tflite, None, tmp_path / "out", steps)
+    assert_refused(document, tmp_path, "spec.steps[0].skipLayers: layer 'dense_7' matches no conv, fully-connected")
+
+
 def test_a_file_that_is_no_flatbuffer_is_refused(tmp_path: Path) -> None:
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -219,7 +225,9 @@ def test_spec_refuses_what_a_tflite_input_cannot_do(
     assert_refused(document, tmp_path, message, reason="InvalidSpec")
 
 
-def test_calibration_keeps_each_tensors_widest_range(cnn_tflite: Path, digits: dict[str, np.ndarray]) -> None:
+def test_calibration_keeps_each_tensors_widest_range_and_repeats_exactly(
+    cnn_tflite: Path, digits: dict[str, np.ndarray]
+) -> None:
     """The input's int8 scale spans the calibration samples' minimum to maximum, as the converter's would."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -227,9 +235,9 @@ def test_calibration_keeps_each_tensors_widest_range(cnn_tflite: Path, digits: d
 
     float_model = cnn_tflite.read_bytes()
     x = digits["x_train"][:50]
-    quantized = quantize(
-        float_model, [RecipeEntry(".*", Precision.STATIC_INT8)], calibration=calibration_samples(float_model, x, 50)
-    )
+    recipe, samples = [RecipeEntry(".*", Precision.STATIC_INT8)], calibration_samples(float_model, x, 50)
+    quantized = quantize(float_model, recipe, calibration=samples)
+    assert quantize(float_model, recipe, calibration=samples) == quantized
     interpreter = Interpreter(model_content=quantized)
     (quantized_input,) = [t for t in interpreter.get_tensor_details() if t["name"].endswith("_quantized")]
     parameters = quantized_input["quantization_parameters"]
