@@ -12,6 +12,13 @@ from .wire import Record
 
 REPORT_KIND = "CompressionReport"
 
+Quantizer = Literal["converter", "litertQuantizer"]
+"""What quantized the model: the LiteRT converter (Keras and SavedModel inputs) or litert-quantizer (tflite input)."""
+_QUANTIZER_DESCRIPTION = (
+    "converter (the LiteRT converter, for keras, h5 and savedmodel inputs) or litertQuantizer (litert-quantizer "
+    "recipes applied to a float tflite input)."
+)
+
 
 class Artifact(Record):
     """A file the run read or wrote."""
@@ -225,12 +232,16 @@ class QatReport(_TrainingStepReport):
 
 
 class PtqReport(_StepReportBase):
-    """The ptq step, applied by the converter."""
+    """The ptq step, applied by the converter or, for a tflite input, by litert-quantizer."""
 
     type: Literal["ptq"] = Field(default="ptq", description="Step type.")
     mode: str = Field(description="dynamic, float16, int8 or int16x8.")
+    quantizer: Quantizer = Field(default="converter", description=_QUANTIZER_DESCRIPTION)
     integer_io: bool = Field(alias="integerIO", description="int8 input and output tensors.")
-    denylisted_nodes: list[str] = Field(default_factory=list, description="Graph nodes kept float.")
+    denylisted_nodes: list[str] = Field(
+        default_factory=list,
+        description="Graph nodes kept float (for litert-quantizer: the op scopes, output tensor names, kept float).",
+    )
 
 
 class DistillReport(_TrainingStepReport):
@@ -271,6 +282,7 @@ class ConversionReport(Record):
     """How the final .tflite was converted, and what its ops compute in (read back from the file)."""
 
     mode: str = Field(description="float, qat, dynamic, float16, int8 or int16x8.")
+    quantizer: Quantizer = Field(default="converter", description=_QUANTIZER_DESCRIPTION)
     speed_path: str = Field(
         description=(
             "What the result runs in on a CPU and how its measured speed compares with the float baseline, in words."

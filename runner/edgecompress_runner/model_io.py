@@ -41,8 +41,12 @@ class LoadedModel:
     keras_model: Any = None
     saved_model_dir: Path | None = None
     keras3_version: str | None = None
+    tflite: bytes | None = None
+    """A float .tflite input (format tflite): the baseline itself, quantized by litert-quantizer."""
 
     def converter(self) -> Any:
+        if self.tflite is not None:
+            raise InputError(f"{self.source}: a .tflite model is not converted again")
         if self.keras_model is not None:
             return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
         return tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model_dir))
@@ -51,7 +55,8 @@ class LoadedModel:
         if self.keras_model is None and self.keras3_version is not None:
             raise _keras3_hint(f"{step}: {self.source}", self.keras3_version)
         if self.keras_model is None:
-            raise InputError(f"{step}: {self.source} is a SavedModel, which cannot be fine-tuned")
+            kind = "a .tflite model" if self.tflite is not None else "a SavedModel"
+            raise InputError(f"{step}: {self.source} is {kind}, which cannot be fine-tuned")
         return self.keras_model
 
 
@@ -84,6 +89,10 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
     """Loads a model; without ``trust_code`` one whose file carries Python code is refused before it is built."""
     if trust_code:
         check_trust_permitted(source)
+    if model_format == ModelFormat.TFLITE:
+        from .tflite_quantize import read_float_tflite
+
+        return LoadedModel(source=source, tflite=read_float_tflite(path, source))
     if model_format == ModelFormat.SAVEDMODEL:
         # Only the converter reads it (tf.saved_model graph functions); never keras load_model, which
         # could revive Lambda layers from keras_metadata.pb.
