@@ -80,18 +80,25 @@ def rebuild_in_tf_keras(keras3_model: Any, saved_config: dict[str, Any]) -> Rebu
     """The tf-keras twin of ``keras3_model`` (loaded by Keras 3 from a file whose config.json is ``saved_config``).
 
     Raises RebuildRefused naming the layer (and option) that has no tf-keras equivalent, or saying by
-    how much the rebuilt model's outputs differ.
+    how much the rebuilt model's outputs differ; also for anything else tf-keras fails on, since the
+    caller's fallback (refusing training, converting the Keras 3 export) holds for every such case.
     """
-    class_name = saved_config.get("class_name")
-    config = saved_config.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+    try:
+        return _rebuild(keras3_model, saved_config)
+    except RebuildRefused:
+        raise
+    except Exception as error:  # tf-keras and Keras 3 raise many types for graphs they cannot build or run
+        raise RebuildRefused(f"tf-keras could not rebuild it ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _rebuild(keras3_model: Any, saved_config: Any) -> Rebuilt:
+    class_name = saved_config.get("class_name") if isinstance(saved_config, dict) else None
+    config = saved_config.get("config") if isinstance(saved_config, dict) else None
+    if class_name not in ("Sequential", "Functional") or not isinstance(config, dict):
         raise RebuildRefused(f"the model is a {class_name}, not a Sequential or Functional model")
-    if class_name == "Sequential":
-        model = _sequential(config)
-    elif class_name == "Functional":
-        model = _functional(config)
-    else:
-        raise RebuildRefused(f"the model is a {class_name}, not a Sequential or Functional model")
+    if not isinstance(config.get("layers"), list):
+        raise RebuildRefused(f"the {class_name} config lists no layers")
+    model = _sequential(config) if class_name == "Sequential" else _functional(config)
     model.trainable = bool(config.get("trainable", True))
     _copy_weights(keras3_model, model)
     return _verified(keras3_model, model)
@@ -190,7 +197,10 @@ def _with_tensors(node: Any, tensors: dict[History, Any]) -> Any:
 def _structure(layout: Any, tensors: dict[History, Any], field: str) -> Any:
     """The model's inputs or outputs in the saved layout: one [name, node, index], a list, or a dict of them."""
     if isinstance(layout, list) and len(layout) == 3 and isinstance(layout[0], str) and isinstance(layout[1], int):
-        return tensors[(layout[0], layout[1], int(layout[2]))]
+        history = (layout[0], layout[1], int(layout[2]))
+        if history not in tensors:
+            raise RebuildRefused(f"the model's {field} name {list(history)}, which no layer produces")
+        return tensors[history]
     if isinstance(layout, list) and layout:
         return [_structure(item, tensors, field) for item in layout]
     if isinstance(layout, dict) and layout:

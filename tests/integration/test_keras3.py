@@ -3,11 +3,13 @@ own export, and rebuilt as a tf-keras model (verified to compute the same) when 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,23 +49,6 @@ def run_keras3(script: str, *args: str) -> None:
 def keras3_model(path: Path, extra: str = "") -> Path:
     run_keras3(BUILD.format(path=str(path), extra=extra))
     return path
-
-
-def keras3_outputs(model: Path, inputs: Path, tmp_path: Path) -> list[np.ndarray]:
-    """What Keras 3 itself computes for the arrays in ``inputs`` (an .npz, in the model's input order)."""
-    script = (
-        "import keras, numpy as np, sys\n"
-        "m = keras.saving.load_model(sys.argv[1])\n"
-        "arrays = np.load(sys.argv[2])\n"
-        "x = [arrays[name] for name in arrays.files]\n"
-        "out = m(x[0] if len(x) == 1 else x, training=False)\n"
-        "out = out if isinstance(out, list) else [out]\n"
-        "np.savez(sys.argv[3], *[np.asarray(o) for o in out])\n"
-    )
-    result = tmp_path / "keras3-outputs.npz"
-    run_keras3(script, str(model), str(inputs), str(result))
-    with np.load(result) as saved:
-        return [saved[f"arr_{index}"] for index in range(len(saved.files))]
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +251,10 @@ for layer in model.layers:  # weights unlike their initial values (BatchNorm: no
     draw = (lambda shape: rng.uniform(0.5, 1.5, shape)) if positive else (lambda shape: rng.normal(0, 0.4, shape))
     layer.set_weights([draw(w.shape) for w in layer.get_weights()])
 model.save(sys.argv[1])
+model = keras.saving.load_model(sys.argv[1])
+pixels, ids = rng.normal(size=(16, 6, 6, 2)).astype("float32"), rng.integers(0, 11, (16, 5)).astype("int32")
+classes, value = model([pixels, ids], training=False)
+np.savez(sys.argv[2], image=pixels, tokens=ids, classes=np.asarray(classes), value=np.asarray(value))
 """
 
 
@@ -273,8 +262,8 @@ def test_multi_output_model_is_rebuilt_with_identical_outputs(tmp_path: Path) ->
     from edgecompress_runner.model_io import load_model
     from edgecompress_runner.tfcompat import keras
 
-    path = tmp_path / "multi.keras"
-    run_keras3(MULTI_OUTPUT, str(path))
+    path, computed = tmp_path / "multi.keras", tmp_path / "keras3-computed.npz"
+    run_keras3(MULTI_OUTPUT, str(path), str(computed))
     loaded = load_model(path, "keras", str(path), tmp_path, keras_needed_by="steps[0] prune")
     model = loaded.keras_model
     assert isinstance(model, keras.Model) and type(model).__module__.startswith("tf_keras")
@@ -291,11 +280,10 @@ def test_multi_output_model_is_rebuilt_with_identical_outputs(tmp_path: Path) ->
         "pre",
         "classes",
     }
-    rng = np.random.default_rng(7)
-    arrays = {"image": rng.normal(size=(16, 6, 6, 2)).astype(np.float32), "tokens": rng.integers(0, 11, (16, 5))}
-    np.savez(tmp_path / "inputs.npz", **arrays)
-    expected = keras3_outputs(path, tmp_path / "inputs.npz", tmp_path)
-    actual = model([arrays["image"], arrays["tokens"].astype(np.int32)], training=False)
+    with np.load(computed) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    expected = [arrays["classes"], arrays["value"]]
+    actual = model([arrays["image"], arrays["tokens"]], training=False)
     assert [output.shape for output in expected] == [(16, 3), (16, 2, 1)]
     for got, want in zip(actual, expected, strict=True):
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
@@ -361,3 +349,49 @@ def test_prune_is_refused_but_ptq_works_on_a_layer_tf_keras_lacks(
     quantized = run_job(job(model, dataset, tmp_path / "ptq", [{"type": "ptq", "mode": "int8"}]), tmp_path / "b")
     assert quantized.exit_code == ExitCode.SUCCEEDED, quantized.summary
     assert (tmp_path / "ptq" / "model.tflite").stat().st_size == quantized.report["result"]["sizeBytes"]
+
+
+def test_training_options_carry_over_and_what_cannot_is_named() -> None:
+    """Regularizers, constraints and renamed options reach the tf-keras layers; graph parts tf-keras cannot
+    rebuild are refused by name (Keras 3 models built in this process: the runner imports Keras 3 too)."""
+    import keras as keras3
+
+    from edgecompress_runner.keras3_rebuild import RebuildRefused, rebuild_in_tf_keras
+    from edgecompress_runner.tfcompat import keras
+
+    def rebuild(model: Any) -> Any:
+        return rebuild_in_tf_keras(model, json.loads(model.to_json())).model
+
+    keras3.utils.set_random_seed(0)
+    original = keras3.Sequential(
+        [
+            keras3.Input((6, 6, 2)),
+            keras3.layers.Conv2D(
+                4,
+                3,
+                kernel_regularizer=keras3.regularizers.L1L2(l1=0.01, l2=0.02),
+                kernel_constraint=keras3.constraints.MaxNorm(2.0),
+                name="conv",
+            ),
+            keras3.layers.LeakyReLU(negative_slope=0.1, name="leaky"),
+            keras3.layers.Flatten(name="flat"),
+            keras3.layers.Dropout(0.3, seed=3, name="drop"),
+            keras3.layers.Dense(2, name="out"),
+        ]
+    )
+    rebuilt = rebuild(original)
+    conv = rebuilt.get_layer("conv")
+    assert isinstance(conv.kernel_regularizer, keras.regularizers.L1L2)
+    assert isinstance(conv.kernel_constraint, keras.constraints.MaxNorm) and conv.kernel_constraint.max_value == 2.0
+    assert rebuilt.get_layer("leaky").alpha == pytest.approx(0.1)
+    assert rebuilt.get_layer("drop").rate == pytest.approx(0.3) and rebuilt.input_shape == (None, 6, 6, 2)
+    # The penalty training adds is the same number in both libraries.
+    assert float(sum(rebuilt.losses)) == pytest.approx(float(sum(np.asarray(loss) for loss in original.losses)))
+
+    inputs = keras3.Input((4,), name="features")
+    scaled = keras3.Model(inputs, keras3.layers.Dense(3, name="dense")(inputs) * 2.0)
+    with pytest.raises(RebuildRefused, match=r"layer 'multiply' \(Multiply\) is the Keras 3 operation"):
+        rebuild(scaled)
+    inner = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3)], name="backbone")
+    with pytest.raises(RebuildRefused, match=r"layer 'backbone' \(Sequential\) is a nested model"):
+        rebuild(keras3.Sequential([keras3.Input((4,)), inner]))
