@@ -386,7 +386,7 @@ def _first_differing_layer(keras3_model: Any, model: Any, inputs: Any) -> str | 
     names = [
         layer.name
         for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer) and len(layer._inbound_nodes) == 1
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.inbound_nodes) == 1
     ]
     try:
         keras3_inputs = keras3_model.inputs[0] if len(keras3_model.inputs) == 1 else keras3_model.inputs
