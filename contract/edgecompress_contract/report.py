@@ -12,6 +12,13 @@ from .wire import Record
 
 REPORT_KIND = "CompressionReport"
 
+Quantizer = Literal["converter", "litertQuantizer"]
+"""What quantized the model: the LiteRT converter (Keras and SavedModel inputs) or litert-quantizer (tflite input)."""
+_QUANTIZER_DESCRIPTION = (
+    "converter (the LiteRT converter, for keras, h5 and savedmodel inputs) or litertQuantizer (litert-quantizer "
+    "recipes applied to a float tflite input)."
+)
+
 
 class Artifact(Record):
     """A file the run read or wrote."""
@@ -21,12 +28,41 @@ class Artifact(Record):
     bytes: int | None = Field(default=None, description="Its size in bytes.")
 
 
+class Keras3Load(Record):
+    """How a model saved with Keras 3 was used: rebuilt in tf-keras for training, or exported for conversion only."""
+
+    keras_version: str = Field(description="The Keras version that saved the model (its metadata.json).")
+    rebuilt_in_tf_keras: bool = Field(
+        description=(
+            "Rebuilt as a tf-keras model from its config and weights, so tfmot could train it; false: exported "
+            "by Keras 3 to a SavedModel, which is converted and post-training quantized only."
+        )
+    )
+    max_abs_difference: float | None = Field(
+        default=None,
+        description="Largest difference between the rebuilt model's outputs and Keras 3's on the verification inputs.",
+    )
+    tolerance: float | None = Field(
+        default=None,
+        description="The largest difference accepted: 1e-5 times the largest Keras 3 output magnitude (at least 1).",
+    )
+    verification_samples: int | None = Field(
+        default=None, description="Seeded random inputs both models were run on (inference mode)."
+    )
+
+
 class Inputs(Record):
     """The files the run read, with their checksums."""
 
     model: Artifact = Field(description="The input model as downloaded.")
     student: Artifact | None = Field(default=None, description="The distillation student, if any.")
     dataset: Artifact | None = Field(default=None, description="The dataset, if any.")
+    model_keras3: Keras3Load | None = Field(
+        default=None, description="How the input model was used, when Keras 3 saved it."
+    )
+    student_keras3: Keras3Load | None = Field(
+        default=None, description="How the distillation student was used, when Keras 3 saved it."
+    )
 
 
 class Outputs(Record):
@@ -229,12 +265,16 @@ class QatReport(_TrainingStepReport):
 
 
 class PtqReport(_StepReportBase):
-    """The ptq step, applied by the converter."""
+    """The ptq step, applied by the converter or, for a tflite input, by litert-quantizer."""
 
     type: Literal["ptq"] = Field(default="ptq", description="Step type.")
     mode: str = Field(description="dynamic, float16, int8 or int16x8.")
+    quantizer: Quantizer = Field(default="converter", description=_QUANTIZER_DESCRIPTION)
     integer_io: bool = Field(alias="integerIO", description="int8 input and output tensors.")
-    denylisted_nodes: list[str] = Field(default_factory=list, description="Graph nodes kept float.")
+    denylisted_nodes: list[str] = Field(
+        default_factory=list,
+        description="Graph nodes kept float (for litert-quantizer: the op scopes, output tensor names, kept float).",
+    )
 
 
 class DistillReport(_TrainingStepReport):
@@ -334,6 +374,7 @@ class ConversionReport(Record):
     """How the final .tflite was converted, and what its ops compute in (read back from the file)."""
 
     mode: str = Field(description="float, qat, dynamic, float16, int8 or int16x8.")
+    quantizer: Quantizer = Field(default="converter", description=_QUANTIZER_DESCRIPTION)
     speed_path: str = Field(
         description=(
             "What the result runs in on a CPU and how its measured speed compares with the float baseline, in words."

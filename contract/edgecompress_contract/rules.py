@@ -19,6 +19,7 @@ from typing import Any
 
 from .spec import (
     KERAS_ONLY_STEP_TYPES,
+    TRAINABLE_FORMATS,
     TRAINING_STEP_TYPES,
     CompressionJobSpec,
     DistillStep,
@@ -117,9 +118,12 @@ def _reduce_filters_first(spec: CompressionJobSpec) -> list[Violation]:
     ]
 
 
+_UNSPLITTABLE_FORMATS = frozenset({ModelFormat.SAVEDMODEL.value, ModelFormat.TFLITE.value})
+
+
 def _split_needs_keras(spec: CompressionJobSpec) -> list[Violation]:
-    if spec.output.split is not None and spec.model.format == ModelFormat.SAVEDMODEL:
-        return [Violation("spec.output.split", "found savedmodel")]
+    if spec.output.split is not None and spec.model.format in _UNSPLITTABLE_FORMATS:
+        return [Violation("spec.output.split", f"found {spec.model.format}")]
     return []
 
 
@@ -170,13 +174,34 @@ def _calibration_needs_dataset(spec: CompressionJobSpec) -> list[Violation]:
     ]
 
 
-def _keras_only(spec: CompressionJobSpec) -> list[Violation]:
-    if spec.model.format != ModelFormat.SAVEDMODEL:
+def _format_refuses_steps(name: str, message: str, model_format: ModelFormat, step_types: frozenset[str]) -> SpecRule:
+    """A rule that refuses these step types for an input model of this format."""
+
+    def violations(spec: CompressionJobSpec) -> list[Violation]:
+        if spec.model.format != model_format:
+            return []
+        return [
+            Violation(f"spec.steps[{index}]", f"found {step.type}")
+            for index, step in enumerate(spec.steps)
+            if step.type in step_types
+        ]
+
+    return SpecRule(
+        name=name,
+        message=message,
+        cel=f"self.model.format != '{model_format.value}' || !self.steps.exists(s, s.type in {_cel_list(step_types)})",
+        field_path=".model.format",
+        violations=violations,
+    )
+
+
+def _tflite_float_io(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.model.format != ModelFormat.TFLITE:
         return []
     return [
-        Violation(f"spec.steps[{index}]", f"found {step.type}")
+        Violation(f"spec.steps[{index}].integerIO")
         for index, step in enumerate(spec.steps)
-        if step.type in KERAS_ONLY_STEP_TYPES
+        if isinstance(step, PtqStep) and step.integer_io
     ]
 
 
@@ -260,23 +285,34 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         field_path=".dataset",
         violations=_calibration_needs_dataset,
     ),
+    _format_refuses_steps(
+        "keras-only-steps",
+        "prune, cluster, qat and reduceFilters need a Keras model (format keras or h5); a SavedModel can only be "
+        "converted with ptq",
+        ModelFormat.SAVEDMODEL,
+        KERAS_ONLY_STEP_TYPES,
+    ),
+    _format_refuses_steps(
+        "tflite-ptq-only",
+        "a tflite model (spec.model.format) can only be quantized by a ptq step; prune, cluster, qat, distill and "
+        "reduceFilters train a Keras model",
+        ModelFormat.TFLITE,
+        TRAINING_STEP_TYPES,
+    ),
     SpecRule(
-        name="keras-only-steps",
-        message=(
-            "prune, cluster, qat and reduceFilters need a Keras model (format keras or h5); a SavedModel can "
-            "only be converted with ptq"
-        ),
+        name="tflite-float-io",
+        message="integerIO is not available for a tflite model (spec.model.format): its input and output stay float",
         cel=(
-            f"self.model.format != '{ModelFormat.SAVEDMODEL.value}' || "
-            f"!self.steps.exists(s, s.type in {_cel_list(KERAS_ONLY_STEP_TYPES)})"
+            f"self.model.format != '{ModelFormat.TFLITE.value}' || "
+            "!self.steps.exists(s, s.type == 'ptq' && has(s.integerIO) && s.integerIO)"
         ),
-        field_path=".model.format",
-        violations=_keras_only,
+        field_path=".steps",
+        violations=_tflite_float_io,
     ),
     SpecRule(
         name="split-needs-keras",
-        message="splitting needs the model's Keras layers (format keras or h5), not a SavedModel",
-        cel=f"!has(self.output.split) || self.model.format != '{ModelFormat.SAVEDMODEL.value}'",
+        message="splitting needs the model's Keras layers (format keras or h5), not a SavedModel or a tflite model",
+        cel=f"!has(self.output.split) || !(self.model.format in {_cel_list(_UNSPLITTABLE_FORMATS)})",
         field_path=".output.split",
         violations=_split_needs_keras,
     ),
@@ -332,7 +368,7 @@ def _end_after_begin(step: Any) -> str | None:
 
 
 def _trainable_student(step: Any) -> str | None:
-    if isinstance(step, DistillStep) and step.student.format == ModelFormat.SAVEDMODEL:
+    if isinstance(step, DistillStep) and step.student.format not in TRAINABLE_FORMATS:
         return f"found {step.student.format}"
     return None
 
@@ -374,7 +410,7 @@ STEP_RULES: tuple[StepRule, ...] = (
     StepRule(
         name="trainable-student",
         message="the student must be trainable (keras or h5)",
-        cel=f"!has(self.student) || self.student.format != '{ModelFormat.SAVEDMODEL.value}'",
+        cel=f"!has(self.student) || self.student.format in {_cel_list(TRAINABLE_FORMATS)}",
         field_path=".student.format",
         broken=_trainable_student,
     ),

@@ -42,6 +42,7 @@ class ModelFormat(str, Enum):
     KERAS = "keras"
     H5 = "h5"
     SAVEDMODEL = "savedmodel"
+    TFLITE = "tflite"
 
 
 class ModelSource(_Strict):
@@ -54,10 +55,12 @@ class ModelSource(_Strict):
     )
     format: ModelFormat = Field(
         description=(
-            "How the model was saved: 'keras' (a .keras file: tf-keras, or Keras 3, which is converted and "
-            "post-training quantized but not fine-tuned), 'h5' (HDF5) or "
+            "How the model was saved: 'keras' (a .keras file: tf-keras, or Keras 3, which is rebuilt as a "
+            "tf-keras model for training steps and otherwise exported by Keras 3), 'h5' (HDF5) or "
             "'savedmodel' (a SavedModel directory packed as .tar.gz, .tgz or .zip). "
-            "A SavedModel can only be converted and post-training quantized, not fine-tuned."
+            "A SavedModel can only be converted and post-training quantized, not fine-tuned. "
+            "'tflite' (a float LiteRT flatbuffer, e.g. exported from Keras 3, PyTorch or JAX) is the baseline "
+            "itself and can only be quantized by a ptq step (litert-quantizer), with float input and output."
         )
     )
     trust_code: bool = Field(
@@ -201,9 +204,10 @@ class PtqMode(str, Enum):
 
 
 class PtqStep(_LayerwiseStep):
-    """Post-training quantization by the LiteRT converter; always the last step.
+    """Post-training quantization by the LiteRT converter (litert-quantizer for a tflite model); always the last step.
 
-    Skipped layers are kept float through the converter's quantization denylist.
+    Skipped layers are kept float through the converter's quantization denylist (litert-quantizer: a recipe
+    entry that leaves the layer's ops unquantized).
     """
 
     type: Literal["ptq"] = Field(description="Step type.")
@@ -223,7 +227,7 @@ class PtqStep(_LayerwiseStep):
     integer_io: bool = Field(
         default=False,
         alias="integerIO",
-        description="int8 only: make the model's input and output int8 instead of float32.",
+        description=("int8 only: make the model's input and output int8 instead of float32 (not for a tflite model)."),
     )
 
 
@@ -301,6 +305,8 @@ Step = Annotated[
 TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill", "reduceFilters"})
 # Steps that wrap or rebuild the input model's layers, so it must be a Keras model (not a SavedModel).
 KERAS_ONLY_STEP_TYPES = frozenset({"prune", "cluster", "qat", "reduceFilters"})
+# Formats a distillation student may have: it is trained, so it must be a Keras model.
+TRAINABLE_FORMATS = frozenset({ModelFormat.KERAS.value, ModelFormat.H5.value})
 
 
 class Metric(str, Enum):

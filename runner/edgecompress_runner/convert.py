@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress_contract.report import ConversionReport
+from edgecompress_contract.report import ConversionReport, Quantizer
 from edgecompress_contract.spec import PtqMode
 
 from .errors import InputError
@@ -137,11 +137,16 @@ def convert(
     return model_bytes, conversion_report(mode, model_bytes)
 
 
-def conversion_report(mode: str, model_bytes: bytes) -> ConversionReport:
+def conversion_report(mode: str, model_bytes: bytes, *, quantizer: Quantizer = "converter") -> ConversionReport:
     """How the file was converted and what its ops compute in; the speed path until the speed is measured."""
     profile = kernel_profile(model_bytes)
     conversion = ConversionReport(
-        mode=mode, speed_path="", sparse_encoding=profile.sparse, macs=profile.total, mac_share=profile.share()
+        mode=mode,
+        quantizer=quantizer,
+        speed_path="",
+        sparse_encoding=profile.sparse,
+        macs=profile.total,
+        mac_share=profile.share(),
     )
     return conversion.model_copy(update={"speed_path": speed_path(conversion)})
 

@@ -31,12 +31,13 @@ from edgecompress_contract.report import (
     PromotionOutcome,
     PromotionSource,
     PtqReport,
+    Quantizer,
     ReduceFiltersReport,
     Report,
     Source,
     StepReport,
 )
-from edgecompress_contract.spec import CompressionJobSpec, DistillStep, ModelSource
+from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
 from edgecompress_contract.summary import RunSummary
 
 from .data import Dataset
@@ -255,7 +256,15 @@ def _baseline(state: RunState) -> None:
 
     spec, dataset = state.spec, state.dataset
     loaded = model_io.load_model(
-        state.files["model"], spec.model.format, spec.model.uri, state.work_dir, trust_code=spec.model.trust_code
+        state.files["model"],
+        spec.model.format,
+        spec.model.uri,
+        state.work_dir,
+        trust_code=spec.model.trust_code,
+        keras_needed_by=next(
+            (step.phase for step in state.steps if step.spec.type in TRAINING_STEP_TYPES),
+            "spec.output.split" if spec.output.split is not None else None,
+        ),
     )
     state.step_context = StepContext(
         loaded=loaded,
@@ -266,7 +275,10 @@ def _baseline(state: RunState) -> None:
         keras_model=loaded.keras_model,
     )
     _check_split(spec, loaded.keras_model)
-    state.baseline_tflite, _ = convert.convert(loaded.converter(), plan=convert.FLOAT_PLAN)
+    if loaded.tflite is not None:
+        state.baseline_tflite = loaded.tflite
+    else:
+        state.baseline_tflite, _ = convert.convert(loaded.converter(), plan=convert.FLOAT_PLAN)
     expected_shape = evaluate.input_signature(state.baseline_tflite)
     if dataset is not None:
         check_input_shape(dataset, expected_shape, spec.dataset.uri if spec.dataset else "")
@@ -306,7 +318,41 @@ def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:
 
 
 def _convert(state: RunState) -> None:
-    """Converts the model the steps left with the plan they made; ptq's skip lists become a denylist."""
+    """Converts the model the steps left with the plan they made; ptq's skip lists become a denylist.
+
+    A .tflite input is quantized by litert-quantizer instead (its skip lists become float recipe entries).
+    """
+    from . import convert
+
+    context = _ready(state.step_context)
+    plan, ptq = context.plan, context.plan.ptq
+    where = f"spec.steps[{len(state.spec.steps) - 1}]"
+    calibration = state.dataset.x_train if state.dataset is not None else None
+    quantizer: Quantizer = "converter"
+    if context.loaded.tflite is not None:
+        from .tflite_quantize import quantize_ptq
+
+        quantizer = "litertQuantizer"
+        result_tflite, denylist = quantize_ptq(context.loaded.tflite, ptq, x_calibration=calibration, where=where)
+        state.conversion = convert.conversion_report(plan.mode, result_tflite, quantizer=quantizer)
+    else:
+        result_tflite, denylist = _convert_with_converter(state, where=where, calibration=calibration)
+    if ptq is not None:
+        state.step_reports.append(
+            PtqReport(
+                mode=ptq.mode,
+                quantizer=quantizer,
+                integerIO=ptq.integer_io,
+                denylisted_nodes=denylist,
+                seconds=round(state.clock.elapsed(), 2),
+            )
+        )
+    state.tflite_file = state.work_dir / TFLITE_NAME
+    state.tflite_file.write_bytes(result_tflite)
+
+
+def _convert_with_converter(state: RunState, *, where: str, calibration: np.ndarray | None) -> tuple[bytes, list[str]]:
+    """The LiteRT converter's result for the Keras model or SavedModel, and the nodes its denylist kept float."""
     from . import convert
     from .tfcompat import tf
 
@@ -323,23 +369,11 @@ def _convert(state: RunState) -> None:
             if keras_model is None
             else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
         )
-        where = f"spec.steps[{len(state.spec.steps) - 1}]"
         denylist = convert.denylisted_nodes(graph, ptq.skip_layers, ptq.skip_first_and_last, where)
-    calibration = state.dataset.x_train if state.dataset is not None else None
     result_tflite, state.conversion = convert.convert(
         converter, plan=plan, x_calibration=calibration, denylist=denylist
     )
-    if ptq is not None:
-        state.step_reports.append(
-            PtqReport(
-                mode=ptq.mode,
-                integerIO=ptq.integer_io,
-                denylisted_nodes=denylist,
-                seconds=round(state.clock.elapsed(), 2),
-            )
-        )
-    state.tflite_file = state.work_dir / TFLITE_NAME
-    state.tflite_file.write_bytes(result_tflite)
+    return result_tflite, denylist
 
 
 def _evaluate(state: RunState) -> None:
@@ -424,7 +458,7 @@ def _publish(state: RunState) -> None:
     """Uploads the .tflite (and its split parts), promotes it when every gate passed, and writes report.json last."""
     from .tfcompat import tf
 
-    spec, tflite_file = state.spec, _ready(state.tflite_file)
+    spec, tflite_file, context = state.spec, _ready(state.tflite_file), _ready(state.step_context)
     output = state.storage(spec.output.uri)
     report_uri = join_uri(spec.output.uri, REPORT_NAME)
     tflite_uri = join_uri(spec.output.uri, TFLITE_NAME)
@@ -433,7 +467,9 @@ def _publish(state: RunState) -> None:
     split_artifacts = [_artifact(path, join_uri(spec.output.uri, path.name)) for path in split_files]
     report = Report(
         spec=spec,
-        inputs=Inputs.model_validate(state.artifacts),
+        inputs=Inputs.model_validate(
+            {**state.artifacts, "model_keras3": context.loaded.keras3, "student_keras3": context.student_keras3}
+        ),
         outputs=Outputs(
             tflite=tflite, parts=split_artifacts[:-1], manifest=split_artifacts[-1] if split_artifacts else None
         ),

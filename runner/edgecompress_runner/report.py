@@ -13,7 +13,14 @@ from edgecompress_contract.report import ClusterReport, PruneReport, QatReport, 
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "edgecompress"):
+    for package in (
+        "tensorflow",
+        "tf-keras",
+        "tensorflow-model-optimization",
+        "ai-edge-litert",
+        "litert-quantizer",
+        "edgecompress",
+    ):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

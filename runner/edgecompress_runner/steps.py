@@ -20,6 +20,7 @@ import numpy as np
 from edgecompress_contract.report import (
     ClusterReport,
     DistillReport,
+    Keras3Load,
     PruneReport,
     QatReport,
     ReduceFiltersReport,
@@ -51,6 +52,7 @@ class StepContext:
     keras_model: Any = None
     plan: ConversionPlan = ConversionPlan()
     reference: np.ndarray | None = None
+    student_keras3: Keras3Load | None = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
         """Applies ``step`` and adds what it contributes to the plan."""
@@ -275,10 +277,13 @@ class Distill(CompressionStep[DistillStep]):
             student_source.uri,
             context.work_dir,
             trust_code=student_source.trust_code,
+            keras_needed_by=f"{self.phase} student",
         )
+        student_model = student.require_keras(f"{self.phase} student")
+        context.student_keras3 = student.keras3
         if context.dataset is not None:
-            check_input_shape(context.dataset, tuple(student.keras_model.input_shape[1:]), student_source.uri)
+            check_input_shape(context.dataset, tuple(student_model.input_shape[1:]), student_source.uri)
         context.keras_model, report = compress.distill(
-            teacher, student.keras_model, self.spec, x=x, y=y, progress=context.progress
+            teacher, student_model, self.spec, x=x, y=y, progress=context.progress
         )
         return report

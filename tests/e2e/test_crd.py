@@ -91,6 +91,18 @@ MISTAKES = [
         changed("prune-savedmodel", model={"uri": "/m.tar.gz", "format": "savedmodel"}),
         "a SavedModel can only be converted with ptq",
     ),
+    (
+        "prune-tflite",
+        changed("prune-tflite", model={"uri": "/m.tflite", "format": "tflite"}),
+        "a tflite model (spec.model.format) can only be quantized by a ptq step",
+    ),
+    (
+        "integer-io-tflite",
+        changed(
+            "integer-io-tflite", model={"uri": "/m.tflite", "format": "tflite"}, steps=[ptq("int8", integerIO=True)]
+        ),
+        "integerIO is not available for a tflite model",
+    ),
     ("two-ptq", changed("two-ptq", steps=[ptq("dynamic"), ptq("int8")]), "at most one ptq step"),
     ("step-after-ptq", changed("step-after-ptq", steps=[ptq("int8"), {"type": "prune"}]), "ptq must be the last step"),
     (

@@ -42,3 +42,21 @@ def op_types(path: Path) -> list[tuple[str, str]]:
 def zero_fraction(kernels: dict[str, np.ndarray]) -> float:
     zeros = sum(int((kernel == 0).sum()) for kernel in kernels.values())
     return zeros / sum(kernel.size for kernel in kernels.values())
+
+
+def stored_weight_dtypes(path: Path) -> dict[str, str]:
+    """The stored type of every conv / fully-connected kernel, by op output name.
+
+    A kernel that a DEQUANTIZE op produces (float16 and weight-only int8 files) is stored as that op's input.
+    """
+    model = interpreter(path)
+    tensors = model.get_tensor_details()
+    ops = model._get_ops_details()
+    dequantized_from = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+    found = {}
+    for op in ops:
+        if op["op_name"] in WEIGHTED_OPS:
+            kernel = op["inputs"][1]
+            stored = tensors[dequantized_from.get(kernel, kernel)]
+            found[tensors[op["outputs"][0]]["name"]] = np.dtype(stored["dtype"]).name
+    return found

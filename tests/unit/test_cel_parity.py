@@ -60,7 +60,7 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
     if kind == "ptq":
         mode = rng.choice(["dynamic", "float16", "int8", "int16x8"])
         return {"type": "ptq", "mode": mode, **_maybe(rng, integerIO=[True, False], **skips)}
-    student_format = rng.choice(["keras", "h5", "savedmodel"])
+    student_format = rng.choice(["keras", "h5", "savedmodel", "tflite"])
     return {"type": "distill", "student": {"uri": "s3://bucket/student", "format": student_format}}
 
 
@@ -71,7 +71,7 @@ def random_spec(rng: random.Random) -> dict[str, Any]:
     if rng.random() < 0.3:
         output["split"] = {"after": ["block1"]}
     spec: dict[str, Any] = {
-        "model": {"uri": "s3://bucket/model", "format": rng.choice(["keras", "h5", "savedmodel"])},
+        "model": {"uri": "s3://bucket/model", "format": rng.choice(["keras", "h5", "savedmodel", "tflite"])},
         "steps": steps,
         "output": output,
     }
