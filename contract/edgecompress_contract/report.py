@@ -379,7 +379,12 @@ class DistillReport(_TrainingStepReport):
     alpha: float = Field(description="Weight of the hard-label loss (0 without labels).")
     teacher_parameters: int = Field(description="Parameters of the input model.")
     student_parameters: int = Field(description="Parameters of the student.")
-    train_agreement_with_teacher: float = Field(description="Top-1 agreement with the teacher on x_train.")
+    train_agreement_with_teacher: float = Field(
+        description=(
+            "Top-1 agreement with the teacher on x_train (several outputs: the worst output's agreement, or "
+            "1 - squared error / squared teacher output for outputs that are not classifiers)."
+        )
+    )
 
 
 StepReport = Annotated[

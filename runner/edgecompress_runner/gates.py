@@ -32,8 +32,8 @@ def accuracy_drop(comparison: Comparison) -> tuple[float, str] | None:
         if not drops:
             return None
         worst = max(drops, key=lambda name: drops[name][0])
-        listed = ", ".join(f"{name} {drop:.2%}" for name, (drop, _) in drops.items())
-        return drops[worst][0], f"output {worst!r} {drops[worst][1]} (of {listed})"
+        every = _each({name: drop for name, (drop, _) in drops.items()}, ".2%")
+        return drops[worst][0], f"{drops[worst][1]} of output {worst!r}{every}"
     if comparison.accuracy_drop is not None:
         return comparison.accuracy_drop, "accuracy"
     if comparison.top1_agreement is not None:
