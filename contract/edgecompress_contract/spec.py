@@ -224,7 +224,10 @@ class PtqStep(_LayerwiseStep):
     integer_io: bool = Field(
         default=False,
         alias="integerIO",
-        description="int8 only: make the model's input and output int8 instead of float32.",
+        description=(
+            "int8 only: make the model's float inputs and outputs int8 instead of float32 (integer inputs such "
+            "as token ids stay as they are)."
+        ),
     )
 
 

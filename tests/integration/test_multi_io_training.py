@@ -36,7 +36,7 @@ def test_prune_then_int8_on_the_multi_output_model(audio_model: tuple[Path, Path
     assert report["steps"][0]["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
     outputs = outputs_of(report)
     assert set(outputs) == {"frames", "pitch"} and outputs["pitch"]["agreement"] >= 0.8
-    assert outputs["frames"]["snrDb"] > 10
+    assert outputs["frames"]["snrDb"] > 6  # 11.9 dB in repeated runs
     kernels = weight_tensors(tmp_path / "out" / "model.tflite")
     assert {kernel.dtype for kernel in kernels.values()} == {np.dtype(np.int8)}
     assert zero_fraction(kernels) >= 0.45
@@ -107,4 +107,5 @@ def test_distill_a_multi_output_student(audio_model: tuple[Path, Path], tmp_path
     distilled = report["steps"][0]
     assert distilled["studentParameters"] < distilled["teacherParameters"]
     assert distilled["alpha"] == 0.1 and 0 < distilled["trainAgreementWithTeacher"] <= 1
-    assert set(outputs_of(report)) == {"frames", "pitch"}
+    outputs = outputs_of(report)
+    assert set(outputs) == {"frames", "pitch"} and outputs["pitch"]["agreement"] >= 0.7  # 0.89 in repeated runs

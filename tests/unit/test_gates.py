@@ -119,3 +119,16 @@ def test_fidelity_gate_fails_without_a_classifier_output() -> None:
     regression = OutputMetrics(name="value", task="regression", dtype="float32", snr_db=40.0)
     [gate] = evaluate_gates(Gates(min_fidelity=0.5), with_outputs(1000, regression), with_outputs(300, regression))
     assert not gate.passed and gate.actual is None and "no output is a classifier" in gate.reason
+
+
+def test_a_summary_too_large_drops_the_per_output_comparison_first() -> None:
+    from edgecompress_contract.summary import SUMMARY_LIMIT_BYTES, RunSummary
+
+    names = [f"head_{index:03d}_with_a_long_descriptive_name" for index in range(80)]
+    outputs = [OutputMetrics(name=name, task="regression", dtype="float32", snr_db=30.0) for name in names]
+    comparison = Comparison.between(with_outputs(1000, *outputs), with_outputs(300, *outputs))
+    assert len(comparison.outputs) == 80 and len(comparison.model_dump_json()) > SUMMARY_LIMIT_BYTES
+    summary = RunSummary(result="Succeeded", exit_code=0, comparison=comparison).fitted()
+    assert len(summary.encoded()) <= SUMMARY_LIMIT_BYTES
+    assert summary.comparison is not None and summary.comparison.outputs == []
+    assert summary.comparison.snr_db == 30.0 and summary.comparison.size_reduction == 0.7
