@@ -315,7 +315,7 @@ class Evaluation(_Strict):
     latency: Latency = Field(default_factory=Latency, description="Latency measurement.")
     outputs: list[OutputSetting] = Field(
         default_factory=list,
-        max_length=256,
+        max_length=64,
         description=(
             "The task of some outputs, by name; the others' task is inferred from the baseline's outputs "
             "(see the README). A name the model does not have is an error."
