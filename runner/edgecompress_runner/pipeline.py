@@ -35,7 +35,7 @@ from edgecompress_contract.report import (
     Source,
     StepReport,
 )
-from edgecompress_contract.spec import CompressionJobSpec, DistillStep, ModelSource, OutputSetting
+from edgecompress_contract.spec import CompressionJobSpec, DistillStep, ModelSource
 from edgecompress_contract.summary import RunSummary
 
 from .data import Arrays, Dataset, samples, take
@@ -46,7 +46,7 @@ from .promotion import PROMOTED_MODEL, promote
 from .report import versions
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
-from .tasks import infer_task, label_targets
+from .tasks import label_targets, output_tasks
 
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
@@ -303,21 +303,6 @@ def _random_inputs(signature: Signature, seed: int) -> Arrays:
         shape = (UNLABELED_EVAL_SAMPLES, *(int(dim or 0) for dim in tensor.shape))
         arrays[tensor.name] = rng.random(shape, dtype=np.float32)
     return arrays
-
-
-def output_tasks(settings: list[OutputSetting], outputs: dict[str, np.ndarray], labels: Arrays) -> dict[str, str]:
-    """Each output's task: as spec.evaluation.outputs sets it, else inferred from the baseline's outputs."""
-    chosen = {}
-    for index, setting in enumerate(settings):
-        if setting.name not in outputs:
-            raise InputError(
-                f"spec.evaluation.outputs[{index}].name: the model has no output {setting.name!r}; "
-                f"its outputs are {list(outputs)}"
-            )
-        chosen[setting.name] = str(setting.task)
-    return {
-        name: chosen.get(name) or str(infer_task(values, labels.get(name)).value) for name, values in outputs.items()
-    }
 
 
 def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecompress_contract.spec import CLASSIFIER_TASKS, OutputTask
+from edgecompress_contract.spec import CLASSIFIER_TASKS, OutputSetting, OutputTask
 
 from .errors import InputError
 
@@ -54,6 +54,23 @@ def infer_task(outputs: np.ndarray, labels: np.ndarray | None = None) -> OutputT
     if labels is not None and labels.dtype.kind == "f" and labels.shape == outputs.shape:
         return OutputTask.MULTICLASS if _are_distributions(labels) else OutputTask.REGRESSION
     return OutputTask.MULTICLASS
+
+
+def output_tasks(
+    settings: list[OutputSetting], outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+) -> dict[str, str]:
+    """Each output's task: as spec.evaluation.outputs sets it, else inferred from the baseline's outputs."""
+    chosen = {}
+    for index, setting in enumerate(settings):
+        if setting.name not in outputs:
+            raise InputError(
+                f"spec.evaluation.outputs[{index}].name: the model has no output {setting.name!r}; "
+                f"its outputs are {list(outputs)}"
+            )
+        chosen[setting.name] = str(setting.task)
+    return {
+        name: chosen.get(name) or str(infer_task(values, labels.get(name)).value) for name, values in outputs.items()
+    }
 
 
 def label_targets(task: str, labels: np.ndarray, outputs: np.ndarray, where: str) -> np.ndarray:

@@ -122,3 +122,15 @@ def test_named_arrays_are_bound_and_typed(tmp_path: Path) -> None:
 def test_bad_named_arrays_are_named(arrays: dict[str, np.ndarray], message: str, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=message):
         load_dataset(save(tmp_path, **arrays), "data.npz").bind([AUDIO, TOKENS], ["pitch"])
+
+
+def test_a_task_in_the_spec_overrides_the_inferred_one() -> None:
+    from edgecompress_contract.spec import OutputSetting
+    from edgecompress_runner.tasks import output_tasks
+
+    outputs = {"box": RNG.normal(size=(20, 4)), "pitch": SOFTMAX}
+    assert output_tasks([], outputs, {}) == {"box": "multiclass", "pitch": "multiclass"}
+    chosen = output_tasks([OutputSetting(name="box", task="regression")], outputs, {})
+    assert chosen == {"box": "regression", "pitch": "multiclass"}
+    with pytest.raises(InputError, match=r"outputs\[0\]\.name: the model has no output 'boxes'; its outputs are"):
+        output_tasks([OutputSetting(name="boxes", task="regression")], outputs, {})
