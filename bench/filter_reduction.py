@@ -87,12 +87,19 @@ def main() -> None:
         files = {"float": bytes(converter.convert())}
         for index, (name, steps) in enumerate(recipes.items()):
             files[name] = compress(model_path, data, root / f"out{index}", steps, root / f"work{index}")
-    reference = evaluate.quality(files["float"], x_eval, threads=args.threads).outputs
-    agreement = {
-        name: evaluate.quality(model, x_eval, threads=args.threads, reference_outputs=reference).top1_agreement
+    signature = evaluate.ModelRunner(files["float"], args.threads).signature
+    inputs = {signature.inputs[0].name: x_eval}
+    scores = {
+        name: next(iter(evaluate.ModelRunner(model, args.threads, names_of=signature).predict(inputs).values()))
         for name, model in files.items()
     }
-    stats = evaluate.latency(list(files.values()), x_eval[0], Latency(threads=args.threads, runs=args.runs, warmup=50))
+    agreement = {name: float((found.argmax(-1) == scores["float"].argmax(-1)).mean()) for name, found in scores.items()}
+    stats = evaluate.latency(
+        list(files.values()),
+        {name: array[0] for name, array in inputs.items()},
+        Latency(threads=args.threads, runs=args.runs, warmup=50),
+        names_of=signature,
+    )
     rounds = {name: np.asarray(measured.rounds_ms) for name, measured in zip(files, stats, strict=True)}
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), {args.runs} runs per model")
     print("| model | bytes | gzip bytes | p50 (ms) | speed-up vs float | speed-up vs int8 | top-1 agreement |")

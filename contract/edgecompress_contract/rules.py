@@ -216,6 +216,16 @@ def _promotion_elsewhere(spec: CompressionJobSpec) -> list[Violation]:
     return []
 
 
+def _duplicate_outputs(spec: CompressionJobSpec) -> list[Violation]:
+    seen: set[str] = set()
+    violations = []
+    for index, setting in enumerate(spec.evaluation.outputs):
+        if setting.name in seen:
+            violations.append(Violation(f"spec.evaluation.outputs[{index}].name", f"found {setting.name!r} again"))
+        seen.add(setting.name)
+    return violations
+
+
 SPEC_RULES: tuple[SpecRule, ...] = (
     SpecRule(
         name="ptq-last",
@@ -325,6 +335,16 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         cel="!has(self.output.split) || !self.steps.exists(s, s.type == 'qat')",
         field_path=".output.split",
         violations=_split_without_qat,
+    ),
+    SpecRule(
+        name="unique-output-names",
+        message="each output may be named once in spec.evaluation.outputs",
+        cel=(
+            "!has(self.evaluation) || !has(self.evaluation.outputs) || "
+            "self.evaluation.outputs.all(o, self.evaluation.outputs.filter(p, p.name == o.name).size() == 1)"
+        ),
+        field_path=".evaluation.outputs",
+        violations=_duplicate_outputs,
     ),
     SpecRule(
         name="promotion-elsewhere",

@@ -19,7 +19,7 @@ SUMMARY_LIMIT_BYTES = 4096
 class GateSummary(Record):
     """One gate's verdict, without its wording."""
 
-    name: str = Field(description="The gate: maxAccuracyDrop, minSizeReduction or maxLatencyMs.")
+    name: str = Field(description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity or minSnrDb.")
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value.")
 
@@ -117,6 +117,10 @@ class RunSummary(Record):
         while len(summary.encoded()) > SUMMARY_LIMIT_BYTES:
             if len(summary.message) > 40:
                 summary = summary.model_copy(update={"message": summary.message[: len(summary.message) // 2] + "..."})
+            elif summary.comparison is not None and summary.comparison.outputs:
+                summary = summary.model_copy(
+                    update={"comparison": summary.comparison.model_copy(update={"outputs": []})}
+                )
             elif summary.comparison is not None:
                 summary = summary.model_copy(update={"comparison": None})
             else:

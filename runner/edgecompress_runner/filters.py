@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from .errors import InputError
 from .keras_graph import LayerCall, input_names, layer_calls, output_names, require_graph_model
 from .progress import Progress
 from .tfcompat import keras, tf
+
+if TYPE_CHECKING:
+    from .compress import TrainingData
+    from .data import Arrays
 
 _PRODUCERS = {"Conv1D", "Conv2D", "SeparableConv1D", "SeparableConv2D", "Dense"}
 _CHANNELWISE = {
@@ -362,12 +366,11 @@ def reduce_filters(
     step: ReduceFiltersStep,
     *,
     index: int,
-    x: np.ndarray,
-    y: np.ndarray | None,
-    reference: np.ndarray,
+    data: TrainingData,
     progress: Progress,
 ) -> tuple[Any, ReduceFiltersReport]:
-    """Reduces the filters of ``model`` as ``step`` says, then fine-tunes the smaller model toward ``reference``."""
+    """Reduces the filters of ``model`` as ``step`` says, then fine-tunes the smaller model toward the input
+    model's outputs (``data.reference``)."""
     from .compress import fine_tune, layers_to_skip, training_targets
 
     name = f"steps[{index}] reduceFilters"
@@ -375,7 +378,7 @@ def reduce_filters(
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
     reduction = reduce_channels(model, step, skipped=skipped, where=where)
     reduced = reduction.model
-    targets = training_targets(reduced, x, y, reference, name, step.fine_tune)
+    targets = training_targets(reduced, data, name, step.fine_tune)
     metrics, validation = fine_tune(reduced, targets, settings=step.fine_tune, progress=progress, step=name)
     rows = _layer_rows(model, reduced)
     return reduced, ReduceFiltersReport(
@@ -395,10 +398,11 @@ def reduce_filters(
 
 
 def speed_against_unreduced_int8(
-    input_model: Any, *, baseline: bytes, result: bytes, x_calibration: np.ndarray, sample: np.ndarray, latency: Latency
+    input_model: Any, *, baseline: bytes, result: bytes, x_calibration: Arrays, sample: Arrays, latency: Latency
 ) -> ReducedSpeed:
     """Times the result with the float baseline and with the input model converted to int8 (calibrated on
-    ``x_calibration``), interleaved: what filter reduction gains over quantization alone."""
+    ``x_calibration``), interleaved: what filter reduction gains over quantization alone. ``sample`` holds one
+    sample per input, by input name."""
     from edgecompress_contract.spec import PtqMode, PtqStep
 
     from . import convert, evaluate
@@ -408,7 +412,8 @@ def speed_against_unreduced_int8(
     unreduced_int8, _ = convert.convert(
         tf.lite.TFLiteConverter.from_keras_model(input_model), plan=int8_plan, x_calibration=x_calibration
     )
-    stats = evaluate.latency([baseline, result, unreduced_int8], sample, latency)
+    names_of = evaluate.ModelRunner(baseline, latency.threads).signature
+    stats = evaluate.latency([baseline, result, unreduced_int8], sample, latency, names_of=names_of)
     base, reduced, int8 = (np.asarray(measured.rounds_ms) for measured in stats)
     return ReducedSpeed(
         unreduced_int8_bytes=len(unreduced_int8),

@@ -210,7 +210,9 @@ def split_model(
     calibration_values = _boundary_values(models, plans, model_inputs[0], x_calibration)
     files, parts_bytes, manifest_parts = [], [], []
     for index, (part_plan, part) in enumerate(zip(plans, models, strict=True)):
-        calibration = [calibration_values[name] for name in part_plan.inputs] if calibration_values else None
+        calibration = (
+            {_safe(name): calibration_values[name] for name in part_plan.inputs} if calibration_values else None
+        )
         part_bytes, _ = convert.convert(
             tf.lite.TFLiteConverter.from_keras_model(part), plan=plan, x_calibration=calibration
         )

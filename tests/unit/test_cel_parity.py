@@ -82,6 +82,9 @@ def random_spec(rng: random.Random) -> dict[str, Any]:
     )
     if promotion is not None:
         spec["promotion"] = {"uri": promotion}
+    if rng.random() < 0.3:
+        outputs = [{"name": rng.choice(["frames", "pitch"]), "task": "regression"} for _ in range(rng.randint(0, 3))]
+        spec["evaluation"] = {"outputs": outputs}
     return spec
 
 
