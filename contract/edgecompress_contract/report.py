@@ -69,6 +69,10 @@ class Outputs(Record):
     """The files the run wrote."""
 
     tflite: Artifact = Field(description="The compressed model.")
+    parts: list[Artifact] = Field(
+        default_factory=list, description="With output.split: the parts model.part0.tflite, ... in run order."
+    )
+    manifest: Artifact | None = Field(default=None, description="With output.split: split.json, the parts' manifest.")
 
 
 class TensorInfo(Record):
@@ -427,8 +431,67 @@ class DistillReport(_TrainingStepReport):
     )
 
 
+class FilterLayer(Record):
+    """One layer's size before and after filter reduction."""
+
+    name: str = Field(description="Layer name.")
+    layer_type: str = Field(description="Keras class, e.g. Conv2D.")
+    channels_before: int = Field(description="Output channels of the input model's layer.")
+    channels_after: int = Field(description="Output channels of the reduced layer.")
+    parameters_before: int = Field(description="Weights (trainable or not) before.")
+    parameters_after: int = Field(description="Weights after.")
+    macs_before: int | None = Field(
+        default=None, description="Multiply-accumulates of one inference (batch 1) before; None for unknown sizes."
+    )
+    macs_after: int | None = Field(default=None, description="Multiply-accumulates of one inference after.")
+
+
+class ChannelGroup(Record):
+    """Channels that must be removed together: a layer's output channels and those an Add or other merge joins."""
+
+    layers: list[str] = Field(description="The layers whose output channels these are.")
+    channels_before: int = Field(description="Channels before.")
+    channels_after: int = Field(description="Channels kept.")
+    reason: str | None = Field(default=None, description="Why the group kept every channel, if it did.")
+
+
+class ReducedSpeed(Record):
+    """The result's latency against the float model and against int8 of the unreduced model, timed together."""
+
+    unreduced_int8_bytes: int = Field(description="Size of the input model converted with int8 PTQ, in bytes.")
+    speedup_vs_float: float = Field(
+        description="Float baseline latency / result latency: the median over interleaved rounds of the ratios."
+    )
+    speedup_vs_unreduced_int8: float = Field(
+        description="Unreduced int8 latency / result latency (> 1: the result is faster than int8 alone)."
+    )
+    rounds: int = Field(description="Interleaved rounds of the three models the ratios are medians of.")
+
+
+class ReduceFiltersReport(_TrainingStepReport):
+    """A reduceFilters step: which channels were removed, and what that saved."""
+
+    type: Literal["reduceFilters"] = Field(default="reduceFilters", description="Step type.")
+    criterion: str = Field(description="l1 or l2.")
+    target_reduction: float = Field(description="The spec's share of channels to remove.")
+    groups: list[ChannelGroup] = Field(description="Every channel group, reduced or not.")
+    layers: list[FilterLayer] = Field(description="Every layer with weights, before and after.")
+    parameters_before: int = Field(description="Parameters of the model before.")
+    parameters_after: int = Field(description="Parameters of the model after.")
+    macs_before: int | None = Field(default=None, description="Multiply-accumulates of the weighted layers before.")
+    macs_after: int | None = Field(default=None, description="Multiply-accumulates of the weighted layers after.")
+    skipped_layers: list[str] = Field(default_factory=list, description="Layers whose output channels were kept.")
+    speed: ReducedSpeed | None = Field(
+        default=None,
+        description=(
+            "The final result timed with the float baseline and with int8 PTQ of the unreduced model (needs "
+            "x_train for calibration)."
+        ),
+    )
+
+
 StepReport = Annotated[
-    PruneReport | ClusterReport | QatReport | PtqReport | DistillReport,
+    PruneReport | ClusterReport | QatReport | PtqReport | DistillReport | ReduceFiltersReport,
     Field(discriminator="type"),
 ]
 
@@ -472,6 +535,54 @@ class ConversionReport(Record):
     )
     mac_share: MacShare | None = Field(
         default=None, description="Share of those multiply-accumulates by the kind of kernel that runs them."
+    )
+
+
+class SplitTensor(Record):
+    """A tensor passed between parts, named after the Keras layer that produces it."""
+
+    name: str = Field(description="The producing layer's name (with :i for its i-th output, when it has several).")
+    shape: list[int | None] = Field(description="Its shape, batch first.")
+    dtype: str = Field(description="Element type at the part's boundary, e.g. float32.")
+
+
+class SplitPart(Record):
+    """One part of a split model."""
+
+    file: str = Field(description="File name next to model.tflite, e.g. model.part0.tflite.")
+    inputs: list[SplitTensor] = Field(description="What the part reads: model inputs or earlier parts' outputs.")
+    outputs: list[SplitTensor] = Field(description="What it writes: tensors later parts read, and model outputs.")
+    layers: list[str] = Field(description="The Keras layers it computes, in order.")
+
+
+class SplitManifest(Record):
+    """split.json: how to run the parts of a split model in order to get the whole model's outputs."""
+
+    api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", description="Manifest format version.")
+    kind: Literal["SplitManifest"] = "SplitManifest"
+    model_inputs: list[str] = Field(description="Names of the whole model's inputs.")
+    model_outputs: list[str] = Field(description="Names of the whole model's outputs, in order.")
+    parts: list[SplitPart] = Field(description="The parts in run order; each reads only tensors named before it.")
+
+
+class SplitPartMetrics(Record):
+    """What was measured on one part."""
+
+    file: str = Field(description="The part's file name.")
+    size_bytes: int = Field(description="File size in bytes.")
+    latency_p50_ms: float = Field(description="Median single-sample latency, timed interleaved with the other parts.")
+
+
+class SplitReport(Record):
+    """The split result, checked against the unsplit .tflite on the evaluation samples."""
+
+    parts: list[SplitPartMetrics] = Field(description="Each part, in run order.")
+    whole_latency_p50_ms: float = Field(description="Median latency of the unsplit model, timed with the parts.")
+    max_abs_diff: float = Field(
+        description="Largest absolute difference between the parts run in order and the unsplit model, any output."
+    )
+    top1_agreement: float | None = Field(
+        default=None, description="Top-1 agreement of the parts with the unsplit model (class-score outputs)."
     )
 
 
@@ -547,6 +658,7 @@ class Report(Record):
         default=None, description="The CompressionJob that ran this, when run by the operator."
     )
     promotion: PromotionOutcome | None = Field(default=None, description="What promotion did, when the spec asks.")
+    split: SplitReport | None = Field(default=None, description="The split parts' sizes, latency and fidelity.")
     trusted_code: bool = Field(
         default=False,
         description="Whether Python code from the model files was allowed to run while loading (spec trustCode).",

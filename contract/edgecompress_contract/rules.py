@@ -109,6 +109,30 @@ def _distill_first(spec: CompressionJobSpec) -> list[Violation]:
     return [Violation(f"spec.steps[{index}]") for index in _steps_at(spec, "distill") if index != 0]
 
 
+def _reduce_filters_first(spec: CompressionJobSpec) -> list[Violation]:
+    first = 1 if spec.steps[0].type == "distill" else 0
+    return [
+        Violation(f"spec.steps[{index}]", f"found {spec.steps[index - 1].type!r} before it")
+        for index in _steps_at(spec, "reduceFilters")
+        if index != first
+    ]
+
+
+_UNSPLITTABLE_FORMATS = frozenset({ModelFormat.SAVEDMODEL.value, ModelFormat.TFLITE.value})
+
+
+def _split_needs_keras(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.output.split is not None and spec.model.format in _UNSPLITTABLE_FORMATS:
+        return [Violation("spec.output.split", f"found {spec.model.format}")]
+    return []
+
+
+def _split_without_qat(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.output.split is not None and _steps_at(spec, "qat"):
+        return [Violation("spec.output.split", "found a qat step")]
+    return []
+
+
 def _only_ptq_after_qat(spec: CompressionJobSpec) -> list[Violation]:
     qats = _steps_at(spec, "qat")
     if not qats:
@@ -217,7 +241,21 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         field_path=".steps",
         violations=_distill_first,
     ),
-    *(_at_most_one(kind) for kind in ("ptq", "qat", "distill")),
+    *(_at_most_one(kind) for kind in ("ptq", "qat", "distill", "reduceFilters")),
+    SpecRule(
+        name="reduce-filters-first",
+        message=(
+            "reduceFilters must be the first step, or the second after distill (its fine-tuning would undo the "
+            "zeros and shared values of earlier steps)"
+        ),
+        cel=(
+            f"{_count('reduceFilters')} == 0 || ({_count('reduceFilters')} == 1 && "
+            "(self.steps[0].type == 'reduceFilters' || (size(self.steps) >= 2 && "
+            "self.steps[0].type == 'distill' && self.steps[1].type == 'reduceFilters')))"
+        ),
+        field_path=".steps",
+        violations=_reduce_filters_first,
+    ),
     SpecRule(
         name="only-ptq-after-qat",
         message="only ptq may follow qat (the model is already quantized)",
@@ -242,7 +280,7 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     ),
     SpecRule(
         name="training-needs-dataset",
-        message="prune, cluster, qat and distill fine-tune the model and need spec.dataset",
+        message="prune, cluster, qat, distill and reduceFilters fine-tune the model and need spec.dataset",
         cel=f"has(self.dataset) || !self.steps.exists(s, s.type in {_cel_list(TRAINING_STEP_TYPES)})",
         field_path=".dataset",
         violations=_training_needs_dataset,
@@ -259,14 +297,15 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     ),
     _format_refuses_steps(
         "keras-only-steps",
-        "prune, cluster and qat need a Keras model (format keras or h5); a SavedModel can only be converted with ptq",
+        "prune, cluster, qat and reduceFilters need a Keras model (format keras or h5); a SavedModel can only be "
+        "converted with ptq",
         ModelFormat.SAVEDMODEL,
         KERAS_ONLY_STEP_TYPES,
     ),
     _format_refuses_steps(
         "tflite-ptq-only",
-        "a tflite model (spec.model.format) can only be quantized by a ptq step; prune, cluster, qat and distill "
-        "train a Keras model",
+        "a tflite model (spec.model.format) can only be quantized by a ptq step; prune, cluster, qat, distill and "
+        "reduceFilters train a Keras model",
         ModelFormat.TFLITE,
         TRAINING_STEP_TYPES,
     ),
@@ -279,6 +318,23 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ),
         field_path=".steps",
         violations=_tflite_float_io,
+    ),
+    SpecRule(
+        name="split-needs-keras",
+        message="splitting needs the model's Keras layers (format keras or h5), not a SavedModel or a tflite model",
+        cel=f"!has(self.output.split) || !(self.model.format in {_cel_list(_UNSPLITTABLE_FORMATS)})",
+        field_path=".output.split",
+        violations=_split_needs_keras,
+    ),
+    SpecRule(
+        name="split-without-qat",
+        message=(
+            "splitting converts each part with post-training quantization at most; a QAT model's parts would lose "
+            "the ranges at their boundaries"
+        ),
+        cel="!has(self.output.split) || !self.steps.exists(s, s.type == 'qat')",
+        field_path=".output.split",
+        violations=_split_without_qat,
     ),
     SpecRule(
         name="unique-output-names",

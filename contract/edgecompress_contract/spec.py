@@ -235,6 +235,52 @@ class PtqStep(_LayerwiseStep):
     )
 
 
+class FilterCriterion(str, Enum):
+    L1 = "l1"
+    L2 = "l2"
+
+
+class ReduceFiltersStep(_LayerwiseStep):
+    """Filter reduction (structured channel pruning): removes whole output channels and rebuilds the model smaller.
+
+    Conv1D/Conv2D, SeparableConv2D (its pointwise filters) and Dense layers lose their weakest output channels;
+    every layer that reads those channels (BatchNormalization, DepthwiseConv2D, the next layer's input) is
+    shrunk with them, and channels joined by an Add (or another merge) are removed identically. Channels of
+    the model's outputs are kept. The smaller model is then fine-tuned, distilling from the input model.
+    """
+
+    type: Literal["reduceFilters"] = Field(description="Step type.")
+    target_reduction: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Share of each layer's output channels to remove (before rounding up to roundTo).",
+    )
+    criterion: FilterCriterion = Field(
+        default=FilterCriterion.L1,
+        description=(
+            "How a channel's importance is measured: l1 or l2 norm of its filter, scaled by the following "
+            "BatchNormalization's gamma / sqrt(variance + epsilon); summed over the layers an Add joins."
+        ),
+    )
+    min_channels: int = Field(default=8, ge=1, le=65536, description="Fewest output channels a layer keeps.")
+    round_to: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Kept channels are rounded up to a multiple of this (fast kernels); 1 does not round.",
+    )
+    layers: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Reduce only the channels of these layers (and those joined with them). Empty: every layer that can "
+            "be reduced. A listed layer whose channels cannot be reduced is an error naming why."
+        ),
+    )
+    fine_tune: FineTune = Field(default_factory=FineTune, description="Fine-tuning settings.")
+
+
 class DistillStep(_Strict):
     """Knowledge distillation: trains a smaller student from the input model (the teacher).
 
@@ -257,12 +303,12 @@ class DistillStep(_Strict):
 
 
 Step = Annotated[
-    PruneStep | ClusterStep | QatStep | PtqStep | DistillStep,
+    PruneStep | ClusterStep | QatStep | PtqStep | DistillStep | ReduceFiltersStep,
     Field(discriminator="type"),
 ]
-TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill"})
-# Steps that wrap the input model's layers, so it must be a Keras model (not a SavedModel).
-KERAS_ONLY_STEP_TYPES = frozenset({"prune", "cluster", "qat"})
+TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill", "reduceFilters"})
+# Steps that wrap or rebuild the input model's layers, so it must be a Keras model (not a SavedModel).
+KERAS_ONLY_STEP_TYPES = frozenset({"prune", "cluster", "qat", "reduceFilters"})
 # Formats a distillation student may have: it is trained, so it must be a Keras model.
 TRAINABLE_FORMATS = frozenset({ModelFormat.KERAS.value, ModelFormat.H5.value})
 
@@ -377,6 +423,19 @@ class Gates(_Strict):
     )
 
 
+class Split(_Strict):
+    """Split the converted model into parts that run one after the other (e.g. on different devices)."""
+
+    after: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        min_length=1,
+        max_length=32,
+        description=(
+            "Layer names, in order: a part ends after each of them (each must depend on the previous one). "
+            "Part i+1 starts from the outputs of part i and from any earlier tensor it still needs."
+        ),
+    )
+
+
 class Output(_Strict):
     """Where the artifacts go."""
 
@@ -391,6 +450,14 @@ class Output(_Strict):
     overwrite: bool = Field(
         default=False,
         description="Replace the result of an earlier run found at this location.",
+    )
+    split: Split | None = Field(
+        default=None,
+        description=(
+            "Also write the result split into parts: model.part0.tflite, model.part1.tflite, ... and split.json "
+            "(each part's inputs and outputs, and the order to run them), converted like model.tflite and checked "
+            "to reproduce its outputs."
+        ),
     )
 
 
@@ -545,7 +612,7 @@ SKIP_RULES = "skipCrossFieldRules"
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = "spec"
-    step_tags = {"prune", "cluster", "qat", "ptq", "distill"}
+    step_tags = {"prune", "cluster", "qat", "ptq", "distill", "reduceFilters"}
     for index, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"

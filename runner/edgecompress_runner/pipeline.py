@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from edgecompress_contract.report import (
     PromotionSource,
     PtqReport,
     Quantizer,
+    ReduceFiltersReport,
     Report,
     Source,
     StepReport,
@@ -48,6 +49,9 @@ from .report import versions
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
 from .tasks import label_targets, output_tasks
+
+if TYPE_CHECKING:
+    from .split import SplitResult
 
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
@@ -72,16 +76,17 @@ Phase = tuple[str, int, Callable[["RunState"], None]]
 
 def plan_phases(spec: CompressionJobSpec) -> list[str]:
     """The phases of a run in order; their names appear in progress events."""
-    return [name for name, _, _ in _phases(build_steps(spec.steps))]
+    return [name for name, _, _ in _phases(spec, build_steps(spec.steps))]
 
 
-def _phases(steps: list[CompressionStep[Any]]) -> list[Phase]:
+def _phases(spec: CompressionJobSpec, steps: list[CompressionStep[Any]]) -> list[Phase]:
     return [
         ("download", 0, _fetch),
         ("baseline", 0, _baseline),
         *((step.phase, step.epochs, _step_phase(step)) for step in steps),
         ("convert", 0, _convert),
         ("evaluate", 0, _evaluate),
+        *([("split", 0, _split)] if spec.output.split is not None else []),
         ("upload", 0, _publish),
     ]
 
@@ -149,6 +154,8 @@ class RunState:
     result: Metrics | None = None
     comparison: Comparison | None = None
     gates: list[GateResult] = field(default_factory=list)
+    # split
+    split: SplitResult | None = None
     # publish
     outcome: RunOutcome | None = None
 
@@ -183,7 +190,7 @@ def run(
     ``spec.seed`` before the first phase, so a run gives the same bytes each time.
     """
     steps = build_steps(spec.steps)
-    phases = _phases(steps)
+    phases = _phases(spec, steps)
     progress = Progress([name for name, _, _ in phases], bar=progress_bar, sinks=sinks)
     state = RunState(spec=spec, work_dir=work_dir, steps=steps, clock=PhaseClock(progress), source=source)
     _check_output_is_free(state)
@@ -257,8 +264,12 @@ def _baseline(state: RunState) -> None:
         spec.model.uri,
         state.work_dir,
         trust_code=spec.model.trust_code,
-        keras_needed_by=next((step.phase for step in state.steps if step.spec.type in TRAINING_STEP_TYPES), None),
+        keras_needed_by=next(
+            (step.phase for step in state.steps if step.spec.type in TRAINING_STEP_TYPES),
+            "spec.output.split" if spec.output.split is not None else None,
+        ),
     )
+    _check_split(spec, loaded.keras_model)
     if loaded.tflite is not None:
         state.baseline_tflite = loaded.tflite
     else:
@@ -312,6 +323,18 @@ def _random_inputs(signature: Signature, seed: int) -> Arrays:
         shape = (UNLABELED_EVAL_SAMPLES, *(int(dim or 0) for dim in tensor.shape))
         arrays[tensor.name] = rng.random(shape, dtype=np.float32)
     return arrays
+
+
+def _check_split(spec: CompressionJobSpec, model: Any) -> None:
+    """Checks the split layers on the input model before any training (the steps keep its layer names and
+    graph, unless distill replaces the model)."""
+    if spec.output.split is None or any(isinstance(step, DistillStep) for step in spec.steps):
+        return
+    from .split import WHERE, plan_parts
+
+    if model is None:
+        raise InputError(f"{WHERE}: splitting needs a tf-keras model (its layer graph); {spec.model.uri} is not one")
+    plan_parts(model, spec.output.split)
 
 
 def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:
@@ -420,23 +443,75 @@ def _evaluate(state: RunState) -> None:
     conversion = _ready(state.conversion)
     state.conversion = conversion.model_copy(update={"speed_path": speed_path(conversion, state.comparison)})
     state.gates = judge(state.spec.gates, state.comparison, state.result)
+    _time_filter_reduction(state, result_tflite)
+
+
+def _time_filter_reduction(state: RunState, result_tflite: bytes) -> None:
+    """After filter reduction, times the result against int8 of the unreduced model too (into its step report)."""
+    from .filters import speed_against_unreduced_int8
+
+    reduced = [index for index, report in enumerate(state.step_reports) if isinstance(report, ReduceFiltersReport)]
+    if not reduced or state.dataset is None or state.dataset.x_train is None:
+        return
+    context = _ready(state.step_context)
+    speed = speed_against_unreduced_int8(
+        context.loaded.require_keras("evaluate"),
+        baseline=state.baseline_tflite,
+        result=result_tflite,
+        x_calibration=state.dataset.x_train,
+        sample={name: array[0] for name, array in _ready(state.x_eval).items()},
+        latency=state.spec.evaluation.latency,
+    )
+    index = reduced[0]
+    state.step_reports[index] = state.step_reports[index].model_copy(update={"speed": speed})
+
+
+def _split(state: RunState) -> None:
+    """Splits the result into parts at the spec's layers and checks them against the unsplit result."""
+    from . import split
+
+    context = _ready(state.step_context)
+    model = context.keras_model if context.keras_model is not None else context.loaded.keras_model
+    if model is None:
+        raise InputError(f"{split.WHERE}: splitting needs a tf-keras model; this model has no Keras layers here")
+    x_eval, x_train = _ready(state.x_eval), state.dataset.x_train if state.dataset is not None else None
+    if len(x_eval) != 1:
+        raise InputError(f"{split.WHERE}: only single-input models can be split; this one has inputs {sorted(x_eval)}")
+    state.split = split.split_model(
+        model,
+        _ready(state.spec.output.split),
+        plan=context.plan,
+        whole=_ready(state.tflite_file).read_bytes(),
+        x_eval=next(iter(x_eval.values())),
+        x_calibration=next(iter(x_train.values())) if x_train else None,
+        latency=state.spec.evaluation.latency,
+        work_dir=state.work_dir,
+    )
+
+
+def _artifact(path: Path, uri: str) -> Artifact:
+    return Artifact(uri=uri, sha256=sha256_of(path), bytes=path.stat().st_size)
 
 
 def _publish(state: RunState) -> None:
-    """Uploads the .tflite, promotes it when every gate passed, and writes report.json last."""
+    """Uploads the .tflite (and its split parts), promotes it when every gate passed, and writes report.json last."""
     from .tfcompat import tf
 
     spec, tflite_file, context = state.spec, _ready(state.tflite_file), _ready(state.step_context)
     output = state.storage(spec.output.uri)
     report_uri = join_uri(spec.output.uri, REPORT_NAME)
     tflite_uri = join_uri(spec.output.uri, TFLITE_NAME)
-    tflite = Artifact(uri=tflite_uri, sha256=sha256_of(tflite_file), bytes=tflite_file.stat().st_size)
+    tflite = _artifact(tflite_file, tflite_uri)
+    split_files = [*state.split.files, state.split.manifest] if state.split is not None else []
+    split_artifacts = [_artifact(path, join_uri(spec.output.uri, path.name)) for path in split_files]
     report = Report(
         spec=spec,
         inputs=Inputs.model_validate(
             {**state.artifacts, "model_keras3": context.loaded.keras3, "student_keras3": context.student_keras3}
         ),
-        outputs=Outputs(tflite=tflite),
+        outputs=Outputs(
+            tflite=tflite, parts=split_artifacts[:-1], manifest=split_artifacts[-1] if split_artifacts else None
+        ),
         metric=state.metric,
         evaluation_samples=samples(_ready(state.x_eval)),
         evaluation_data="dataset x_eval" if state.dataset is not None else "random uniform inputs (no dataset)",
@@ -451,10 +526,13 @@ def _publish(state: RunState) -> None:
         devices=[device.name for device in tf.config.list_physical_devices()],
         source=state.source,
         trusted_code=any(source.trust_code for source in _model_sources(spec)),
+        split=state.split.report if state.split is not None else None,
     )
     if spec.output.overwrite:
         output.delete(report_uri)
     output.upload(tflite_file, tflite_uri)
+    for path, artifact in zip(split_files, split_artifacts, strict=True):
+        output.upload(path, artifact.uri)
     promotion = None
     if report.gates_passed and spec.promotion is not None:
         promotion = _promote(state, report)

@@ -23,9 +23,10 @@ from edgecompress_contract.report import (
     Keras3Load,
     PruneReport,
     QatReport,
+    ReduceFiltersReport,
     StepReport,
 )
-from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
+from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, ReduceFiltersStep, Step
 
 from .data import Arrays, Dataset, ModelTensor, check_inputs, training_arrays
 from .errors import InputError
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
     from .compress import TrainingData
     from .model_io import LoadedModel
 
-SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep)
-ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport)
+SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep, ReduceFiltersStep)
+ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport, ReduceFiltersReport)
 
 
 @dataclass
@@ -176,6 +177,21 @@ class Prune(CompressionStep[PruneStep]):
             pruned_layers=tuple(_report(report, PruneReport).sparsity.layers),
             pruned_weights=tuple(self.pruned_weights.items()),
         )
+
+
+@registers(ReduceFiltersStep)
+class ReduceFilters(CompressionStep[ReduceFiltersStep]):
+    """Removes whole output channels; the smaller model is an ordinary tf-keras model for the later steps."""
+
+    def apply(self, context: StepContext) -> ReduceFiltersReport:
+        from . import filters
+
+        data = context.training_data(self.phase)
+        model = context.model(self.phase)
+        context.keras_model, report = filters.reduce_filters(
+            model, self.spec, index=self.index, data=data, progress=context.progress
+        )
+        return report
 
 
 @registers(ClusterStep)

@@ -123,6 +123,16 @@ MISTAKES = [
         ),
         "distill must be the first step",
     ),
+    (
+        "reduce-filters-not-first",
+        changed("reduce-filters-not-first", steps=[{"type": "prune"}, {"type": "reduceFilters"}]),
+        "reduceFilters must be the first step",
+    ),
+    (
+        "split-after-qat",
+        changed("split-after-qat", output={"uri": "s3://models/out/", "split": {"after": ["block1"]}}),
+        "splitting converts each part with post-training quantization at most",
+    ),
     ("ptq-without-mode", changed("ptq-without-mode", steps=[{"type": "ptq"}]), "a ptq step needs mode"),
     (
         "field-of-other-type",

@@ -34,16 +34,19 @@ def gratings(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images[..., None].astype(np.float32), labels.astype(np.int32)
 
 
-def mini_xception() -> Any:
+def mini_xception(
+    *, stem: int = 8, blocks: tuple[int, ...] = (16, 32), stride: int = 1, dense_head: bool = False
+) -> Any:
+    """The stem's filters and stride, each residual block's filters, and a Dense head (else a 3x3 Conv2D one)."""
     from edgecompress_runner.tfcompat import keras
 
     keras.utils.set_random_seed(0)
     layers = keras.layers
     inputs = layers.Input((32, 32, 1))
-    h = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    h = layers.Conv2D(stem, 3, strides=stride, padding="same", use_bias=False, name="stem")(inputs)
     h = layers.BatchNormalization(name="stem_bn")(h)
     h = layers.ReLU(name="stem_relu")(h)
-    for block, filters in enumerate((16, 32)):
+    for block, filters in enumerate(blocks):
         shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"b{block}_short")(h)
         shortcut = layers.BatchNormalization(name=f"b{block}_short_bn")(shortcut)
         r = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"b{block}_sep1")(h)
@@ -53,6 +56,9 @@ def mini_xception() -> Any:
         r = layers.BatchNormalization(name=f"b{block}_bn2")(r)
         r = layers.MaxPooling2D(3, strides=2, padding="same", name=f"b{block}_pool")(r)
         h = layers.Add(name=f"b{block}_add")([shortcut, r])
+    if dense_head:
+        h = layers.GlobalAveragePooling2D(name="gap")(h)
+        return keras.Model(inputs, layers.Dense(CLASSES, activation="softmax", name="probs")(h))
     h = layers.Conv2D(CLASSES, 3, padding="same", name="head")(h)
     h = layers.GlobalAveragePooling2D(name="gap")(h)
     return keras.Model(inputs, layers.Softmax(name="probs")(h))

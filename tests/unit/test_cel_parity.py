@@ -55,6 +55,8 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
         return {"type": "cluster", **_maybe(rng, numberOfClusters=[8, 16], **skips)}
     if kind == "qat":
         return {"type": "qat", **_maybe(rng, **skips)}
+    if kind == "reduceFilters":
+        return {"type": "reduceFilters", **_maybe(rng, targetReduction=[0.25, 0.5], criterion=["l1", "l2"], **skips)}
     if kind == "ptq":
         mode = rng.choice(["dynamic", "float16", "int8", "int16x8"])
         return {"type": "ptq", "mode": mode, **_maybe(rng, integerIO=[True, False], **skips)}
@@ -63,13 +65,15 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
 
 
 def random_spec(rng: random.Random) -> dict[str, Any]:
-    kinds = ["prune", "cluster", "qat", "ptq", "distill"]
+    kinds = ["prune", "cluster", "qat", "ptq", "distill", "reduceFilters"]
     steps = [random_step(rng, rng.choice(kinds)) for _ in range(rng.randint(1, 4))]
-    output = rng.choice(["s3://bucket/out", "s3://bucket/out/"])
+    output: dict[str, Any] = {"uri": rng.choice(["s3://bucket/out", "s3://bucket/out/"])}
+    if rng.random() < 0.3:
+        output["split"] = {"after": ["block1"]}
     spec: dict[str, Any] = {
         "model": {"uri": "s3://bucket/model", "format": rng.choice(["keras", "h5", "savedmodel", "tflite"])},
         "steps": steps,
-        "output": {"uri": output},
+        "output": output,
     }
     if rng.random() < 0.5:
         spec["dataset"] = {"uri": "s3://bucket/data.npz"}
@@ -105,11 +109,12 @@ def mixed_steps() -> list[dict[str, Any]]:
         ("schedule", "constantSparsity"),
         ("pattern", "2:4"), ("beginStep", 0), ("endStep", 10), ("frequency", 5), ("temperature", 2.0), ("alpha", 0.5),
         ("student", {"uri": "s3://bucket/s", "format": "keras"}), ("skipLayers", ["conv1"]), ("skipFirstAndLast", True),
-        ("fineTune", {"epochs": 1}),
+        ("fineTune", {"epochs": 1}), ("targetReduction", 0.5), ("criterion", "l2"), ("minChannels", 4),
+        ("roundTo", 4), ("layers", ["conv1"]),
     ]  # fmt: skip
     steps = []
     for _ in range(2000):
-        step = random_step(rng, rng.choice(["prune", "cluster", "qat", "ptq", "distill"]))
+        step = random_step(rng, rng.choice(["prune", "cluster", "qat", "ptq", "distill", "reduceFilters"]))
         if rng.random() < 0.5:
             name, value = rng.choice(extras)
             step[name] = value

@@ -104,17 +104,42 @@ REJECTIONS = [
     (
         "training without dataset",
         with_changes(dataset=None, steps=[{"type": "cluster"}]),
-        r"steps\[0\]: prune, cluster, qat and distill fine-tune the model and need spec\.dataset \(found cluster\)",
+        r"steps\[0\]: prune, cluster, qat, distill and reduceFilters fine-tune the model and need spec\.dataset "
+        r"\(found cluster\)",
     ),
     (
         "prune on a SavedModel",
         with_changes(model={"uri": "/m.tar.gz", "format": "savedmodel"}),
-        r"steps\[0\]: prune, cluster and qat need a Keras model .*\(found prune\)",
+        r"steps\[0\]: prune, cluster, qat and reduceFilters need a Keras model .*\(found prune\)",
     ),
     (
         "two ptq steps",
         with_changes(steps=[{"type": "ptq", "mode": "dynamic"}, {"type": "ptq", "mode": "int8"}]),
         r"ptq must be the last step",
+    ),
+    (
+        "reduceFilters after prune",
+        with_changes(steps=[{"type": "prune"}, {"type": "reduceFilters"}]),
+        r"steps\[1\]: reduceFilters must be the first step.*\(found 'prune' before it\)",
+    ),
+    (
+        "split after qat",
+        with_changes(output={"uri": "s3://out/", "split": {"after": ["block1"]}}),
+        r"spec\.output\.split: splitting converts each part .*\(found a qat step\)",
+    ),
+    (
+        "split of a SavedModel",
+        with_changes(
+            model={"uri": "/m.tar.gz", "format": "savedmodel"},
+            steps=[{"type": "ptq", "mode": "dynamic"}],
+            output={"uri": "s3://out/", "split": {"after": ["block1"]}},
+        ),
+        r"spec\.output\.split: splitting needs the model's Keras layers",
+    ),
+    (
+        "split nowhere",
+        with_changes(output={"uri": "s3://out/", "split": {"after": []}}),
+        r"spec\.output\.split\.after: List should have at least 1 item",
     ),
     (
         "step after ptq",
