@@ -255,8 +255,75 @@ class DistillReport(_TrainingStepReport):
     train_agreement_with_teacher: float = Field(description="Top-1 agreement with the teacher on x_train.")
 
 
+class LayerSensitivity(Record):
+    """The error one layer adds when it alone is quantized at one precision (every other op stays float)."""
+
+    layer: str = Field(description="The op's scope (its output tensor names, as litert-quantizer matches them).")
+    op: str = Field(description="The op type, e.g. CONV_2D.")
+    weights: int = Field(description="Elements of its weight tensor.")
+    precision: str = Field(description="The precision tried.")
+    applies: bool = Field(
+        description="Whether litert-quantizer quantized the layer so (else it stays out of its ladder)."
+    )
+    snr_db: float | None = Field(
+        default=None,
+        description="Signal-to-noise ratio of the model output against the float one, in dB (higher: less error).",
+    )
+    top1_agreement: float | None = Field(default=None, description="Top-1 agreement with the float model.")
+
+
+class RecipeLine(Record):
+    """One entry of a candidate's recipe: the ops whose scope matches get this precision (later entries win)."""
+
+    scope: str = Field(description="Regex over op scopes ('.*': every op).")
+    precision: str = Field(description="float, float16, dynamicInt8, weightOnlyInt8, weightOnlyInt4, ...")
+
+
+class SearchCandidate(Record):
+    """One recipe the auto step quantized and measured."""
+
+    name: str = Field(description="e.g. dynamic, float16, int8, mixed-3.")
+    kind: Literal["wholeModel", "mixed"] = Field(description="One precision for every op, or one per layer.")
+    recipe: list[RecipeLine] = Field(description="The litert-quantizer recipe.")
+    precisions: dict[str, int] = Field(
+        default_factory=dict, description="Mixed candidates: how many analysed layers got each precision."
+    )
+    size_bytes: int = Field(description="File size in bytes.")
+    size_ratio: float = Field(description="Size / baseline size.")
+    accuracy: float | None = Field(default=None, description="Top-1 accuracy against y_eval, when labelled.")
+    top1_agreement: float | None = Field(default=None, description="Top-1 agreement with the baseline.")
+    snr_db: float | None = Field(default=None, description="Output SNR against the baseline on the evaluation samples.")
+    latency_ratio: float = Field(
+        description="Median latency / the baseline's, timed interleaved with it (< 1: faster than float)."
+    )
+    gates: list[GateResult] = Field(default_factory=list, description="Each gate's verdict on this candidate.")
+    passed: bool = Field(description="Whether it passed every gate.")
+    chosen: bool = Field(default=False, description="Whether it became the run's result.")
+    lost_because: str | None = Field(default=None, description="Why it was not chosen.")
+    cached: bool = Field(default=False, description="Its measurements came from the trial cache.")
+    seconds: float = Field(default=0.0, description="Wall time to quantize and measure it.")
+
+
+class AutoReport(_StepReportBase):
+    """The auto step: the sensitivity table, every candidate with its measurements, and the pick."""
+
+    type: Literal["auto"] = Field(default="auto", description="Step type.")
+    objective: str = Field(description="size, latency or balanced.")
+    chosen: str = Field(description="The candidate that became the result (the closest one when none passed).")
+    passed: bool = Field(description="Whether any candidate passed every gate.")
+    stopped_because: str = Field(description="Why the search ended, in words.")
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list, description="Per layer and precision.")
+    skipped_layers: list[str] = Field(
+        default_factory=list, description="Weighted ops below minWeights: not analysed, float in mixed candidates."
+    )
+    candidates: list[SearchCandidate] = Field(default_factory=list, description="Every candidate, in trial order.")
+    unavailable: dict[str, str] = Field(
+        default_factory=dict, description="Whole-model candidates that could not be made, with the reason."
+    )
+
+
 StepReport = Annotated[
-    PruneReport | ClusterReport | QatReport | PtqReport | DistillReport,
+    PruneReport | ClusterReport | QatReport | PtqReport | DistillReport | AutoReport,
     Field(discriminator="type"),
 ]
 
@@ -281,7 +348,7 @@ class MacShare(Record):
 class ConversionReport(Record):
     """How the final .tflite was converted, and what its ops compute in (read back from the file)."""
 
-    mode: str = Field(description="float, qat, dynamic, float16, int8 or int16x8.")
+    mode: str = Field(description="float, qat, dynamic, float16, int8, int16x8 or auto.")
     quantizer: Quantizer = Field(default="converter", description=_QUANTIZER_DESCRIPTION)
     speed_path: str = Field(
         description=(

@@ -181,6 +181,22 @@ def _tflite_float_io(spec: CompressionJobSpec) -> list[Violation]:
     ]
 
 
+QUALITY_GATES = {"max_accuracy_drop": "maxAccuracyDrop"}
+"""The gates that bound a result's quality (Python name: wire name); the auto search needs one of them."""
+
+
+def _auto_alone(spec: CompressionJobSpec) -> list[Violation]:
+    if not _steps_at(spec, "auto") or len(spec.steps) == 1:
+        return []
+    return [Violation("spec.steps", f"found {[step.type for step in spec.steps]}")]
+
+
+def _auto_needs_quality_gate(spec: CompressionJobSpec) -> list[Violation]:
+    if not _steps_at(spec, "auto") or any(getattr(spec.gates, name) is not None for name in QUALITY_GATES):
+        return []
+    return [Violation("spec.gates")]
+
+
 def same_folder(first: str, second: str) -> bool:
     """Two URIs name the same folder when they differ at most by one trailing slash."""
     return first == second or first + "/" == second or second + "/" == first
@@ -269,6 +285,27 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ),
         field_path=".steps",
         violations=_tflite_float_io,
+    ),
+    SpecRule(
+        name="auto-alone",
+        message="an auto step must be the only step (it searches recipes on the float model itself)",
+        cel="!self.steps.exists(s, s.type == 'auto') || size(self.steps) == 1",
+        field_path=".steps",
+        violations=_auto_alone,
+    ),
+    SpecRule(
+        name="auto-needs-quality-gate",
+        message=(
+            f"an auto step needs a quality gate ({', '.join(sorted(QUALITY_GATES.values()))}), "
+            "else the most aggressive candidate would always win"
+        ),
+        cel=(
+            "!self.steps.exists(s, s.type == 'auto') || (has(self.gates) && ("
+            + " || ".join(f"has(self.gates.{wire})" for wire in sorted(QUALITY_GATES.values()))
+            + "))"
+        ),
+        field_path=".gates",
+        violations=_auto_needs_quality_gate,
     ),
     SpecRule(
         name="promotion-elsewhere",

@@ -45,6 +45,7 @@ from .evaluate import Quality
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
 from .report import versions
+from .search import SearchInputs
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
 
@@ -278,6 +279,15 @@ def _baseline(state: RunState) -> None:
     state.baseline_quality = evaluate.quality(
         state.baseline_tflite, state.x_eval, threads=spec.evaluation.latency.threads, labels=state.labels
     )
+    state.step_context.search_inputs = SearchInputs(
+        baseline=state.baseline_tflite,
+        x_eval=state.x_eval,
+        labels=state.labels,
+        baseline_quality=state.baseline_quality,
+        gates=spec.gates,
+        latency=spec.evaluation.latency,
+        x_train=dataset.x_train if dataset is not None else None,
+    )
 
 
 def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:
@@ -301,7 +311,10 @@ def _convert(state: RunState) -> None:
     where = f"spec.steps[{len(state.spec.steps) - 1}]"
     calibration = state.dataset.x_train if state.dataset is not None else None
     quantizer: Quantizer = "converter"
-    if context.loaded.tflite is not None:
+    if plan.searched_model is not None:
+        result_tflite, denylist = plan.searched_model, list[str]()
+        state.conversion = convert.conversion_report(plan.mode, result_tflite, quantizer="litertQuantizer")
+    elif context.loaded.tflite is not None:
         from .tflite_quantize import quantize_ptq
 
         quantizer = "litertQuantizer"

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from edgecompress_contract.report import ClusterReport, DistillReport, PruneReport, QatReport, StepReport
-from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
+from edgecompress_contract.report import AutoReport, ClusterReport, DistillReport, PruneReport, QatReport, StepReport
+from edgecompress_contract.spec import AutoStep, ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
 
 from .data import Dataset, check_input_shape, training_arrays
 from .errors import InputError
@@ -27,9 +27,10 @@ from .progress import Progress
 
 if TYPE_CHECKING:
     from .model_io import LoadedModel
+    from .search import SearchInputs
 
-SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep)
-ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport)
+SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep, AutoStep)
+ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport, AutoReport)
 
 
 @dataclass
@@ -44,6 +45,8 @@ class StepContext:
     keras_model: Any = None
     plan: ConversionPlan = ConversionPlan()
     reference: np.ndarray | None = None
+    search_inputs: SearchInputs | None = None
+    """The baseline and the evaluation the run judges its result on (set once the baseline is measured)."""
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
         """Applies ``step`` and adds what it contributes to the plan."""
@@ -254,3 +257,23 @@ class Distill(CompressionStep[DistillStep]):
             teacher, student.keras_model, self.spec, x=x, y=y, progress=context.progress
         )
         return report
+
+
+@registers(AutoStep)
+class Auto(CompressionStep[AutoStep]):
+    """Searches recipes on the float baseline (``search.run_search``); the pick is the result as it is."""
+
+    def __init__(self, spec: AutoStep, index: int) -> None:
+        super().__init__(spec, index)
+        self.picked: bytes | None = None
+
+    def apply(self, context: StepContext) -> AutoReport:
+        from .search import run_search
+
+        assert context.search_inputs is not None, "the baseline phase sets the search inputs"
+        found = run_search(self.spec, context.search_inputs, where=f"spec.steps[{self.index}]")
+        self.picked = found.model
+        return found.report
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        return replace(plan, searched_model=self.picked)

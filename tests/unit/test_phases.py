@@ -36,6 +36,7 @@ def test_every_spec_step_type_has_a_step_class() -> None:
         "qat": {"type": "qat"},
         "ptq": {"type": "ptq", "mode": "int8"},
         "distill": {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}},
+        "auto": {"type": "auto"},
     }
     for spec_class in union:
         step_type = typing.get_args(spec_class.model_fields["type"].annotation)[0]

@@ -1,0 +1,460 @@
+"""The auto step: per-layer sensitivity, then a search over litert-quantizer recipes judged by the gates.
+
+Everything works on the run's float ``.tflite`` (the baseline), so it serves every input format.
+
+*Sensitivity*: each weighted op with at least ``minWeights`` weights is quantized alone at each precision
+of the ladder (every other op float) and the model's output is compared with the float output on a few
+samples: SNR in dB and, for classifiers, top-1 agreement. A precision litert-quantizer does not apply to
+an op (the file does not shrink by at least a byte per weight, e.g. int4 on a depthwise conv) leaves that
+op's ladder.
+
+*Candidates*: whole-model recipes (dynamic, weight-only int8, float16, and int8 and int16x8 when the
+dataset has ``x_train`` to calibrate on), then mixed recipes found by ``raise_until_passing``: every
+analysed layer starts at the lowest precision of its ladder (smaller layers stay float) and, while a
+quality gate fails, the layer with the lowest SNR at its current precision moves up one precision. Each
+candidate is measured for real: bytes, quality on the evaluation samples against the baseline's outputs,
+and latency timed interleaved with the baseline; ``gates.judge`` gives its verdicts.
+
+*Pick*: among the candidates that pass every gate, the best by the objective: size (fewest bytes, then
+lowest latency ratio), latency (lowest latency ratio, then bytes) or balanced (lowest size ratio times
+latency ratio). With none passing, the closest one (fewest failed gates, then the smallest relative
+shortfall) becomes the result, so the run ends with gates failed and that candidate's numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgecompress_contract.report import (
+    AutoReport,
+    Comparison,
+    GateResult,
+    LayerSensitivity,
+    RecipeLine,
+    SearchCandidate,
+)
+from edgecompress_contract.rules import QUALITY_GATES
+from edgecompress_contract.spec import AutoStep, Gates, Latency, SearchObjective
+
+from . import evaluate
+from .errors import InputError
+from .gates import judge
+from .kernels import WEIGHTED_OPS
+from .tflite_quantize import CALIBRATED, OpScope, Precision, RecipeEntry, calibration_samples, op_scopes, quantize
+
+__all__ = [
+    "MAX_SNR_DB",
+    "Assignment",
+    "SearchInputs",
+    "SearchResult",
+    "Verdict",
+    "decide",
+    "layer_ladders",
+    "mixed_recipe",
+    "raise_until_passing",
+    "run_search",
+    "sensitivity_table",
+    "snr_db",
+]
+
+PRECISION_RANK = {
+    Precision.WEIGHT_ONLY_INT4: 0,
+    Precision.INT4_BLOCKWISE: 1,
+    Precision.WEIGHT_ONLY_INT8: 2,
+    Precision.DYNAMIC_INT8: 2,
+    Precision.FLOAT16: 3,
+    Precision.FLOAT: 4,
+}
+"""Bytes per weight, in order: a layer's ladder goes up this way (int4 blocks carry more scales than channels)."""
+
+WHOLE_MODEL_CANDIDATES = (
+    ("dynamic", Precision.DYNAMIC_INT8),
+    ("weightOnlyInt8", Precision.WEIGHT_ONLY_INT8),
+    ("float16", Precision.FLOAT16),
+    ("int8", Precision.STATIC_INT8),
+    ("int16x8", Precision.INT16X8),
+)
+
+MAX_SNR_DB = 200.0
+"""The SNR reported for outputs identical to the float ones (JSON has no infinity)."""
+
+
+def snr_db(reference: np.ndarray, measured: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``measured`` against ``reference`` in dB, at most ``MAX_SNR_DB``."""
+    noise = float(np.sum((measured.astype(np.float64) - reference) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    if noise == 0.0:
+        return MAX_SNR_DB
+    if signal == 0.0:
+        return -MAX_SNR_DB
+    return round(min(MAX_SNR_DB, 10.0 * math.log10(signal / noise)), 3)
+
+
+def _top1_agreement(reference: np.ndarray, measured: np.ndarray) -> float | None:
+    if reference.ndim != 2 or reference.shape[-1] < 2:
+        return None
+    return float(np.mean(reference.argmax(-1) == measured.argmax(-1)))
+
+
+def _only(scope: str) -> str:
+    return f"^{re.escape(scope)}$"
+
+
+# --- gate access: the only place that knows which gates bound quality ---
+
+
+def _quality_failed(verdicts: Iterable[GateResult]) -> bool:
+    return any(not verdict.passed and verdict.name in QUALITY_GATES.values() for verdict in verdicts)
+
+
+# --- the greedy raising, pure ---
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A measured mixed candidate: whether it passed, and whether raising a layer could still help."""
+
+    passed: bool
+    raise_more: bool
+
+
+Assignment = dict[str, Precision]
+
+
+def raise_until_passing(
+    ladders: Mapping[str, Sequence[Precision]],
+    error: Callable[[str, Precision], float],
+    measure: Callable[[Assignment], Verdict],
+    *,
+    may_continue: Callable[[], bool] = lambda: True,
+) -> list[tuple[Assignment, Verdict]]:
+    """Mixed candidates from every layer at its lowest precision, raising the worst layer one step per trial.
+
+    Args:
+        ladders: Per layer, its precisions from fewest bytes up (the last one is its top).
+        error: The error a layer adds alone at a precision (higher is worse); it picks the layer to raise.
+        measure: Measures a candidate (every layer's precision) and judges it.
+        may_continue: Asked before each trial; False ends the search (budget).
+
+    Returns:
+        Every measured assignment with its verdict, in order. It ends at the first that passes, when a
+        verdict says raising cannot help, when every layer is at its top, or when the budget ends.
+    """
+    order = {layer: position for position, layer in enumerate(ladders)}
+    levels = dict.fromkeys(ladders, 0)
+    trials: list[tuple[Assignment, Verdict]] = []
+    while may_continue():
+        assignment = {layer: ladders[layer][level] for layer, level in levels.items()}
+        verdict = measure(assignment)
+        trials.append((assignment, verdict))
+        if verdict.passed or not verdict.raise_more:
+            break
+        raisable = [layer for layer, level in levels.items() if level < len(ladders[layer]) - 1]
+        if not raisable:
+            break
+        worst = max(raisable, key=lambda layer: (error(layer, assignment[layer]), -order[layer]))
+        levels[worst] += 1
+    return trials
+
+
+# --- sensitivity ---
+
+
+def sensitivity_table(
+    model: bytes,
+    layers: Sequence[OpScope],
+    precisions: Sequence[Precision],
+    samples: np.ndarray,
+    *,
+    block_size: int,
+    threads: int,
+) -> list[LayerSensitivity]:
+    """Each layer quantized alone at each precision, its output compared with the float model's on ``samples``."""
+    reference = evaluate.predict(evaluate.make_interpreter(model, threads), samples)
+    table = []
+    for layer in layers:
+        for precision in precisions:
+            try:
+                quantized = quantize(model, [RecipeEntry(_only(layer.scope), precision, block_size)])
+            except ValueError:
+                quantized = model
+            applies = len(model) - len(quantized) >= layer.weights
+            snr = agreement = None
+            if applies:
+                outputs = evaluate.predict(evaluate.make_interpreter(quantized, threads), samples)
+                snr, agreement = snr_db(reference, outputs), _top1_agreement(reference, outputs)
+            table.append(
+                LayerSensitivity(
+                    layer=layer.scope,
+                    op=layer.op,
+                    weights=layer.weights,
+                    precision=precision.value,
+                    applies=applies,
+                    snr_db=snr,
+                    top1_agreement=agreement,
+                )
+            )
+    return table
+
+
+def layer_ladders(table: Sequence[LayerSensitivity]) -> dict[str, list[Precision]]:
+    """Per analysed layer, the precisions that apply to it from fewest bytes up, then float."""
+    ladders: dict[str, list[Precision]] = {}
+    for row in table:
+        ladder = ladders.setdefault(row.layer, [])
+        if row.applies:
+            ladder.append(Precision(row.precision))
+    return {
+        layer: sorted(ladder, key=lambda precision: PRECISION_RANK[precision]) + [Precision.FLOAT]
+        for layer, ladder in ladders.items()
+    }
+
+
+# --- measuring candidates ---
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """What the search measures against: the baseline and the evaluation the run judges its result on."""
+
+    baseline: bytes
+    x_eval: np.ndarray
+    labels: np.ndarray | None
+    baseline_quality: evaluate.Quality
+    gates: Gates
+    latency: Latency
+    x_train: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    model: bytes
+    report: AutoReport
+
+
+@dataclass
+class _Trial:
+    candidate: SearchCandidate
+    model: bytes
+
+
+def _recipe_lines(recipe: Sequence[RecipeEntry]) -> list[RecipeLine]:
+    return [RecipeLine(scope=entry.scope, precision=entry.precision.value) for entry in recipe]
+
+
+def mixed_recipe(assignment: Mapping[str, Precision], block_size: int) -> list[RecipeEntry]:
+    """Every op float, then each layer not at float at its precision."""
+    return [
+        RecipeEntry(".*", Precision.FLOAT),
+        *(
+            RecipeEntry(_only(scope), precision, block_size)
+            for scope, precision in assignment.items()
+            if precision != Precision.FLOAT
+        ),
+    ]
+
+
+@dataclass
+class _Measurer:
+    """Quantizes and measures candidates, keeping every trial; counts them against the step's budget."""
+
+    inputs: SearchInputs
+    step: AutoStep
+    deadline: float
+    clock: Callable[[], float]
+    trials: list[_Trial] = field(default_factory=list)
+    calibration: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    def budget_left(self) -> bool:
+        return len(self.trials) < self.step.max_trials and self.clock() < self.deadline
+
+    def measure(
+        self, name: str, kind: str, recipe: Sequence[RecipeEntry], precisions: Mapping[str, int] | None = None
+    ) -> _Trial:
+        started = self.clock()
+        inputs = self.inputs
+        model = quantize(inputs.baseline, recipe, calibration=self.calibration)
+        threads = inputs.latency.threads
+        quality = evaluate.quality(
+            model,
+            inputs.x_eval,
+            threads=threads,
+            labels=inputs.labels,
+            reference_outputs=inputs.baseline_quality.outputs,
+        )
+        baseline_stats, stats = evaluate.latency([inputs.baseline, model], inputs.x_eval[0], inputs.latency)
+        baseline_metrics = evaluate.metrics_of(inputs.baseline, baseline_stats, inputs.baseline_quality)
+        metrics = evaluate.metrics_of(model, stats, quality)
+        comparison = Comparison.between(baseline_metrics, metrics)
+        verdicts = judge(inputs.gates, comparison, metrics)
+        candidate = SearchCandidate(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            recipe=_recipe_lines(recipe),
+            precisions=dict(precisions or {}),
+            size_bytes=len(model),
+            size_ratio=round(len(model) / len(inputs.baseline), 4),
+            accuracy=metrics.accuracy,
+            top1_agreement=metrics.top1_agreement,
+            snr_db=snr_db(inputs.baseline_quality.outputs, quality.outputs),
+            latency_ratio=round(1.0 / max(comparison.latency_speedup, 1e-9), 3),
+            gates=verdicts,
+            passed=all(verdict.passed for verdict in verdicts),
+            seconds=round(self.clock() - started, 2),
+        )
+        trial = _Trial(candidate, model)
+        self.trials.append(trial)
+        return trial
+
+    def best_passing_bytes(self) -> int | None:
+        sizes = [trial.candidate.size_bytes for trial in self.trials if trial.candidate.passed]
+        return min(sizes) if sizes else None
+
+
+def run_search(
+    step: AutoStep, inputs: SearchInputs, *, where: str, clock: Callable[[], float] = time.monotonic
+) -> SearchResult:
+    """Analyses, searches and picks; the picked (or, with none passing, the closest) model and the report.
+
+    ``where`` is the step's field path for messages.
+    """
+    started = clock()
+    measurer = _Measurer(inputs, step, deadline=started + step.max_minutes * 60.0, clock=clock)
+    threads = inputs.latency.threads
+    weighted = [found for found in op_scopes(inputs.baseline) if found.op in WEIGHTED_OPS]
+    analysed = [layer for layer in weighted if layer.weights >= step.min_weights]
+    skipped = [layer.scope for layer in weighted if layer.weights < step.min_weights]
+    ladder = sorted(dict.fromkeys(Precision(value) for value in step.precisions), key=PRECISION_RANK.__getitem__)
+    source = inputs.x_train if inputs.x_train is not None else inputs.x_eval
+    table = sensitivity_table(
+        inputs.baseline,
+        analysed,
+        ladder,
+        source[: step.sensitivity_samples].astype(np.float32, copy=False),
+        block_size=step.block_size,
+        threads=threads,
+    )
+    if inputs.x_train is not None:
+        try:
+            measurer.calibration = calibration_samples(inputs.baseline, inputs.x_train, step.representative_samples)
+        except ValueError as error:
+            raise InputError(f"{where}: the int8 and int16x8 candidates cannot calibrate: {error}") from None
+    unavailable: dict[str, str] = {}
+    for name, precision in WHOLE_MODEL_CANDIDATES:
+        if precision in CALIBRATED and not measurer.calibration:
+            unavailable[name] = "needs x_train in the dataset to calibrate"
+        elif measurer.budget_left():
+            try:
+                measurer.measure(name, "wholeModel", [RecipeEntry(".*", precision)])
+            except ValueError as refused:  # litert-quantizer refuses some models at some precisions
+                unavailable[name] = (
+                    f"litert-quantizer: {str(refused).splitlines()[0][:300] if str(refused) else refused!r}"
+                )
+    ladders = layer_ladders(table)
+    snr = {(row.layer, Precision(row.precision)): row.snr_db for row in table if row.snr_db is not None}
+
+    def added_error(layer: str, precision: Precision) -> float:
+        return -snr.get((layer, precision), MAX_SNR_DB)
+
+    def measure_mixed(assignment: Assignment) -> Verdict:
+        counts: dict[str, int] = {}
+        for precision in assignment.values():
+            counts[precision.value] = counts.get(precision.value, 0) + 1
+        mixed = sum(1 for trial in measurer.trials if trial.candidate.kind == "mixed")
+        trial = measurer.measure(f"mixed-{mixed + 1}", "mixed", mixed_recipe(assignment, step.block_size), counts)
+        best = measurer.best_passing_bytes()
+        larger_than_a_pass = (
+            step.objective == SearchObjective.SIZE and best is not None and trial.candidate.size_bytes >= best
+        )
+        return Verdict(
+            passed=trial.candidate.passed,
+            raise_more=_quality_failed(trial.candidate.gates) and not larger_than_a_pass,
+        )
+
+    if ladders:
+        raise_until_passing(ladders, added_error, measure_mixed, may_continue=measurer.budget_left)
+    if not measurer.trials:
+        raise InputError(f"{where}: no candidate could be made ({unavailable})")
+    stopped = _stopped_because(measurer, started)
+    candidates, chosen_index = decide([trial.candidate for trial in measurer.trials], SearchObjective(step.objective))
+    report = AutoReport(
+        objective=SearchObjective(step.objective).value,
+        chosen=candidates[chosen_index].name,
+        passed=candidates[chosen_index].passed,
+        stopped_because=stopped,
+        sensitivity=table,
+        skipped_layers=skipped,
+        candidates=candidates,
+        unavailable=unavailable,
+    )
+    return SearchResult(model=measurer.trials[chosen_index].model, report=report)
+
+
+def _stopped_because(measurer: _Measurer, started: float) -> str:
+    if any(trial.candidate.passed and trial.candidate.kind == "mixed" for trial in measurer.trials):
+        return "a mixed candidate passed every gate"
+    if len(measurer.trials) >= measurer.step.max_trials:
+        return f"maxTrials ({measurer.step.max_trials}) reached"
+    if measurer.clock() >= measurer.deadline:
+        return f"maxMinutes ({measurer.step.max_minutes:g}) reached after {measurer.clock() - started:.0f} s"
+    return "no layer could be raised further, or raising could not help (the failed gates do not bound quality)"
+
+
+def _objective_key(candidate: SearchCandidate, objective: SearchObjective) -> tuple[float, ...]:
+    if objective == SearchObjective.LATENCY:
+        return (candidate.latency_ratio, candidate.size_bytes)
+    if objective == SearchObjective.BALANCED:
+        return (candidate.size_ratio * candidate.latency_ratio, candidate.size_bytes)
+    return (candidate.size_bytes, candidate.latency_ratio)
+
+
+def _shortfall(candidate: SearchCandidate) -> tuple[int, float]:
+    """How far a candidate is from passing: its failed gates, then their summed relative shortfall."""
+    failed = [verdict for verdict in candidate.gates if not verdict.passed]
+    total = 0.0
+    for verdict in failed:
+        if verdict.actual is None:
+            total = math.inf
+            break
+        over = verdict.actual - verdict.limit if verdict.name.startswith("max") else verdict.limit - verdict.actual
+        total += max(over, 0.0) / max(abs(verdict.limit), 1e-6)
+    return len(failed), total
+
+
+def decide(candidates: Sequence[SearchCandidate], objective: SearchObjective) -> tuple[list[SearchCandidate], int]:
+    """Every candidate with why it lost, and the index of the pick (the closest one when none passed)."""
+    passing = [index for index, candidate in enumerate(candidates) if candidate.passed]
+    if passing:
+        chosen = min(passing, key=lambda index: (_objective_key(candidates[index], objective), index))
+    else:
+        chosen = min(range(len(candidates)), key=lambda index: (_shortfall(candidates[index]), index))
+    pick = candidates[chosen]
+    decided = []
+    for index, candidate in enumerate(candidates):
+        if index == chosen:
+            lost = None if candidate.passed else "no candidate passed every gate; this one came closest"
+            decided.append(candidate.model_copy(update={"chosen": True, "lost_because": lost}))
+            continue
+        decided.append(candidate.model_copy(update={"lost_because": _why_lost(candidate, pick, objective)}))
+    return decided, chosen
+
+
+def _why_lost(candidate: SearchCandidate, pick: SearchCandidate, objective: SearchObjective) -> str:
+    if not candidate.passed:
+        return "failed " + "; ".join(
+            f"{verdict.name}: {verdict.reason}" for verdict in candidate.gates if not verdict.passed
+        )
+    if objective == SearchObjective.LATENCY:
+        return f"latency ratio {candidate.latency_ratio:.3f}, slower than the pick's {pick.latency_ratio:.3f}"
+    if objective == SearchObjective.BALANCED:
+        score, best = candidate.size_ratio * candidate.latency_ratio, pick.size_ratio * pick.latency_ratio
+        return f"balanced score (size ratio x latency ratio) {score:.4f}, above the pick's {best:.4f}"
+    if candidate.size_bytes == pick.size_bytes:
+        return f"as small as the pick, but latency ratio {candidate.latency_ratio:.3f} above {pick.latency_ratio:.3f}"
+    return f"{candidate.size_bytes} bytes, more than the pick's {pick.size_bytes}"

@@ -1,0 +1,128 @@
+"""The auto step on a float .tflite: a real search, its pick read back from the file and checked against
+every single-recipe file that passes the same gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecompress_runner.errors import ExitCode
+from tests.conftest import job, run_job
+from tests.integration.tflite_inspect import stored_weight_dtypes
+
+pytestmark = pytest.mark.tf
+
+GATES = {"maxAccuracyDrop": 0.02}
+"""Top-1 agreement with the float model of at least 98 % on the 400 evaluation samples."""
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, np.ndarray]:
+    from edgecompress_runner.example import synthetic_images
+
+    return synthetic_images(0)
+
+
+@pytest.fixture(scope="module")
+def residual_tflite(tmp_path_factory: pytest.TempPathFactory, images: dict[str, np.ndarray]) -> Path:
+    from edgecompress_runner.example import trained_residual_cnn_tflite
+
+    path = tmp_path_factory.mktemp("auto") / "residual.tflite"
+    path.write_bytes(trained_residual_cnn_tflite(images))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images_npz(tmp_path_factory: pytest.TempPathFactory, images: dict[str, np.ndarray]) -> Path:
+    """Unlabelled, so the gate judges fidelity (1 - top-1 agreement with the float model)."""
+    path = tmp_path_factory.mktemp("auto-data") / "images.npz"
+    np.savez(path, x_train=images["x_train"][:300], x_eval=images["x_eval"])
+    return path
+
+
+def auto_job(model: Path, dataset: Path, output: Path, gates: dict[str, Any], **step: Any) -> dict[str, Any]:
+    document = job(model, dataset, output, [{"type": "auto", **step}], gates=gates)
+    document["model"]["format"] = "tflite"
+    document["evaluation"]["samples"] = 400
+    return document
+
+
+def agreement(first: bytes, second: bytes, x: np.ndarray) -> float:
+    from edgecompress_runner import evaluate
+
+    outputs = [evaluate.predict(evaluate.make_interpreter(model, threads=1), x) for model in (first, second)]
+    return float(np.mean(outputs[0].argmax(-1) == outputs[1].argmax(-1)))
+
+
+def test_auto_pick_is_smaller_than_every_passing_single_recipe(
+    residual_tflite: Path, images_npz: Path, images: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    from edgecompress_runner.tflite_quantize import Precision, RecipeEntry, quantize
+
+    output = tmp_path / "auto"
+    run = run_job(auto_job(residual_tflite, images_npz, output, GATES), tmp_path / "auto-work")
+    assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+    report = run.report
+    picked = (output / "model.tflite").read_bytes()
+    baseline = residual_tflite.read_bytes()
+    (auto,) = report["steps"]
+    (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
+    assert auto["passed"] and chosen["passed"] and chosen["name"] == auto["chosen"]
+    assert chosen["sizeBytes"] == len(picked) == report["result"]["sizeBytes"]
+    assert report["conversion"]["mode"] == "auto" and report["gatesPassed"]
+    assert agreement(baseline, picked, images["x_eval"]) >= 1 - GATES["maxAccuracyDrop"]
+    assert chosen["recipe"] and all(line["scope"] and line["precision"] for line in chosen["recipe"])
+    for candidate in auto["candidates"]:
+        assert candidate.get("chosen") or candidate["lostBecause"], candidate
+        assert candidate["latencyRatio"] > 0
+
+    # The single recipes, each run by the runner itself with the same gates.
+    singles: dict[str, bytes] = {}
+    for mode in ("dynamic", "float16", "int8", "int16x8"):
+        single = tmp_path / mode
+        document = auto_job(residual_tflite, images_npz, single, GATES)
+        document["steps"] = [{"type": "ptq", "mode": mode}]
+        single_run = run_job(document, tmp_path / f"{mode}-work")
+        if single_run.exit_code == ExitCode.SUCCEEDED:
+            singles[mode] = (single / "model.tflite").read_bytes()
+    weight_only = quantize(baseline, [RecipeEntry(".*", Precision.WEIGHT_ONLY_INT8)])
+    if agreement(baseline, weight_only, images["x_eval"]) >= 1 - GATES["maxAccuracyDrop"]:
+        singles["weightOnlyInt8"] = weight_only
+    assert {"dynamic", "float16", "weightOnlyInt8"} <= set(singles), sorted(singles)
+    sizes = {mode: len(model) for mode, model in singles.items()}
+    assert all(len(picked) < size for size in sizes.values()), (len(picked), sizes)
+
+    # On this model the pick mixes precisions: int4 weights in its largest layer, the small head float.
+    assert chosen["kind"] == "mixed"
+    kernels = stored_weight_dtypes(output / "model.tflite")
+    (hidden,) = [name for name in kernels if "/hidden/" in name]
+    (head,) = [name for name in kernels if "/probs/" in name]
+    assert kernels[head] == "float32" and kernels[hidden] in ("int4", "int8"), kernels
+    assert len(picked) < 0.2 * len(baseline)
+    assert any("/probs/" in layer for layer in auto["skippedLayers"])
+    analysed = {row["layer"] for row in auto["sensitivity"]}
+    assert any("/hidden/" in layer for layer in analysed) and not any("/probs/" in layer for layer in analysed)
+
+
+def test_impossible_gate_fails_with_the_closest_candidate(
+    residual_tflite: Path, images_npz: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    gates = {**GATES, "minSizeReduction": 0.99}
+    run = run_job(auto_job(residual_tflite, images_npz, output, gates, maxTrials=4), tmp_path / "work")
+    assert run.exit_code == ExitCode.GATES_FAILED, run.summary
+    report = run.report
+    (auto,) = report["steps"]
+    assert not auto["passed"] and len(auto["candidates"]) <= 4
+    (closest,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
+    assert closest["lostBecause"].startswith("no candidate passed")
+    assert report["result"]["sizeBytes"] == closest["sizeBytes"] == (output / "model.tflite").stat().st_size
+    assert closest["sizeBytes"] == min(candidate["sizeBytes"] for candidate in auto["candidates"])
+    failed = {gate["name"] for gate in report["gates"] if not gate["passed"]}
+    assert failed == {"minSizeReduction"}
+    for candidate in auto["candidates"]:
+        if not candidate.get("chosen"):
+            assert candidate["lostBecause"].startswith("failed") and "minSizeReduction" in candidate["lostBecause"]

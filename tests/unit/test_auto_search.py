@@ -1,0 +1,174 @@
+"""The auto search's pure parts: greedy raising on an injected measurement, ladders, the pick, the spec rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecompress_contract.report import GateResult, LayerSensitivity, SearchCandidate
+from edgecompress_contract.spec import SearchObjective, SpecError, parse_spec
+from edgecompress_runner.search import (
+    MAX_SNR_DB,
+    Assignment,
+    Verdict,
+    decide,
+    layer_ladders,
+    mixed_recipe,
+    raise_until_passing,
+    snr_db,
+)
+from edgecompress_runner.tflite_quantize import Precision
+
+INT4, BLOCK4, INT8, FP16, FLOAT = (
+    Precision.WEIGHT_ONLY_INT4,
+    Precision.INT4_BLOCKWISE,
+    Precision.WEIGHT_ONLY_INT8,
+    Precision.FLOAT16,
+    Precision.FLOAT,
+)
+LADDERS = {"conv": [INT4, INT8, FLOAT], "fc": [INT4, BLOCK4, INT8, FLOAT], "dw": [INT8, FLOAT]}
+# The error each layer adds alone at each precision (what the sensitivity table gives as -SNR).
+ERRORS = {
+    ("conv", INT4): 3.0, ("conv", INT8): 0.2,
+    ("fc", INT4): 5.0, ("fc", BLOCK4): 2.0, ("fc", INT8): 0.1,
+    ("dw", INT8): 0.5,
+}  # fmt: skip
+
+
+def error(layer: str, precision: Precision) -> float:
+    return ERRORS.get((layer, precision), 0.0)
+
+
+def additive_measure(limit: float, calls: list[Assignment]) -> Any:
+    """A model whose total error is the sum of its layers' errors; it passes at or under ``limit``."""
+
+    def measure(assignment: Assignment) -> Verdict:
+        calls.append(dict(assignment))
+        total = sum(error(layer, precision) for layer, precision in assignment.items())
+        return Verdict(passed=total <= limit, raise_more=True)
+
+    return measure
+
+
+def test_raising_starts_lowest_and_raises_the_worst_layer_one_step_at_a_time() -> None:
+    calls: list[Assignment] = []
+    trials = raise_until_passing(LADDERS, error, additive_measure(3.0, calls))
+    assert calls == [
+        {"conv": INT4, "fc": INT4, "dw": INT8},  # 8.5
+        {"conv": INT4, "fc": BLOCK4, "dw": INT8},  # fc was worst (5.0): 5.5
+        {"conv": INT8, "fc": BLOCK4, "dw": INT8},  # conv (3.0) beats fc's 2.0: 2.7, passes
+    ]
+    assert [verdict.passed for _, verdict in trials] == [False, False, True]
+
+
+def test_raising_ends_at_the_top_of_every_ladder_when_nothing_passes() -> None:
+    calls: list[Assignment] = []
+    trials = raise_until_passing(LADDERS, error, additive_measure(-1.0, calls))
+    assert calls[-1] == dict.fromkeys(LADDERS, FLOAT)
+    # One trial per rung above the start: 2 + 3 + 1 raises, plus the start.
+    assert len(trials) == 7 and not any(verdict.passed for _, verdict in trials)
+
+
+def test_raising_stops_when_the_verdict_says_it_cannot_help_or_the_budget_ends() -> None:
+    calls: list[Assignment] = []
+    trials = raise_until_passing(LADDERS, error, lambda found: Verdict(passed=False, raise_more=False))
+    assert len(trials) == 1
+    budget = iter([True, True, False])
+    trials = raise_until_passing(LADDERS, error, additive_measure(-1.0, calls), may_continue=lambda: next(budget))
+    assert len(trials) == 2
+
+
+def test_equal_errors_raise_the_earlier_layer() -> None:
+    calls: list[Assignment] = []
+    raise_until_passing({"a": [INT4, FLOAT], "b": [INT4, FLOAT]}, lambda layer, precision: 1.0,
+                        additive_measure(-1.0, calls))  # fmt: skip
+    assert calls[1] == {"a": FLOAT, "b": INT4}
+
+
+def row(layer: str, precision: Precision, applies: bool, snr: float | None = None) -> LayerSensitivity:
+    return LayerSensitivity(layer=layer, op="CONV_2D", weights=4096, precision=precision.value, applies=applies,
+                            snr_db=snr)  # fmt: skip
+
+
+def test_ladders_keep_what_applies_in_byte_order_with_float_on_top() -> None:
+    table = [row("conv", INT8, True, 50), row("conv", INT4, True, 30), row("conv", BLOCK4, False),
+             row("dw", INT4, False), row("dw", FP16, True, 90)]  # fmt: skip
+    assert layer_ladders(table) == {"conv": [INT4, INT8, FLOAT], "dw": [FP16, FLOAT]}
+
+
+def test_mixed_recipe_names_each_layer_exactly_and_leaves_float_layers_out() -> None:
+    recipe = mixed_recipe({"m/conv;": INT4, "m/fc(1);": FLOAT}, 64)
+    assert [(entry.scope, entry.precision, entry.block_size) for entry in recipe] == [
+        (".*", FLOAT, 32), (r"^m/conv;$", INT4, 64)]  # fmt: skip
+
+
+def test_snr() -> None:
+    reference = np.array([[3.0, 4.0]])
+    assert snr_db(reference, reference) == MAX_SNR_DB
+    assert snr_db(reference, reference + np.array([[0.3, 0.4]])) == pytest.approx(20.0)
+
+
+def candidate(name: str, size: int, latency: float, passed: bool, *, agreement: float = 1.0) -> SearchCandidate:
+    gate = GateResult(name="maxAccuracyDrop", passed=passed, actual=round(1 - agreement, 4), limit=0.01,
+                      reason="top-1 disagreement")  # fmt: skip
+    return SearchCandidate(name=name, kind="wholeModel", recipe=[], size_bytes=size, size_ratio=size / 1000,
+                           latency_ratio=latency, gates=[gate], passed=passed)  # fmt: skip
+
+
+CANDIDATES = [
+    candidate("dynamic", 260, 2.4, True),
+    candidate("float16", 500, 1.0, True),
+    candidate("weightOnlyInt8", 262, 0.9, True),
+    candidate("mixed-1", 140, 1.2, False, agreement=0.95),
+]
+
+
+@pytest.mark.parametrize(
+    ("objective", "winner"),
+    [(SearchObjective.SIZE, "dynamic"), (SearchObjective.LATENCY, "weightOnlyInt8"),
+     (SearchObjective.BALANCED, "weightOnlyInt8")],
+)  # fmt: skip
+def test_the_pick_is_the_best_passing_candidate_by_objective(objective: SearchObjective, winner: str) -> None:
+    decided, chosen = decide(CANDIDATES, objective)
+    assert decided[chosen].name == winner and decided[chosen].chosen and decided[chosen].lost_because is None
+    assert all(found.lost_because for index, found in enumerate(decided) if index != chosen)
+    assert decided[3].lost_because.startswith("failed maxAccuracyDrop")
+
+
+def test_why_a_passing_candidate_lost_names_the_objective() -> None:
+    decided, _ = decide(CANDIDATES, SearchObjective.SIZE)
+    assert decided[2].lost_because == "262 bytes, more than the pick's 260"
+    decided, _ = decide(CANDIDATES, SearchObjective.BALANCED)
+    assert "balanced score" in (decided[0].lost_because or "")
+
+
+def test_with_none_passing_the_closest_candidate_is_the_result() -> None:
+    failing = [
+        candidate("int4", 100, 1.0, False, agreement=0.80),
+        candidate("int8", 250, 1.0, False, agreement=0.985),
+        candidate("float16", 500, 1.0, False, agreement=0.97),
+    ]
+    decided, chosen = decide(failing, SearchObjective.SIZE)
+    assert decided[chosen].name == "int8"
+    assert (decided[chosen].lost_because or "").startswith("no candidate passed")
+
+
+def spec(steps: list[dict[str, Any]], gates: dict[str, Any] | None = None) -> Any:
+    document: dict[str, Any] = {"model": {"uri": "/m.tflite", "format": "tflite"}, "steps": steps,
+                                "output": {"uri": "/out"}}  # fmt: skip
+    if gates is not None:
+        document["gates"] = gates
+    return parse_spec(document)
+
+
+def test_auto_is_the_only_step_and_needs_a_quality_gate() -> None:
+    found = spec([{"type": "auto", "objective": "balanced"}], {"maxAccuracyDrop": 0.01})
+    assert found.steps[0].objective == "balanced" and found.steps[0].precisions[0] == "weightOnlyInt4"
+    with pytest.raises(SpecError, match=r"spec\.steps: an auto step must be the only step"):
+        spec([{"type": "auto"}, {"type": "ptq", "mode": "dynamic"}], {"maxAccuracyDrop": 0.01})
+    with pytest.raises(SpecError, match=r"spec\.gates: an auto step needs a quality gate \(maxAccuracyDrop\)"):
+        spec([{"type": "auto"}], {"minSizeReduction": 0.5})
+    with pytest.raises(SpecError, match=r"spec\.steps\[0\]\.precisions\[0\]: Input should be"):
+        spec([{"type": "auto", "precisions": ["int2"]}], {"maxAccuracyDrop": 0.01})
