@@ -320,6 +320,10 @@ class AutoReport(_StepReportBase):
     unavailable: dict[str, str] = Field(
         default_factory=dict, description="Whole-model candidates that could not be made, with the reason."
     )
+    cache: str | None = Field(default=None, description="Where the trial records are kept (the step's cacheURI).")
+    cache_hits: int = Field(
+        default=0, description="Records read from the cache instead of measured (candidates and the sensitivity table)."
+    )
 
 
 StepReport = Annotated[

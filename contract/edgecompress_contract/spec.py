@@ -329,6 +329,17 @@ class AutoStep(_Strict):
         le=100000,
         description="Training samples used to calibrate the int8 and int16x8 whole-model candidates.",
     )
+    cache_uri: str | None = Field(
+        default=None,
+        alias="cacheURI",
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description=(
+            "A folder for content-addressed trial records (default: trials/ in spec.output.uri): a re-run, or a "
+            "search with other gates or a wider budget, reads the candidates measured before instead of measuring "
+            "them again. New records are written with the artifacts."
+        ),
+    )
 
 
 Step = Annotated[

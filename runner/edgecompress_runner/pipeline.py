@@ -48,9 +48,12 @@ from .report import versions
 from .search import SearchInputs
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
+from .trial_cache import TrialCache
 
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
+TRIALS_FOLDER = "trials"
+"""The auto step's trial records, in the output folder unless the step names a cacheURI."""
 UNLABELED_EVAL_SAMPLES = 100
 
 _T = TypeVar("_T")
@@ -287,6 +290,9 @@ def _baseline(state: RunState) -> None:
         gates=spec.gates,
         latency=spec.evaluation.latency,
         x_train=dataset.x_train if dataset is not None else None,
+        cache=TrialCache(
+            join_uri(spec.output.uri, TRIALS_FOLDER), state.storage(spec.output.uri), state.work_dir / TRIALS_FOLDER
+        ),
     )
 
 
@@ -424,6 +430,8 @@ def _publish(state: RunState) -> None:
     )
     if spec.output.overwrite:
         output.delete(report_uri)
+    for step in state.steps:
+        step.publish()
     output.upload(tflite_file, tflite_uri)
     promotion = None
     if report.gates_passed and spec.promotion is not None:

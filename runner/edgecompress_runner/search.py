@@ -23,6 +23,7 @@ shortfall) becomes the result, so the run ends with gates failed and that candid
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -46,7 +47,17 @@ from . import evaluate
 from .errors import InputError
 from .gates import judge
 from .kernels import WEIGHTED_OPS
-from .tflite_quantize import CALIBRATED, OpScope, Precision, RecipeEntry, calibration_samples, op_scopes, quantize
+from .tflite_quantize import (
+    CALIBRATED,
+    OpScope,
+    Precision,
+    RecipeEntry,
+    calibration_samples,
+    op_scopes,
+    quantize,
+    quantizer_recipe,
+)
+from .trial_cache import CachedTrial, TrialCache, content_key
 
 __all__ = [
     "MAX_SNR_DB",
@@ -230,6 +241,7 @@ class SearchInputs:
     gates: Gates
     latency: Latency
     x_train: np.ndarray | None
+    cache: TrialCache | None = None
 
 
 @dataclass(frozen=True)
@@ -268,8 +280,11 @@ class _Measurer:
     step: AutoStep
     deadline: float
     clock: Callable[[], float]
+    data_key: str
+    """What every candidate's measurements depend on: the baseline and the evaluation samples."""
     trials: list[_Trial] = field(default_factory=list)
     calibration: list[dict[str, np.ndarray]] = field(default_factory=list)
+    calibration_key: str = ""
 
     def budget_left(self) -> bool:
         return len(self.trials) < self.step.max_trials and self.clock() < self.deadline
@@ -279,20 +294,22 @@ class _Measurer:
     ) -> _Trial:
         started = self.clock()
         inputs = self.inputs
-        model = quantize(inputs.baseline, recipe, calibration=self.calibration)
-        threads = inputs.latency.threads
-        quality = evaluate.quality(
-            model,
-            inputs.x_eval,
-            threads=threads,
-            labels=inputs.labels,
-            reference_outputs=inputs.baseline_quality.outputs,
+        calibrated = any(entry.precision in CALIBRATED for entry in recipe)
+        key = content_key(
+            self.data_key,
+            self.calibration_key if calibrated else "",
+            quantizer_recipe(recipe),
+            inputs.latency.model_dump(mode="json"),
         )
-        baseline_stats, stats = evaluate.latency([inputs.baseline, model], inputs.x_eval[0], inputs.latency)
-        baseline_metrics = evaluate.metrics_of(inputs.baseline, baseline_stats, inputs.baseline_quality)
-        metrics = evaluate.metrics_of(model, stats, quality)
-        comparison = Comparison.between(baseline_metrics, metrics)
-        verdicts = judge(inputs.gates, comparison, metrics)
+        cached = inputs.cache.trial(key) if inputs.cache is not None else None
+        if cached is not None:
+            record, model = cached
+        else:
+            model = quantize(inputs.baseline, recipe, calibration=self.calibration if calibrated else ())
+            record = self._measured(key, model, started)
+            if inputs.cache is not None:
+                inputs.cache.keep_trial(record, model)
+        verdicts = judge(inputs.gates, record.comparison, record.result)
         candidate = SearchCandidate(
             name=name,
             kind=kind,  # type: ignore[arg-type]
@@ -300,17 +317,41 @@ class _Measurer:
             precisions=dict(precisions or {}),
             size_bytes=len(model),
             size_ratio=round(len(model) / len(inputs.baseline), 4),
-            accuracy=metrics.accuracy,
-            top1_agreement=metrics.top1_agreement,
-            snr_db=snr_db(inputs.baseline_quality.outputs, quality.outputs),
-            latency_ratio=round(1.0 / max(comparison.latency_speedup, 1e-9), 3),
+            accuracy=record.result.accuracy,
+            top1_agreement=record.result.top1_agreement,
+            snr_db=record.snr_db,
+            latency_ratio=round(1.0 / max(record.comparison.latency_speedup, 1e-9), 3),
             gates=verdicts,
             passed=all(verdict.passed for verdict in verdicts),
+            cached=cached is not None,
             seconds=round(self.clock() - started, 2),
         )
         trial = _Trial(candidate, model)
         self.trials.append(trial)
         return trial
+
+    def _measured(self, key: str, model: bytes, started: float) -> CachedTrial:
+        """The candidate's quality on the evaluation samples and its latency interleaved with the baseline."""
+        inputs = self.inputs
+        quality = evaluate.quality(
+            model,
+            inputs.x_eval,
+            threads=inputs.latency.threads,
+            labels=inputs.labels,
+            reference_outputs=inputs.baseline_quality.outputs,
+        )
+        baseline_stats, stats = evaluate.latency([inputs.baseline, model], inputs.x_eval[0], inputs.latency)
+        baseline_metrics = evaluate.metrics_of(inputs.baseline, baseline_stats, inputs.baseline_quality)
+        metrics = evaluate.metrics_of(model, stats, quality)
+        return CachedTrial(
+            key=key,
+            model_sha256=hashlib.sha256(model).hexdigest(),
+            baseline=baseline_metrics,
+            result=metrics,
+            comparison=Comparison.between(baseline_metrics, metrics),
+            snr_db=snr_db(inputs.baseline_quality.outputs, quality.outputs),
+            seconds=round(self.clock() - started, 2),
+        )
 
     def best_passing_bytes(self) -> int | None:
         sizes = [trial.candidate.size_bytes for trial in self.trials if trial.candidate.passed]
@@ -325,26 +366,37 @@ def run_search(
     ``where`` is the step's field path for messages.
     """
     started = clock()
-    measurer = _Measurer(inputs, step, deadline=started + step.max_minutes * 60.0, clock=clock)
-    threads = inputs.latency.threads
+    labels = inputs.labels.tobytes() if inputs.labels is not None else b""
+    data_key = content_key(inputs.baseline, inputs.x_eval.astype(np.float32).tobytes(), labels)
+    measurer = _Measurer(inputs, step, deadline=started + step.max_minutes * 60.0, clock=clock, data_key=data_key)
     weighted = [found for found in op_scopes(inputs.baseline) if found.op in WEIGHTED_OPS]
     analysed = [layer for layer in weighted if layer.weights >= step.min_weights]
     skipped = [layer.scope for layer in weighted if layer.weights < step.min_weights]
     ladder = sorted(dict.fromkeys(Precision(value) for value in step.precisions), key=PRECISION_RANK.__getitem__)
     source = inputs.x_train if inputs.x_train is not None else inputs.x_eval
-    table = sensitivity_table(
+    samples = source[: step.sensitivity_samples].astype(np.float32, copy=False)
+    table_key = content_key(
         inputs.baseline,
-        analysed,
-        ladder,
-        source[: step.sensitivity_samples].astype(np.float32, copy=False),
-        block_size=step.block_size,
-        threads=threads,
+        samples.tobytes(),
+        [layer.scope for layer in analysed],
+        [precision.value for precision in ladder],
+        step.block_size,
     )
+    table = inputs.cache.sensitivity(table_key) if inputs.cache is not None else None
+    if table is None:
+        table = sensitivity_table(
+            inputs.baseline, analysed, ladder, samples, block_size=step.block_size, threads=inputs.latency.threads
+        )
+        if inputs.cache is not None:
+            inputs.cache.keep_sensitivity(table_key, table)
     if inputs.x_train is not None:
         try:
             measurer.calibration = calibration_samples(inputs.baseline, inputs.x_train, step.representative_samples)
         except ValueError as error:
             raise InputError(f"{where}: the int8 and int16x8 candidates cannot calibrate: {error}") from None
+        measurer.calibration_key = content_key(
+            *(array.astype(np.float32).tobytes() for sample in measurer.calibration for array in sample.values())
+        )
     unavailable: dict[str, str] = {}
     for name, precision in WHOLE_MODEL_CANDIDATES:
         if precision in CALIBRATED and not measurer.calibration:
@@ -392,6 +444,8 @@ def run_search(
         skipped_layers=skipped,
         candidates=candidates,
         unavailable=unavailable,
+        cache=inputs.cache.folder if inputs.cache is not None else None,
+        cache_hits=inputs.cache.hits if inputs.cache is not None else 0,
     )
     return SearchResult(model=measurer.trials[chosen_index].model, report=report)
 

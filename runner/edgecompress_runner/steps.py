@@ -28,6 +28,7 @@ from .progress import Progress
 if TYPE_CHECKING:
     from .model_io import LoadedModel
     from .search import SearchInputs
+    from .trial_cache import TrialCache
 
 SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep, AutoStep)
 ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport, AutoReport)
@@ -107,6 +108,9 @@ class CompressionStep(ABC, Generic[SpecT]):
     def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
         """What this step, as applied, changes in the conversion."""
         return plan
+
+    def publish(self) -> None:
+        """Uploads what the step keeps beyond the run; called in the upload phase, before the model."""
 
 
 _REGISTRY: dict[type[Any], type[CompressionStep[Any]]] = {}
@@ -266,14 +270,26 @@ class Auto(CompressionStep[AutoStep]):
     def __init__(self, spec: AutoStep, index: int) -> None:
         super().__init__(spec, index)
         self.picked: bytes | None = None
+        self.cache: TrialCache | None = None
 
     def apply(self, context: StepContext) -> AutoReport:
         from .search import run_search
+        from .storage import storage_for
+        from .trial_cache import TrialCache
 
-        assert context.search_inputs is not None, "the baseline phase sets the search inputs"
-        found = run_search(self.spec, context.search_inputs, where=f"spec.steps[{self.index}]")
+        inputs = context.search_inputs
+        assert inputs is not None, "the baseline phase sets the search inputs"
+        if self.spec.cache_uri is not None:
+            cache = TrialCache(self.spec.cache_uri, storage_for(self.spec.cache_uri), context.work_dir / "trials")
+            inputs = replace(inputs, cache=cache)
+        self.cache = inputs.cache
+        found = run_search(self.spec, inputs, where=f"spec.steps[{self.index}]")
         self.picked = found.model
         return found.report
 
     def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
         return replace(plan, searched_model=self.picked)
+
+    def publish(self) -> None:
+        if self.cache is not None:
+            self.cache.publish()

@@ -126,3 +126,29 @@ def test_impossible_gate_fails_with_the_closest_candidate(
     for candidate in auto["candidates"]:
         if not candidate.get("chosen"):
             assert candidate["lostBecause"].startswith("failed") and "minSizeReduction" in candidate["lostBecause"]
+
+
+def test_a_rerun_is_served_from_the_trial_cache(residual_tflite: Path, images_npz: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    document = auto_job(residual_tflite, images_npz, output, GATES, maxTrials=6)
+    first = run_job(document, tmp_path / "first")
+    assert first.exit_code == ExitCode.SUCCEEDED, first.summary
+    first_report = first.report  # the second run replaces report.json
+    (measured,) = first_report["steps"]
+    assert measured["cacheHits"] == 0 and not any(candidate["cached"] for candidate in measured["candidates"])
+    records = sorted(path.name for path in (output / "trials").iterdir())
+    candidates = len(measured["candidates"])
+    assert len([name for name in records if name.endswith(".tflite")]) == candidates
+    assert len([name for name in records if name.endswith(".json")]) == candidates + 1  # and the sensitivity table
+    picked = (output / "model.tflite").read_bytes()
+
+    document["output"]["overwrite"] = True
+    second = run_job(document, tmp_path / "second")
+    assert second.exit_code == ExitCode.SUCCEEDED, second.summary
+    (served,) = second.report["steps"]
+    assert served["cacheHits"] == candidates + 1 and all(candidate["cached"] for candidate in served["candidates"])
+    assert [candidate["name"] for candidate in served["candidates"]] == [c["name"] for c in measured["candidates"]]
+    assert (output / "model.tflite").read_bytes() == picked
+    assert sorted(path.name for path in (output / "trials").iterdir()) == records
+    seconds = [report["timingsSeconds"]["steps[0] auto"] for report in (first_report, second.report)]
+    assert seconds[1] < seconds[0] / 2, seconds

@@ -112,7 +112,7 @@ def mixed_steps() -> list[dict[str, Any]]:
         ("student", {"uri": "s3://bucket/s", "format": "keras"}), ("skipLayers", ["conv1"]), ("skipFirstAndLast", True),
         ("fineTune", {"epochs": 1}), ("objective", "latency"), ("maxTrials", 3),
         ("maxMinutes", 5.0), ("precisions", ["float16"]), ("blockSize", 64), ("minWeights", 0),
-        ("sensitivitySamples", 8),
+        ("sensitivitySamples", 8), ("cacheURI", "s3://bucket/trials/"),
     ]  # fmt: skip
     steps = []
     for _ in range(2000):
