@@ -265,6 +265,7 @@ class LayerSensitivity(Record):
     applies: bool = Field(
         description="Whether litert-quantizer quantized the layer so (else it stays out of its ladder)."
     )
+    size_bytes: int = Field(description="The model's bytes with only this layer quantized so.")
     snr_db: float | None = Field(
         default=None,
         description="Signal-to-noise ratio of the model output against the float one, in dB (higher: less error).",

@@ -132,10 +132,10 @@ def residual_cnn() -> Any:
 
 
 def trained_residual_cnn_tflite(arrays: dict[str, np.ndarray], *, epochs: int = 2, seed: int = 0) -> bytes:
-    """``residual_cnn`` trained on ``arrays`` (seeded) and converted to a float .tflite."""
-    from .tfcompat import keras, tf
+    """``residual_cnn`` trained on ``arrays`` (seeded, deterministic ops) and converted to a float .tflite."""
+    from .tfcompat import keras, seed_run, tf
 
-    tf.keras.utils.set_random_seed(seed)
+    seed_run(seed)
     model = residual_cnn()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(arrays["x_train"], arrays["y_train"], epochs=epochs, batch_size=32, verbose=0)

@@ -68,6 +68,7 @@ __all__ = [
     "decide",
     "layer_ladders",
     "mixed_recipe",
+    "noise_removed_per_byte",
     "raise_until_passing",
     "run_search",
     "sensitivity_table",
@@ -140,16 +141,16 @@ Assignment = dict[str, Precision]
 
 def raise_until_passing(
     ladders: Mapping[str, Sequence[Precision]],
-    error: Callable[[str, Precision], float],
+    priority: Callable[[str, Precision, Precision], float],
     measure: Callable[[Assignment], Verdict],
     *,
     may_continue: Callable[[], bool] = lambda: True,
 ) -> list[tuple[Assignment, Verdict]]:
-    """Mixed candidates from every layer at its lowest precision, raising the worst layer one step per trial.
+    """Mixed candidates from every layer at its lowest precision, raising the most worthwhile layer one step per trial.
 
     Args:
         ladders: Per layer, its precisions from fewest bytes up (the last one is its top).
-        error: The error a layer adds alone at a precision (higher is worse); it picks the layer to raise.
+        priority: How much raising a layer from one precision to the next is worth; the highest is raised.
         measure: Measures a candidate (every layer's precision) and judges it.
         may_continue: Asked before each trial; False ends the search (budget).
 
@@ -169,8 +170,11 @@ def raise_until_passing(
         raisable = [layer for layer, level in levels.items() if level < len(ladders[layer]) - 1]
         if not raisable:
             break
-        worst = max(raisable, key=lambda layer: (error(layer, assignment[layer]), -order[layer]))
-        levels[worst] += 1
+
+        def worth(layer: str) -> tuple[float, int]:
+            return priority(layer, ladders[layer][levels[layer]], ladders[layer][levels[layer] + 1]), -order[layer]
+
+        levels[max(raisable, key=worth)] += 1
     return trials
 
 
@@ -185,11 +189,17 @@ def sensitivity_table(
     *,
     block_size: int,
     threads: int,
+    may_continue: Callable[[], bool] = lambda: True,
 ) -> list[LayerSensitivity]:
-    """Each layer quantized alone at each precision, its output compared with the float model's on ``samples``."""
+    """Each layer quantized alone at each precision, its output compared with the float model's on ``samples``.
+
+    ``may_continue`` is asked before each layer; layers after a False are left out (they stay float).
+    """
     reference = evaluate.predict(evaluate.make_interpreter(model, threads), samples)
     table = []
     for layer in layers:
+        if not may_continue():
+            break
         for precision in precisions:
             try:
                 quantized = quantize(model, [RecipeEntry(_only(layer.scope), precision, block_size)])
@@ -207,6 +217,7 @@ def sensitivity_table(
                     weights=layer.weights,
                     precision=precision.value,
                     applies=applies,
+                    size_bytes=len(quantized),
                     snr_db=snr,
                     top1_agreement=agreement,
                 )
@@ -225,6 +236,32 @@ def layer_ladders(table: Sequence[LayerSensitivity]) -> dict[str, list[Precision
         layer: sorted(ladder, key=lambda precision: PRECISION_RANK[precision]) + [Precision.FLOAT]
         for layer, ladder in ladders.items()
     }
+
+
+def noise_removed_per_byte(
+    rows: Mapping[tuple[str, Precision], LayerSensitivity],
+    layer: str,
+    current: Precision,
+    higher: Precision,
+    *,
+    baseline_bytes: int,
+) -> float:
+    """What raising ``layer`` from ``current`` to ``higher`` buys: output noise power removed per byte added.
+
+    A layer's noise power (relative to the output's power) is 10^(-SNR/10) of its row, 0 at float; its
+    bytes are the file's size with only it quantized (the baseline's at float). The most sensitive layer is
+    not always the best raise: a large layer that gains little costs many bytes.
+    """
+
+    def noise(precision: Precision) -> float:
+        row = rows.get((layer, precision))
+        return 0.0 if row is None or row.snr_db is None else 10.0 ** (-row.snr_db / 10.0)
+
+    def size(precision: Precision) -> int:
+        row = rows.get((layer, precision))
+        return baseline_bytes if row is None else row.size_bytes
+
+    return (noise(current) - noise(higher)) / max(size(higher) - size(current), 1)
 
 
 # --- measuring candidates ---
@@ -287,7 +324,11 @@ class _Measurer:
     calibration_key: str = ""
 
     def budget_left(self) -> bool:
-        return len(self.trials) < self.step.max_trials and self.clock() < self.deadline
+        """Whether another trial fits maxTrials and maxMinutes; the first one always does (a run needs a result)."""
+        return not self.trials or (len(self.trials) < self.step.max_trials and self.clock() < self.deadline)
+
+    def time_left(self) -> bool:
+        return self.clock() < self.deadline
 
     def measure(
         self, name: str, kind: str, recipe: Sequence[RecipeEntry], precisions: Mapping[str, int] | None = None
@@ -385,9 +426,15 @@ def run_search(
     table = inputs.cache.sensitivity(table_key) if inputs.cache is not None else None
     if table is None:
         table = sensitivity_table(
-            inputs.baseline, analysed, ladder, samples, block_size=step.block_size, threads=inputs.latency.threads
+            inputs.baseline,
+            analysed,
+            ladder,
+            samples,
+            block_size=step.block_size,
+            threads=inputs.latency.threads,
+            may_continue=measurer.time_left,
         )
-        if inputs.cache is not None:
+        if inputs.cache is not None and len({row.layer for row in table}) == len(analysed):
             inputs.cache.keep_sensitivity(table_key, table)
     if inputs.x_train is not None:
         try:
@@ -409,10 +456,10 @@ def run_search(
                     f"litert-quantizer: {str(refused).splitlines()[0][:300] if str(refused) else refused!r}"
                 )
     ladders = layer_ladders(table)
-    snr = {(row.layer, Precision(row.precision)): row.snr_db for row in table if row.snr_db is not None}
+    rows_by_key = {(row.layer, Precision(row.precision)): row for row in table if row.applies}
 
-    def added_error(layer: str, precision: Precision) -> float:
-        return -snr.get((layer, precision), MAX_SNR_DB)
+    def worth(layer: str, current: Precision, higher: Precision) -> float:
+        return noise_removed_per_byte(rows_by_key, layer, current, higher, baseline_bytes=len(inputs.baseline))
 
     def measure_mixed(assignment: Assignment) -> Verdict:
         counts: dict[str, int] = {}
@@ -430,7 +477,7 @@ def run_search(
         )
 
     if ladders:
-        raise_until_passing(ladders, added_error, measure_mixed, may_continue=measurer.budget_left)
+        raise_until_passing(ladders, worth, measure_mixed, may_continue=measurer.budget_left)
     if not measurer.trials:
         raise InputError(f"{where}: no candidate could be made ({unavailable})")
     stopped = _stopped_because(measurer, started)
@@ -457,7 +504,10 @@ def _stopped_because(measurer: _Measurer, started: float) -> str:
         return f"maxTrials ({measurer.step.max_trials}) reached"
     if measurer.clock() >= measurer.deadline:
         return f"maxMinutes ({measurer.step.max_minutes:g}) reached after {measurer.clock() - started:.0f} s"
-    return "no layer could be raised further, or raising could not help (the failed gates do not bound quality)"
+    return (
+        "raising ended: every analysed layer reached float, the gates that failed do not bound quality, or (objective "
+        "size) a mixed candidate was no smaller than one that passed"
+    )
 
 
 def _objective_key(candidate: SearchCandidate, objective: SearchObjective) -> tuple[float, ...]:

@@ -16,6 +16,7 @@ from edgecompress_runner.search import (
     decide,
     layer_ladders,
     mixed_recipe,
+    noise_removed_per_byte,
     raise_until_passing,
     snr_db,
 )
@@ -41,6 +42,10 @@ def error(layer: str, precision: Precision) -> float:
     return ERRORS.get((layer, precision), 0.0)
 
 
+def worst_first(layer: str, current: Precision, higher: Precision) -> float:
+    return error(layer, current)
+
+
 def additive_measure(limit: float, calls: list[Assignment]) -> Any:
     """A model whose total error is the sum of its layers' errors; it passes at or under ``limit``."""
 
@@ -54,7 +59,7 @@ def additive_measure(limit: float, calls: list[Assignment]) -> Any:
 
 def test_raising_starts_lowest_and_raises_the_worst_layer_one_step_at_a_time() -> None:
     calls: list[Assignment] = []
-    trials = raise_until_passing(LADDERS, error, additive_measure(3.0, calls))
+    trials = raise_until_passing(LADDERS, worst_first, additive_measure(3.0, calls))
     assert calls == [
         {"conv": INT4, "fc": INT4, "dw": INT8},  # 8.5
         {"conv": INT4, "fc": BLOCK4, "dw": INT8},  # fc was worst (5.0): 5.5
@@ -65,7 +70,7 @@ def test_raising_starts_lowest_and_raises_the_worst_layer_one_step_at_a_time() -
 
 def test_raising_ends_at_the_top_of_every_ladder_when_nothing_passes() -> None:
     calls: list[Assignment] = []
-    trials = raise_until_passing(LADDERS, error, additive_measure(-1.0, calls))
+    trials = raise_until_passing(LADDERS, worst_first, additive_measure(-1.0, calls))
     assert calls[-1] == dict.fromkeys(LADDERS, FLOAT)
     # One trial per rung above the start: 2 + 3 + 1 raises, plus the start.
     assert len(trials) == 7 and not any(verdict.passed for _, verdict in trials)
@@ -73,29 +78,42 @@ def test_raising_ends_at_the_top_of_every_ladder_when_nothing_passes() -> None:
 
 def test_raising_stops_when_the_verdict_says_it_cannot_help_or_the_budget_ends() -> None:
     calls: list[Assignment] = []
-    trials = raise_until_passing(LADDERS, error, lambda found: Verdict(passed=False, raise_more=False))
+    trials = raise_until_passing(LADDERS, worst_first, lambda found: Verdict(passed=False, raise_more=False))
     assert len(trials) == 1
     budget = iter([True, True, False])
-    trials = raise_until_passing(LADDERS, error, additive_measure(-1.0, calls), may_continue=lambda: next(budget))
+    trials = raise_until_passing(LADDERS, worst_first, additive_measure(-1.0, calls), may_continue=lambda: next(budget))
     assert len(trials) == 2
 
 
 def test_equal_errors_raise_the_earlier_layer() -> None:
     calls: list[Assignment] = []
-    raise_until_passing({"a": [INT4, FLOAT], "b": [INT4, FLOAT]}, lambda layer, precision: 1.0,
+    raise_until_passing({"a": [INT4, FLOAT], "b": [INT4, FLOAT]}, lambda layer, current, higher: 1.0,
                         additive_measure(-1.0, calls))  # fmt: skip
     assert calls[1] == {"a": FLOAT, "b": INT4}
 
 
-def row(layer: str, precision: Precision, applies: bool, snr: float | None = None) -> LayerSensitivity:
+def row(layer: str, precision: Precision, applies: bool, snr: float | None = None, size: int = 0) -> LayerSensitivity:
     return LayerSensitivity(layer=layer, op="CONV_2D", weights=4096, precision=precision.value, applies=applies,
-                            snr_db=snr)  # fmt: skip
+                            snr_db=snr, size_bytes=size)  # fmt: skip
 
 
 def test_ladders_keep_what_applies_in_byte_order_with_float_on_top() -> None:
     table = [row("conv", INT8, True, 50), row("conv", INT4, True, 30), row("conv", BLOCK4, False),
              row("dw", INT4, False), row("dw", FP16, True, 90)]  # fmt: skip
     assert layer_ladders(table) == {"conv": [INT4, INT8, FLOAT], "dw": [FP16, FLOAT]}
+
+
+def test_the_worthwhile_raise_removes_the_most_noise_per_byte() -> None:
+    rows = {(found.layer, Precision(found.precision)): found for found in [
+        row("big", INT4, True, snr=30.0, size=100_000), row("big", BLOCK4, True, snr=33.0, size=116_000),
+        row("small", INT4, True, snr=35.0, size=100_000), row("small", INT8, True, snr=60.0, size=109_000),
+    ]}  # fmt: skip
+    big = noise_removed_per_byte(rows, "big", INT4, BLOCK4, baseline_bytes=400_000)
+    small = noise_removed_per_byte(rows, "small", INT4, INT8, baseline_bytes=400_000)
+    assert big == pytest.approx((1e-3 - 10**-3.3) / 16_000) and small == pytest.approx((10**-3.5 - 1e-6) / 9_000)
+    assert small > big  # the noisier layer is not the better raise: it costs more bytes for less
+    to_float = noise_removed_per_byte(rows, "small", INT8, FLOAT, baseline_bytes=400_000)
+    assert to_float == pytest.approx(1e-6 / 291_000)
 
 
 def test_mixed_recipe_names_each_layer_exactly_and_leaves_float_layers_out() -> None:
