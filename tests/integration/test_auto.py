@@ -197,3 +197,20 @@ def test_raising_moves_one_layer_up_one_precision_per_mixed_candidate(
     (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
     assert chosen["sizeBytes"] == min(candidate["sizeBytes"] for candidate in passing)
     assert (output / "model.tflite").stat().st_size == chosen["sizeBytes"]
+
+
+def test_keras_model_without_dataset_is_searched_on_its_float_conversion(digits_model: Path, tmp_path: Path) -> None:
+    """A Keras input's baseline is its plain float conversion; without data, calibrated candidates are left out."""
+    output = tmp_path / "out"
+    document = job(digits_model, None, output, [{"type": "auto", "maxTrials": 4}], gates={"maxAccuracyDrop": 0.05})
+    run = run_job(document, tmp_path / "work")
+    assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+    report = run.report
+    (auto,) = report["steps"]
+    assert set(auto["unavailable"]) == {"int8", "int16x8"}
+    assert all("x_train" in reason for reason in auto["unavailable"].values())
+    names = [candidate["name"] for candidate in auto["candidates"]]
+    assert names[:3] == ["dynamic", "weightOnlyInt8", "float16"] and len(names) == 4
+    assert report["evaluationData"].startswith("random") and report["conversion"]["mode"] == "auto"
+    (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
+    assert (output / "model.tflite").stat().st_size == chosen["sizeBytes"] < report["baseline"]["sizeBytes"] / 3
