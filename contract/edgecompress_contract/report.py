@@ -319,7 +319,7 @@ class AutoReport(_StepReportBase):
     )
     candidates: list[SearchCandidate] = Field(default_factory=list, description="Every candidate, in trial order.")
     unavailable: dict[str, str] = Field(
-        default_factory=dict, description="Whole-model candidates that could not be made, with the reason."
+        default_factory=dict, description="Candidates that could not be made, with the reason."
     )
     cache: str | None = Field(default=None, description="Where the trial records are kept (the step's cacheURI).")
     cache_hits: int = Field(

@@ -11,7 +11,8 @@ op's ladder.
 *Candidates*: whole-model recipes (dynamic, weight-only int8, float16, and int8 and int16x8 when the
 dataset has ``x_train`` to calibrate on), then mixed recipes found by ``raise_until_passing``: every
 analysed layer starts at the lowest precision of its ladder (smaller layers stay float) and, while a
-quality gate fails, the layer with the lowest SNR at its current precision moves up one precision. Each
+quality gate fails, the layer whose next precision removes the most output noise per added byte
+(``noise_removed_per_byte``) moves up one precision. Each
 candidate is measured for real: bytes, quality on the evaluation samples against the baseline's outputs,
 and latency timed interleaved with the baseline; ``gates.judge`` gives its verdicts.
 
@@ -29,6 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -331,7 +333,11 @@ class _Measurer:
         return self.clock() < self.deadline
 
     def measure(
-        self, name: str, kind: str, recipe: Sequence[RecipeEntry], precisions: Mapping[str, int] | None = None
+        self,
+        name: str,
+        kind: Literal["wholeModel", "mixed"],
+        recipe: Sequence[RecipeEntry],
+        precisions: Mapping[str, int] | None = None,
     ) -> _Trial:
         started = self.clock()
         inputs = self.inputs
@@ -353,7 +359,7 @@ class _Measurer:
         verdicts = judge(inputs.gates, record.comparison, record.result)
         candidate = SearchCandidate(
             name=name,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             recipe=_recipe_lines(recipe),
             precisions=dict(precisions or {}),
             size_bytes=len(model),
@@ -452,9 +458,8 @@ def run_search(
             try:
                 measurer.measure(name, "wholeModel", [RecipeEntry(".*", precision)])
             except ValueError as refused:  # litert-quantizer refuses some models at some precisions
-                unavailable[name] = (
-                    f"litert-quantizer: {str(refused).splitlines()[0][:300] if str(refused) else refused!r}"
-                )
+                unavailable[name] = _refusal(refused)
+    unavailable_mixed: dict[str, str] = {}
     ladders = layer_ladders(table)
     rows_by_key = {(row.layer, Precision(row.precision)): row for row in table if row.applies}
 
@@ -465,8 +470,13 @@ def run_search(
         counts: dict[str, int] = {}
         for precision in assignment.values():
             counts[precision.value] = counts.get(precision.value, 0) + 1
-        mixed = sum(1 for trial in measurer.trials if trial.candidate.kind == "mixed")
-        trial = measurer.measure(f"mixed-{mixed + 1}", "mixed", mixed_recipe(assignment, step.block_size), counts)
+        tried = sum(1 for trial in measurer.trials if trial.candidate.kind == "mixed") + len(unavailable_mixed)
+        name = f"mixed-{tried + 1}"
+        try:
+            trial = measurer.measure(name, "mixed", mixed_recipe(assignment, step.block_size), counts)
+        except ValueError as refused:
+            unavailable_mixed[name] = _refusal(refused)
+            return Verdict(passed=False, raise_more=True)
         best = measurer.best_passing_bytes()
         larger_than_a_pass = (
             step.objective == SearchObjective.SIZE and best is not None and trial.candidate.size_bytes >= best
@@ -490,11 +500,16 @@ def run_search(
         sensitivity=table,
         skipped_layers=skipped,
         candidates=candidates,
-        unavailable=unavailable,
+        unavailable={**unavailable, **unavailable_mixed},
         cache=inputs.cache.folder if inputs.cache is not None else None,
         cache_hits=inputs.cache.hits if inputs.cache is not None else 0,
     )
     return SearchResult(model=measurer.trials[chosen_index].model, report=report)
+
+
+def _refusal(error: ValueError) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return "litert-quantizer: " + (lines[0][:300] if lines else type(error).__name__)
 
 
 def _stopped_because(measurer: _Measurer, started: float) -> str:
