@@ -214,3 +214,30 @@ def test_keras_model_without_dataset_is_searched_on_its_float_conversion(digits_
     assert report["evaluationData"].startswith("random") and report["conversion"]["mode"] == "auto"
     (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
     assert (output / "model.tflite").stat().st_size == chosen["sizeBytes"] < report["baseline"]["sizeBytes"] / 3
+
+
+def test_a_shared_cache_judges_stored_numbers_with_the_new_gates(
+    residual_tflite: Path, images_npz: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    loose = auto_job(residual_tflite, images_npz, tmp_path / "loose", GATES, cacheURI=str(cache))
+    first = run_job(loose, tmp_path / "first")
+    assert first.exit_code == ExitCode.SUCCEEDED, first.summary
+    (measured,) = first.report["steps"]
+    assert measured["cache"] == str(cache) and not (tmp_path / "loose" / "trials").exists()
+    by_name = {candidate["name"]: candidate for candidate in measured["candidates"]}
+    assert by_name["mixed-1"]["passed"]
+
+    strict = auto_job(residual_tflite, images_npz, tmp_path / "strict", {"maxAccuracyDrop": 0.01}, cacheURI=str(cache))
+    second = run_job(strict, tmp_path / "second")
+    assert second.exit_code == ExitCode.SUCCEEDED, second.summary
+    (served,) = second.report["steps"]
+    again = {candidate["name"]: candidate for candidate in served["candidates"]}
+    for name, candidate in by_name.items():  # the same recipes: read back, judged with the strict gate
+        assert again[name]["cached"] and again[name]["sizeBytes"] == candidate["sizeBytes"]
+        assert again[name]["top1Agreement"] == candidate["top1Agreement"]
+        assert again[name]["passed"] == (candidate["top1Agreement"] >= 0.99)
+    assert not again["mixed-1"]["passed"]
+    fresh = [candidate for name, candidate in again.items() if name not in by_name]
+    assert fresh and not any(candidate["cached"] for candidate in fresh)
+    assert served["cacheHits"] == len(by_name) + 1
