@@ -49,6 +49,7 @@ from . import evaluate
 from .errors import InputError
 from .gates import judge
 from .kernels import WEIGHTED_OPS
+from .progress import logger
 from .tflite_quantize import (
     CALIBRATED,
     OpScope,
@@ -375,6 +376,12 @@ class _Measurer:
         )
         trial = _Trial(candidate, model)
         self.trials.append(trial)
+        fields = candidate.to_wire()
+        summary = {name: fields.get(name) for name in ("name", "sizeBytes", "top1Agreement", "latencyRatio", "passed")}
+        logger.info(
+            f"trial {len(self.trials)} of at most {self.step.max_trials}: {name}",
+            extra={"fields": {"event": "trial", **summary, "cached": candidate.cached}},
+        )
         return trial
 
     def _measured(self, key: str, model: bytes, started: float) -> CachedTrial:
