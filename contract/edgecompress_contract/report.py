@@ -28,12 +28,41 @@ class Artifact(Record):
     bytes: int | None = Field(default=None, description="Its size in bytes.")
 
 
+class Keras3Load(Record):
+    """How a model saved with Keras 3 was used: rebuilt in tf-keras for training, or exported for conversion only."""
+
+    keras_version: str = Field(description="The Keras version that saved the model (its metadata.json).")
+    rebuilt_in_tf_keras: bool = Field(
+        description=(
+            "Rebuilt as a tf-keras model from its config and weights, so tfmot could train it; false: exported "
+            "by Keras 3 to a SavedModel, which is converted and post-training quantized only."
+        )
+    )
+    max_abs_difference: float | None = Field(
+        default=None,
+        description="Largest difference between the rebuilt model's outputs and Keras 3's on the verification inputs.",
+    )
+    tolerance: float | None = Field(
+        default=None,
+        description="The largest difference accepted: 1e-5 times the largest Keras 3 output magnitude (at least 1).",
+    )
+    verification_samples: int | None = Field(
+        default=None, description="Seeded random inputs both models were run on (inference mode)."
+    )
+
+
 class Inputs(Record):
     """The files the run read, with their checksums."""
 
     model: Artifact = Field(description="The input model as downloaded.")
     student: Artifact | None = Field(default=None, description="The distillation student, if any.")
     dataset: Artifact | None = Field(default=None, description="The dataset, if any.")
+    model_keras3: Keras3Load | None = Field(
+        default=None, description="How the input model was used, when Keras 3 saved it."
+    )
+    student_keras3: Keras3Load | None = Field(
+        default=None, description="How the distillation student was used, when Keras 3 saved it."
+    )
 
 
 class Outputs(Record):

@@ -55,8 +55,8 @@ class ModelSource(_Strict):
     )
     format: ModelFormat = Field(
         description=(
-            "How the model was saved: 'keras' (a .keras file: tf-keras, or Keras 3, which is converted and "
-            "post-training quantized but not fine-tuned), 'h5' (HDF5) or "
+            "How the model was saved: 'keras' (a .keras file: tf-keras, or Keras 3, which is rebuilt as a "
+            "tf-keras model for training steps and otherwise exported by Keras 3), 'h5' (HDF5) or "
             "'savedmodel' (a SavedModel directory packed as .tar.gz, .tgz or .zip). "
             "A SavedModel can only be converted and post-training quantized, not fine-tuned. "
             "'tflite' (a float LiteRT flatbuffer, e.g. exported from Keras 3, PyTorch or JAX) is the baseline "

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecompress_contract.report import Keras3Load
 from edgecompress_contract.spec import ALLOW_TRUSTED_CODE_ENV, JOB_ENV, SOURCE_ENV, ModelFormat
 
 from .errors import InputError, UnsupportedLayerError, UntrustedCodeError
@@ -33,14 +34,14 @@ from .tfcompat import keras, tf
 class LoadedModel:
     """A Keras model (trainable) or a SavedModel directory (convertible only).
 
-    A Keras 3 model is exported to a SavedModel: converted and post-training quantized like one, not
-    fine-tuned (tfmot needs tf-keras); ``keras3_version`` says so for the training steps' message.
+    A Keras 3 model is rebuilt as a tf-keras model when a step trains it, and otherwise exported by
+    Keras 3 to a SavedModel; ``keras3`` says which (for the report).
     """
 
     source: str
     keras_model: Any = None
     saved_model_dir: Path | None = None
-    keras3_version: str | None = None
+    keras3: Keras3Load | None = None
     tflite: bytes | None = None
     """A float .tflite input (format tflite): the baseline itself, quantized by litert-quantizer."""
 
@@ -52,20 +53,15 @@ class LoadedModel:
         return tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model_dir))
 
     def require_keras(self, step: str) -> Any:
-        if self.keras_model is None and self.keras3_version is not None:
-            raise _keras3_hint(f"{step}: {self.source}", self.keras3_version)
+        if self.keras_model is None and self.keras3 is not None:
+            raise InputError(
+                f"{step}: {self.source} (Keras {self.keras3.keras_version}) was loaded for conversion only; "
+                "load it with keras_needed_by to rebuild it in tf-keras"
+            )
         if self.keras_model is None:
             kind = "a .tflite model" if self.tflite is not None else "a SavedModel"
             raise InputError(f"{step}: {self.source} is {kind}, which cannot be fine-tuned")
         return self.keras_model
-
-
-def _keras3_hint(source: str, version: str) -> UnsupportedLayerError:
-    return UnsupportedLayerError(
-        f"{source}: saved with Keras {version}; tensorflow-model-optimization needs a tf-keras "
-        "(Keras 2) model for prune, cluster and qat. Use only a ptq step (a Keras 3 model is converted "
-        "and quantized as it is), or rebuild the model with tf_keras (TF_USE_LEGACY_KERAS=1) to train it"
-    )
 
 
 def _saved_keras_version(path: Path, model_format: str) -> str | None:
@@ -85,8 +81,21 @@ def _saved_keras_version(path: Path, model_format: str) -> str | None:
     return None
 
 
-def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, trust_code: bool = False) -> LoadedModel:
-    """Loads a model; without ``trust_code`` one whose file carries Python code is refused before it is built."""
+def load_model(
+    path: Path,
+    model_format: str,
+    source: str,
+    work_dir: Path,
+    *,
+    trust_code: bool = False,
+    keras_needed_by: str | None = None,
+) -> LoadedModel:
+    """Loads a model; without ``trust_code`` one whose file carries Python code is refused before it is built.
+
+    ``keras_needed_by`` names the step that will train the model (e.g. ``steps[0] prune``): a Keras 3
+    model is then rebuilt as a tf-keras model, or refused naming what blocks that; without it a Keras 3
+    model is only exported for conversion.
+    """
     if trust_code:
         check_trust_permitted(source)
     if model_format == ModelFormat.TFLITE:
@@ -110,7 +119,11 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
     version = _saved_keras_version(path, model_format)
     keras3 = bool(version and version.startswith("3."))
     if keras3 and model_format != ModelFormat.KERAS:
-        raise _keras3_hint(source, str(version))
+        raise UnsupportedLayerError(
+            f"{source}: saved with Keras {version} as {model_format}, which the runner reads only from tf-keras "
+            "(Keras 2). Save it with Keras 3 as .keras (model.save('model.keras')): the runner converts a Keras 3 "
+            ".keras model as it is, and rebuilds it in tf-keras for prune, cluster, qat and distill"
+        )
     unknown = _unknown_classes(config) if model_format == ModelFormat.KERAS and not keras3 else []
     if unknown:
         raise InputError(
@@ -133,7 +146,15 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
     if named != path:
         shutil.copyfile(path, named)
     if keras3:
-        return _load_keras3(named, source, work_dir, version=str(version), trust_code=trust_code)
+        return _load_keras3(
+            named,
+            source,
+            work_dir,
+            version=str(version),
+            trust_code=trust_code,
+            config=config,
+            keras_needed_by=keras_needed_by,
+        )
     try:
         if model_format == ModelFormat.KERAS:
             model = keras.models.load_model(str(named), compile=False, safe_mode=not trust_code)
@@ -152,20 +173,63 @@ def load_model(path: Path, model_format: str, source: str, work_dir: Path, *, tr
     return LoadedModel(source=source, keras_model=model)
 
 
-def _load_keras3(path: Path, source: str, work_dir: Path, *, version: str, trust_code: bool) -> LoadedModel:
-    """Loads a Keras 3 .keras with Keras 3 itself (safe_mode unless trusted) and exports a SavedModel."""
+def _load_keras3(
+    path: Path,
+    source: str,
+    work_dir: Path,
+    *,
+    version: str,
+    trust_code: bool,
+    config: Any,
+    keras_needed_by: str | None,
+) -> LoadedModel:
+    """Loads a Keras 3 .keras with Keras 3 itself (safe_mode unless trusted), then rebuilds it in tf-keras
+    when a step trains it (keras3_rebuild), or else exports a SavedModel for the converter."""
     import keras as keras3  # Keras 3, installed beside tf-keras; tf.keras stays tf-keras
 
+    def unloadable(error: Exception) -> InputError:
+        return InputError(
+            f"{source}: cannot load as a Keras {version} model ({type(error).__name__}: {_first_line(error)})"
+        )
+
+    try:
+        model = keras3.saving.load_model(str(path), compile=False, safe_mode=not trust_code)
+    except Exception as error:  # Keras raises many types for unreadable or unsupported files
+        raise unloadable(error) from None
+    if keras_needed_by is not None:
+        from .keras3_rebuild import RebuildRefused, rebuild_in_tf_keras
+
+        try:
+            rebuilt = rebuild_in_tf_keras(model, config)
+        except RebuildRefused as why:
+            raise UnsupportedLayerError(
+                f"{keras_needed_by}: {source} was saved with Keras {version}; training it needs a tf-keras "
+                f"rebuild of the model, and {why}. A job with only a ptq step works on this model (Keras 3 "
+                "exports it for conversion); to train it, replace what is named with built-in layers both "
+                "Keras versions have"
+            ) from None
+        return LoadedModel(
+            source=source,
+            keras_model=rebuilt.model,
+            keras3=Keras3Load(
+                keras_version=version,
+                rebuilt_in_tf_keras=True,
+                max_abs_difference=rebuilt.max_abs_difference,
+                tolerance=rebuilt.tolerance,
+                verification_samples=rebuilt.samples,
+            ),
+        )
     exported = work_dir / "keras3-savedmodel"
     shutil.rmtree(exported, ignore_errors=True)
     try:
-        model = keras3.saving.load_model(str(path), compile=False, safe_mode=not trust_code)
         model.export(str(exported), format="tf_saved_model", verbose=False)
-    except Exception as error:  # Keras raises many types for unreadable or unsupported files
-        raise InputError(
-            f"{source}: cannot load as a Keras {version} model ({type(error).__name__}: {_first_line(error)})"
-        ) from None
-    return LoadedModel(source=source, saved_model_dir=exported, keras3_version=version)
+    except Exception as error:  # Keras raises many types for models it cannot export
+        raise unloadable(error) from None
+    return LoadedModel(
+        source=source,
+        saved_model_dir=exported,
+        keras3=Keras3Load(keras_version=version, rebuilt_in_tf_keras=False),
+    )
 
 
 def check_trust_permitted(source: str) -> None:

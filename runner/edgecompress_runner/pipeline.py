@@ -36,7 +36,7 @@ from edgecompress_contract.report import (
     Source,
     StepReport,
 )
-from edgecompress_contract.spec import CompressionJobSpec, DistillStep, ModelSource
+from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
 from edgecompress_contract.summary import RunSummary
 
 from .data import Dataset
@@ -253,7 +253,12 @@ def _baseline(state: RunState) -> None:
 
     spec, dataset = state.spec, state.dataset
     loaded = model_io.load_model(
-        state.files["model"], spec.model.format, spec.model.uri, state.work_dir, trust_code=spec.model.trust_code
+        state.files["model"],
+        spec.model.format,
+        spec.model.uri,
+        state.work_dir,
+        trust_code=spec.model.trust_code,
+        keras_needed_by=next((step.phase for step in state.steps if step.spec.type in TRAINING_STEP_TYPES), None),
     )
     state.step_context = StepContext(
         loaded=loaded,
@@ -404,14 +409,16 @@ def _publish(state: RunState) -> None:
     """Uploads the .tflite, promotes it when every gate passed, and writes report.json last."""
     from .tfcompat import tf
 
-    spec, tflite_file = state.spec, _ready(state.tflite_file)
+    spec, tflite_file, context = state.spec, _ready(state.tflite_file), _ready(state.step_context)
     output = state.storage(spec.output.uri)
     report_uri = join_uri(spec.output.uri, REPORT_NAME)
     tflite_uri = join_uri(spec.output.uri, TFLITE_NAME)
     tflite = Artifact(uri=tflite_uri, sha256=sha256_of(tflite_file), bytes=tflite_file.stat().st_size)
     report = Report(
         spec=spec,
-        inputs=Inputs.model_validate(state.artifacts),
+        inputs=Inputs.model_validate(
+            {**state.artifacts, "model_keras3": context.loaded.keras3, "student_keras3": context.student_keras3}
+        ),
         outputs=Outputs(tflite=tflite),
         metric=state.metric,
         evaluation_samples=len(_ready(state.x_eval)),

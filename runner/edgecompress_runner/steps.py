@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from edgecompress_contract.report import AutoReport, ClusterReport, DistillReport, PruneReport, QatReport, StepReport
+from edgecompress_contract.report import (
+    AutoReport,
+    ClusterReport,
+    DistillReport,
+    Keras3Load,
+    PruneReport,
+    QatReport,
+    StepReport,
+)
 from edgecompress_contract.spec import AutoStep, ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
 
 from .data import Dataset, check_input_shape, training_arrays
@@ -46,6 +54,7 @@ class StepContext:
     keras_model: Any = None
     plan: ConversionPlan = ConversionPlan()
     reference: np.ndarray | None = None
+    student_keras3: Keras3Load | None = None
     search_inputs: SearchInputs | None = None
     """The baseline and the evaluation the run judges its result on (set once the baseline is measured)."""
 
@@ -254,11 +263,14 @@ class Distill(CompressionStep[DistillStep]):
             student_source.uri,
             context.work_dir,
             trust_code=student_source.trust_code,
+            keras_needed_by=f"{self.phase} student",
         )
+        student_model = student.require_keras(f"{self.phase} student")
+        context.student_keras3 = student.keras3
         if context.dataset is not None:
-            check_input_shape(context.dataset, tuple(student.keras_model.input_shape[1:]), student_source.uri)
+            check_input_shape(context.dataset, tuple(student_model.input_shape[1:]), student_source.uri)
         context.keras_model, report = compress.distill(
-            teacher, student.keras_model, self.spec, x=x, y=y, progress=context.progress
+            teacher, student_model, self.spec, x=x, y=y, progress=context.progress
         )
         return report
 
