@@ -5,7 +5,7 @@ top-1 agreement with the float model on the 400 evaluation samples, latency time
 float model (median ratio over rounds; < 1 is faster), and the wall time it took to make and measure it
 (for auto: the whole search, sensitivity analysis included, without a cache).
 
-    python bench/auto_search.py [--max-accuracy-drop 0.02] [--objective size balanced latency]
+    python bench/auto_search.py [--max-accuracy-drop 0.02] [--objective size balanced latency] [--max-latency-ratio 1]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-accuracy-drop", type=float, default=0.02)
     parser.add_argument("--objective", nargs="+", default=["size", "balanced", "latency"])
+    parser.add_argument("--max-latency-ratio", type=float, default=None, help="the auto step's maxLatencyRatio")
     args = parser.parse_args()
     seed_run(0)
     data = synthetic_images(0)
@@ -66,7 +67,8 @@ def main() -> None:
     searches = []
     for objective in args.objective:
         started = time.monotonic()
-        found = run_search(AutoStep(type="auto", objective=objective), inputs, where="bench")
+        step = AutoStep(type="auto", objective=objective, max_latency_ratio=args.max_latency_ratio)
+        found = run_search(step, inputs, where="bench")
         seconds = time.monotonic() - started
         agreement, latency_ratio = measured(baseline, found.model, x_eval, reference)
         rows.append((f"auto ({objective}: {found.report.chosen})", len(found.model), agreement, latency_ratio, seconds))

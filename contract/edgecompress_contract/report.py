@@ -179,7 +179,9 @@ def _median(values: list[float]) -> float:
 class GateResult(Record):
     """One gate's verdict."""
 
-    name: str = Field(description="The gate: maxAccuracyDrop, minSizeReduction or maxLatencyMs.")
+    name: str = Field(
+        description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, or an auto step's maxLatencyRatio."
+    )
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value (None when it could not be measured).")
     limit: float = Field(description="The limit from spec.gates.")

@@ -329,6 +329,15 @@ class AutoStep(_Strict):
         le=100000,
         description="Training samples used to calibrate the int8 and int16x8 whole-model candidates.",
     )
+    max_latency_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "A gate of this step: the result's median latency, timed interleaved with the float baseline, at most "
+            "this many times the baseline's (1.0: not slower than float). Candidates over it lose, and the result "
+            "is judged on it like on spec.gates (gate maxLatencyRatio)."
+        ),
+    )
     cache_uri: str | None = Field(
         default=None,
         alias="cacheURI",

@@ -19,7 +19,9 @@ SUMMARY_LIMIT_BYTES = 4096
 class GateSummary(Record):
     """One gate's verdict, without its wording."""
 
-    name: str = Field(description="The gate: maxAccuracyDrop, minSizeReduction or maxLatencyMs.")
+    name: str = Field(
+        description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, or an auto step's maxLatencyRatio."
+    )
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value.")
 

@@ -402,7 +402,8 @@ def _evaluate(state: RunState) -> None:
     state.comparison = Comparison.between(state.baseline, state.result)
     conversion = _ready(state.conversion)
     state.conversion = conversion.model_copy(update={"speed_path": speed_path(conversion, state.comparison)})
-    state.gates = judge(state.spec.gates, state.comparison, state.result)
+    step_gates = [verdict for step in state.steps for verdict in step.gates(state.comparison)]
+    state.gates = judge(state.spec.gates, state.comparison, state.result) + step_gates
 
 
 def _publish(state: RunState) -> None:

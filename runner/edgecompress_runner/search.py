@@ -69,6 +69,7 @@ __all__ = [
     "SearchResult",
     "Verdict",
     "decide",
+    "latency_ratio_gate",
     "layer_ladders",
     "mixed_recipe",
     "noise_removed_per_byte",
@@ -124,8 +125,24 @@ def _only(scope: str) -> str:
 # --- gate access: the only place that knows which gates bound quality ---
 
 
-def _quality_failed(verdicts: Iterable[GateResult]) -> bool:
-    return any(not verdict.passed and verdict.name in QUALITY_GATES.values() for verdict in verdicts)
+def _raising_may_help(verdicts: Iterable[GateResult]) -> bool:
+    """Whether a gate failed that a higher precision can fix: quality, or speed (int4 weights dequantized per run)."""
+    fixable = {*QUALITY_GATES.values(), LATENCY_RATIO_GATE}
+    return any(not verdict.passed and verdict.name in fixable for verdict in verdicts)
+
+
+LATENCY_RATIO_GATE = "maxLatencyRatio"
+
+
+def latency_ratio_gate(limit: float, comparison: Comparison) -> GateResult:
+    """The auto step's maxLatencyRatio judged on a comparison timed interleaved with the baseline."""
+    ratio = round(1.0 / max(comparison.latency_speedup, 1e-9), 3)
+    passed = ratio <= limit
+    reason = (
+        f"median latency {ratio:.3f}x the baseline's (timed interleaved), "
+        f"{'within' if passed else 'over'} the allowed {limit:g}x"
+    )
+    return GateResult(name=LATENCY_RATIO_GATE, passed=passed, actual=ratio, limit=limit, reason=reason)
 
 
 # --- the greedy raising, pure ---
@@ -358,6 +375,8 @@ class _Measurer:
             if inputs.cache is not None:
                 inputs.cache.keep_trial(record, model)
         verdicts = judge(inputs.gates, record.comparison, record.result)
+        if self.step.max_latency_ratio is not None:
+            verdicts.append(latency_ratio_gate(self.step.max_latency_ratio, record.comparison))
         candidate = SearchCandidate(
             name=name,
             kind=kind,
@@ -490,7 +509,7 @@ def run_search(
         )
         return Verdict(
             passed=trial.candidate.passed,
-            raise_more=_quality_failed(trial.candidate.gates) and not larger_than_a_pass,
+            raise_more=_raising_may_help(trial.candidate.gates) and not larger_than_a_pass,
         )
 
     if ladders:

@@ -20,7 +20,9 @@ import numpy as np
 from edgecompress_contract.report import (
     AutoReport,
     ClusterReport,
+    Comparison,
     DistillReport,
+    GateResult,
     Keras3Load,
     PruneReport,
     QatReport,
@@ -120,6 +122,10 @@ class CompressionStep(ABC, Generic[SpecT]):
 
     def publish(self) -> None:
         """Uploads what the step keeps beyond the run; called in the upload phase, before the model."""
+
+    def gates(self, comparison: Comparison) -> list[GateResult]:
+        """Gates the step itself sets, judged on the result like spec.gates."""
+        return []
 
 
 _REGISTRY: dict[type[Any], type[CompressionStep[Any]]] = {}
@@ -305,3 +311,9 @@ class Auto(CompressionStep[AutoStep]):
     def publish(self) -> None:
         if self.cache is not None:
             self.cache.publish()
+
+    def gates(self, comparison: Comparison) -> list[GateResult]:
+        from .search import latency_ratio_gate
+
+        limit = self.spec.max_latency_ratio
+        return [] if limit is None else [latency_ratio_gate(limit, comparison)]

@@ -241,3 +241,21 @@ def test_a_shared_cache_judges_stored_numbers_with_the_new_gates(
     fresh = [candidate for name, candidate in again.items() if name not in by_name]
     assert fresh and not any(candidate["cached"] for candidate in fresh)
     assert served["cacheHits"] == len(by_name) + 1
+
+
+def test_max_latency_ratio_rules_out_slow_candidates_and_gates_the_result(
+    residual_tflite: Path, images_npz: Path, tmp_path: Path
+) -> None:
+    """int4 weights dequantized per run measured about 3x float latency and int16x8 over 20x; the limit is 2x."""
+    output = tmp_path / "out"
+    run = run_job(auto_job(residual_tflite, images_npz, output, GATES, maxLatencyRatio=2.0), tmp_path / "work")
+    assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+    report = run.report
+    (auto,) = report["steps"]
+    (gate,) = [gate for gate in report["gates"] if gate["name"] == "maxLatencyRatio"]
+    assert gate["passed"] and gate["limit"] == 2.0
+    assert gate["actual"] == pytest.approx(1 / report["comparison"]["latencySpeedup"], abs=2e-3)
+    slow = [candidate for candidate in auto["candidates"] if candidate["latencyRatio"] > 2.0]
+    assert slow and all("maxLatencyRatio" in candidate["lostBecause"] for candidate in slow)
+    (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
+    assert chosen["passed"] and chosen["latencyRatio"] <= 2.0

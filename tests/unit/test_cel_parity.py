@@ -113,6 +113,7 @@ def mixed_steps() -> list[dict[str, Any]]:
         ("fineTune", {"epochs": 1}), ("objective", "latency"), ("maxTrials", 3),
         ("maxMinutes", 5.0), ("precisions", ["float16"]), ("blockSize", 64), ("minWeights", 0),
         ("sensitivitySamples", 8), ("cacheURI", "s3://bucket/trials/"),
+        ("maxLatencyRatio", 1.0),
     ]  # fmt: skip
     steps = []
     for _ in range(2000):
