@@ -14,6 +14,7 @@ from edgecompress_runner.search import (
     Assignment,
     Verdict,
     decide,
+    latency_ratio_gate,
     layer_ladders,
     mixed_recipe,
     noise_removed_per_byte,
@@ -190,3 +191,15 @@ def test_auto_is_the_only_step_and_needs_a_quality_gate() -> None:
         spec([{"type": "auto"}], {"minSizeReduction": 0.5})
     with pytest.raises(SpecError, match=r"spec\.steps\[0\]\.precisions\[0\]: Input should be"):
         spec([{"type": "auto", "precisions": ["int2"]}], {"maxAccuracyDrop": 0.01})
+
+
+def test_latency_ratio_gate_judges_the_interleaved_ratio() -> None:
+    from edgecompress_contract.report import Comparison
+
+    def comparison(speedup: float) -> Comparison:
+        return Comparison(size_reduction=0.7, compression_ratio=3.3, gzip_size_reduction=0.7, latency_speedup=speedup)
+
+    slower = latency_ratio_gate(1.0, comparison(0.8))
+    assert (slower.name, slower.passed, slower.actual, slower.limit) == ("maxLatencyRatio", False, 1.25, 1.0)
+    assert "1.250x the baseline's" in slower.reason and "over the allowed 1x" in slower.reason
+    assert latency_ratio_gate(1.0, comparison(1.0)).passed and latency_ratio_gate(1.5, comparison(0.8)).passed
