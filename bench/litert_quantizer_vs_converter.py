@@ -18,7 +18,7 @@ from edgecompress_runner import evaluate
 from edgecompress_runner.convert import representative_dataset
 from edgecompress_runner.example import digits_arrays, digits_cnn, train_classifier
 from edgecompress_runner.tfcompat import keras, seed_run, tf
-from edgecompress_runner.tflite_quantize import calibration_samples, ptq_recipe, quantize
+from edgecompress_runner.tflite_quantize import calibration_samples, only_signature, ptq_recipe, quantize
 
 MODES = ("dynamic", "float16", "int8")
 
@@ -33,7 +33,7 @@ def conv_bn_softmax() -> Any:
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
 
 
-def converter_ptq(model: Any, mode: str, x_train: np.ndarray, samples: int) -> bytes:
+def converter_ptq(model: Any, mode: str, x_train: dict[str, np.ndarray], samples: int) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
@@ -45,7 +45,10 @@ def converter_ptq(model: Any, mode: str, x_train: np.ndarray, samples: int) -> b
 
 
 def outputs(model: bytes, x: np.ndarray) -> np.ndarray:
-    return evaluate.predict(evaluate.make_interpreter(model, threads=1), x)
+    """The model's only output on ``x`` fed to its only input."""
+    runner = evaluate.ModelRunner(model, threads=1)
+    [image], [scores] = (tensor.name for tensor in runner.signature.inputs), (t.name for t in runner.signature.outputs)
+    return runner.predict({image: x})[scores]
 
 
 def main() -> None:
@@ -65,8 +68,10 @@ def main() -> None:
         float_outputs = outputs(float_model, x_eval)
         reference = float_outputs.argmax(-1)
         for mode in MODES:
-            by_converter = converter_ptq(model, mode, data["x_train"], args.calibration_samples)
-            calibration = calibration_samples(float_model, data["x_train"], args.calibration_samples)
+            _, (input_name,) = only_signature(float_model)
+            x_train = {input_name: data["x_train"]}
+            by_converter = converter_ptq(model, mode, x_train, args.calibration_samples)
+            calibration = calibration_samples(x_train, args.calibration_samples)
             by_quantizer = quantize(float_model, ptq_recipe(mode), calibration=calibration)
             converter_outputs, quantizer_outputs = outputs(by_converter, x_eval), outputs(by_quantizer, x_eval)
             converter_top1, quantizer_top1 = converter_outputs.argmax(-1), quantizer_outputs.argmax(-1)

@@ -107,15 +107,24 @@ def main() -> None:
     script_seconds = time.monotonic() - started
 
     latency = Latency(threads=args.threads, runs=args.runs, warmup=20)
+    signature = evaluate.ModelRunner(runner_bytes, args.threads).signature
+    [image], [logits] = (tensor.name for tensor in signature.inputs), (tensor.name for tensor in signature.outputs)
     qualities = [
-        evaluate.quality(model_bytes, data["x_eval"], threads=args.threads, labels=data["y_eval"])
+        evaluate.quality(
+            model_bytes,
+            {image: data["x_eval"]},
+            threads=args.threads,
+            tasks={logits: "multiclass"},
+            names_of=signature,
+            labels={logits: data["y_eval"]},
+        )
         for model_bytes in (runner_bytes, script_bytes)
     ]
     # Timed interleaved (like a run's baseline and result), so load falls on both alike.
     runner, script = evaluate.measure_pair(
         runner_bytes,
         script_bytes,
-        data["x_eval"][0],
+        {image: data["x_eval"][0]},
         latency_spec=latency,
         baseline_quality=qualities[0],
         result_quality=qualities[1],

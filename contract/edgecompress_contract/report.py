@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .spec import API_GROUP, API_VERSION, CompressionJobSpec
+from .spec import API_GROUP, API_VERSION, CLASSIFIER_TASKS, CompressionJobSpec, OutputTask
 from .wire import Record
 
 REPORT_KIND = "CompressionReport"
@@ -71,6 +71,64 @@ class Outputs(Record):
     tflite: Artifact = Field(description="The compressed model.")
 
 
+class TensorInfo(Record):
+    """One input of a .tflite, as its signature reports it."""
+
+    name: str = Field(description="Its name in the signature.")
+    dtype: str = Field(description="Element type (int8 when quantized, int32 for token ids, ...).")
+    shape: list[int] = Field(description="Shape of one sample (batch dimension excluded); -1 for an unknown size.")
+
+
+class OutputMetrics(Record):
+    """One output of a .tflite on the evaluation samples; fidelity numbers only on the result (vs the baseline)."""
+
+    name: str = Field(description="Its name in the signature.")
+    task: OutputTask = Field(
+        description="multiclass, binary, multilabel or regression (inferred from the baseline, or spec.evaluation)."
+    )
+    dtype: str = Field(description="Element type of the output tensor.")
+    accuracy: float | None = Field(
+        default=None,
+        description=(
+            "Classifiers with labels: share of right top-1 classes (multiclass) or of right decisions at 0.5 "
+            "(binary, multilabel: over every label)."
+        ),
+    )
+    label_mean_abs_error: float | None = Field(
+        default=None, description="Regression outputs with labels: mean absolute error to the labels."
+    )
+    agreement: float | None = Field(
+        default=None,
+        description=(
+            "Classifiers: share of top-1 classes (decisions at 0.5 for binary, multilabel) equal to the baseline's."
+        ),
+    )
+    snr_db: float | None = Field(
+        default=None,
+        description=(
+            "Signal-to-noise ratio against the baseline's outputs, 10 log10(sum baseline^2 / sum error^2), in dB "
+            "(capped at 200 dB: identical outputs)."
+        ),
+    )
+    cosine_similarity: float | None = Field(
+        default=None, description="Mean over samples of the cosine similarity with the baseline's output."
+    )
+    mean_abs_error: float | None = Field(
+        default=None, description="Mean absolute difference from the baseline's outputs."
+    )
+
+    @property
+    def classifier(self) -> bool:
+        return self.task in CLASSIFIER_TASKS
+
+
+def _worst(values: list[float | None], *, lowest: bool) -> float | None:
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return min(present) if lowest else max(present)
+
+
 class Metrics(Record):
     """What was measured on one .tflite with the LiteRT interpreter.
 
@@ -101,14 +159,40 @@ class Metrics(Record):
             "XNNPACK's start-up). None off Linux."
         ),
     )
-    accuracy: float | None = Field(default=None, description="Top-1 accuracy against y_eval (classifiers with labels).")
+    accuracy: float | None = Field(
+        default=None,
+        description="Accuracy against y_eval of the worst labelled classifier output (the only one, usually).",
+    )
     top1_agreement: float | None = Field(
-        default=None, description="Share of samples whose top-1 class equals the float baseline's."
+        default=None,
+        description=(
+            "Share of samples whose top-1 class (decision, for binary and multilabel outputs) equals the float "
+            "baseline's, of the worst classifier output."
+        ),
     )
     mean_abs_error: float | None = Field(
-        default=None, description="Mean absolute difference from the baseline's outputs."
+        default=None, description="Mean absolute difference from the baseline's outputs, of the worst output."
     )
-    input_type: str = Field(default="float32", description="Element type of the model input.")
+    snr_db: float | None = Field(
+        default=None, description="Signal-to-noise ratio against the baseline's outputs in dB, of the worst output."
+    )
+    input_type: str = Field(
+        default="float32", description="Element type of the model input (the first in signature order)."
+    )
+    inputs: list[TensorInfo] = Field(default_factory=list, description="Every input, in signature order.")
+    outputs: list[OutputMetrics] = Field(
+        default_factory=list, description="Every output, in signature order, with its task and numbers."
+    )
+
+    @classmethod
+    def aggregates(cls, outputs: list[OutputMetrics]) -> dict[str, float | None]:
+        """The headline fields over several outputs: the worst output of each (the only one's for one output)."""
+        return {
+            "accuracy": _worst([output.accuracy for output in outputs if output.classifier], lowest=True),
+            "top1_agreement": _worst([output.agreement for output in outputs if output.classifier], lowest=True),
+            "mean_abs_error": _worst([output.mean_abs_error for output in outputs], lowest=False),
+            "snr_db": _worst([output.snr_db for output in outputs], lowest=True),
+        }
 
 
 class CompactMetrics(Record):
@@ -124,6 +208,39 @@ class CompactMetrics(Record):
     @classmethod
     def of(cls, metrics: Metrics) -> CompactMetrics:
         return cls.model_validate(metrics.model_dump(include=set(cls.model_fields)))
+
+
+class OutputComparison(Record):
+    """One output of the result against the same output of the baseline."""
+
+    name: str = Field(description="The output's name in the signature.")
+    task: OutputTask = Field(description="multiclass, binary, multilabel or regression.")
+    accuracy_drop: float | None = Field(
+        default=None, description="Baseline accuracy minus result accuracy, for labelled classifier outputs."
+    )
+    agreement: float | None = Field(default=None, description="Agreement with the baseline (classifiers).")
+    snr_db: float | None = Field(default=None, description="Signal-to-noise ratio against the baseline, in dB.")
+    cosine_similarity: float | None = Field(default=None, description="Mean cosine similarity with the baseline.")
+    mean_abs_error: float | None = Field(default=None, description="Mean absolute difference from the baseline.")
+
+    @classmethod
+    def between(cls, baseline: OutputMetrics, result: OutputMetrics) -> OutputComparison:
+        drop = None
+        if baseline.accuracy is not None and result.accuracy is not None:
+            drop = round(baseline.accuracy - result.accuracy, 4)
+        return cls(
+            name=result.name,
+            task=result.task,
+            accuracy_drop=drop,
+            agreement=result.agreement,
+            snr_db=result.snr_db,
+            cosine_similarity=result.cosine_similarity,
+            mean_abs_error=result.mean_abs_error,
+        )
+
+    @property
+    def classifier(self) -> bool:
+        return self.task in CLASSIFIER_TASKS
 
 
 class Comparison(Record):
@@ -144,12 +261,27 @@ class Comparison(Record):
     accuracy_drop: float | None = Field(
         default=None, description="Baseline accuracy minus result accuracy (0.01 = one point), when labelled."
     )
-    top1_agreement: float | None = Field(default=None, description="Top-1 agreement of the result with the baseline.")
+    top1_agreement: float | None = Field(
+        default=None, description="Top-1 agreement of the result with the baseline (worst classifier output)."
+    )
+    snr_db: float | None = Field(
+        default=None, description="Signal-to-noise ratio of the result against the baseline in dB (worst output)."
+    )
+    outputs: list[OutputComparison] = Field(
+        default_factory=list,
+        description="Per output (the aggregate fields above are the worst output's); left out of a summary too large.",
+    )
 
     @classmethod
     def between(cls, baseline: Metrics, result: Metrics) -> Comparison:
-        accuracy_drop = None
-        if baseline.accuracy is not None and result.accuracy is not None:
+        baseline_outputs = {output.name: output for output in baseline.outputs}
+        outputs = [
+            OutputComparison.between(baseline_outputs[output.name], output)
+            for output in result.outputs
+            if output.name in baseline_outputs
+        ]
+        accuracy_drop = _worst([output.accuracy_drop for output in outputs if output.classifier], lowest=False)
+        if not outputs and baseline.accuracy is not None and result.accuracy is not None:
             accuracy_drop = round(baseline.accuracy - result.accuracy, 4)
         paired = len(baseline.latency_rounds_ms) == len(result.latency_rounds_ms) > 0
         if paired:
@@ -167,6 +299,8 @@ class Comparison(Record):
             latency_rounds=len(ratios) if paired else None,
             accuracy_drop=accuracy_drop,
             top1_agreement=result.top1_agreement,
+            snr_db=result.snr_db,
+            outputs=outputs,
         )
 
 
@@ -180,7 +314,10 @@ class GateResult(Record):
     """One gate's verdict."""
 
     name: str = Field(
-        description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, or an auto step's maxLatencyRatio."
+        description=(
+            "The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity, minSnrDb, "
+            "or an auto step's maxLatencyRatio."
+        )
     )
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value (None when it could not be measured).")
@@ -205,8 +342,12 @@ class _StepReportBase(Record):
 class Validation(Record):
     """Fidelity to the input model on the held-out slice of x_train, before and after fine-tuning."""
 
-    metric: Literal["top1Agreement", "meanAbsError"] = Field(
-        description="top1Agreement (classifiers, higher is better) or meanAbsError (other outputs, lower is better)."
+    metric: Literal["top1Agreement", "meanAbsError", "worstOutputFidelity"] = Field(
+        description=(
+            "top1Agreement (one classifier output, higher is better), meanAbsError (one other output, lower is "
+            "better) or worstOutputFidelity (several outputs: the lowest of each output's agreement, for "
+            "classifiers, or 1 - sum of squared errors / sum of squared reference values; higher is better)."
+        )
     )
     samples: int = Field(description="Held-out samples (not trained on).")
     start: float = Field(description="Fidelity of the compressed model before fine-tuning.")
@@ -283,7 +424,12 @@ class DistillReport(_TrainingStepReport):
     alpha: float = Field(description="Weight of the hard-label loss (0 without labels).")
     teacher_parameters: int = Field(description="Parameters of the input model.")
     student_parameters: int = Field(description="Parameters of the student.")
-    train_agreement_with_teacher: float = Field(description="Top-1 agreement with the teacher on x_train.")
+    train_agreement_with_teacher: float = Field(
+        description=(
+            "Top-1 agreement with the teacher on x_train (several outputs: the worst output's agreement, or "
+            "1 - squared error / squared teacher output for outputs that are not classifiers)."
+        )
+    )
 
 
 class LayerSensitivity(Record):
@@ -299,9 +445,18 @@ class LayerSensitivity(Record):
     size_bytes: int = Field(description="The model's bytes with only this layer quantized so.")
     snr_db: float | None = Field(
         default=None,
-        description="Signal-to-noise ratio of the model output against the float one, in dB (higher: less error).",
+        description=(
+            "Signal-to-noise ratio of the model's outputs against the float model's, in dB (higher: less error), "
+            "of the worst output."
+        ),
     )
-    top1_agreement: float | None = Field(default=None, description="Top-1 agreement with the float model.")
+    top1_agreement: float | None = Field(
+        default=None,
+        description=(
+            "Agreement with the float model (top-1 classes; decisions at 0.5 for binary and multilabel outputs) of "
+            "the worst classifier output; None when no output is a classifier."
+        ),
+    )
 
 
 class RecipeLine(Record):
@@ -322,9 +477,18 @@ class SearchCandidate(Record):
     )
     size_bytes: int = Field(description="File size in bytes.")
     size_ratio: float = Field(description="Size / baseline size.")
-    accuracy: float | None = Field(default=None, description="Top-1 accuracy against y_eval, when labelled.")
-    top1_agreement: float | None = Field(default=None, description="Top-1 agreement with the baseline.")
-    snr_db: float | None = Field(default=None, description="Output SNR against the baseline on the evaluation samples.")
+    accuracy: float | None = Field(
+        default=None, description="Accuracy against y_eval of the worst labelled classifier output, when labelled."
+    )
+    top1_agreement: float | None = Field(
+        default=None, description="Agreement with the baseline of the worst classifier output."
+    )
+    snr_db: float | None = Field(
+        default=None, description="SNR against the baseline on the evaluation samples in dB, of the worst output."
+    )
+    outputs: list[OutputComparison] = Field(
+        default_factory=list, description="Every output against the baseline's (what the gates judged)."
+    )
     latency_ratio: float = Field(
         description="Median latency / the baseline's, timed interleaved with it (< 1: faster than float)."
     )

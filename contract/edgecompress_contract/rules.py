@@ -181,7 +181,7 @@ def _tflite_float_io(spec: CompressionJobSpec) -> list[Violation]:
     ]
 
 
-QUALITY_GATES = {"max_accuracy_drop": "maxAccuracyDrop"}
+QUALITY_GATES = {"max_accuracy_drop": "maxAccuracyDrop", "min_fidelity": "minFidelity", "min_snr_db": "minSnrDb"}
 """The gates that bound a result's quality (Python name: wire name); the auto search needs one of them."""
 
 
@@ -206,6 +206,16 @@ def _promotion_elsewhere(spec: CompressionJobSpec) -> list[Violation]:
     if spec.promotion is not None and same_folder(spec.promotion.uri, spec.output.uri):
         return [Violation("spec.promotion.uri")]
     return []
+
+
+def _duplicate_outputs(spec: CompressionJobSpec) -> list[Violation]:
+    seen: set[str] = set()
+    violations = []
+    for index, setting in enumerate(spec.evaluation.outputs):
+        if setting.name in seen:
+            violations.append(Violation(f"spec.evaluation.outputs[{index}].name", f"found {setting.name!r} again"))
+        seen.add(setting.name)
+    return violations
 
 
 SPEC_RULES: tuple[SpecRule, ...] = (
@@ -306,6 +316,16 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ),
         field_path=".gates",
         violations=_auto_needs_quality_gate,
+    ),
+    SpecRule(
+        name="unique-output-names",
+        message="each output may be named once in spec.evaluation.outputs",
+        cel=(
+            "!has(self.evaluation) || !has(self.evaluation.outputs) || "
+            "self.evaluation.outputs.all(o, self.evaluation.outputs.filter(p, p.name == o.name).size() == 1)"
+        ),
+        field_path=".evaluation.outputs",
+        violations=_duplicate_outputs,
     ),
     SpecRule(
         name="promotion-elsewhere",

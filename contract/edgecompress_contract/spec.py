@@ -82,10 +82,11 @@ class DatasetSource(_Strict):
         pattern=URI_PATTERN,
         max_length=2048,
         description=(
-            "A NumPy .npz file with arrays x_train, y_train, x_eval, y_eval. The y_* labels are "
-            "optional: without them, fine-tuning of prune, cluster and qat steps distills from the input "
-            "model's outputs (soft targets), with them it mixes labels and soft targets; evaluation reports "
-            "fidelity instead of accuracy without them."
+            "A NumPy .npz file with arrays x_train, y_train, x_eval, y_eval (one input, one output), or, for "
+            "several inputs or outputs, x_train/<input>, x_eval/<input>, y_train/<output>, y_eval/<output> named "
+            "as in the .tflite signature. The y_* labels are optional (per output): without them, fine-tuning of "
+            "prune, cluster and qat steps distills from the input model's outputs (soft targets), with them it "
+            "mixes labels and soft targets; evaluation reports fidelity instead of accuracy without them."
         ),
     )
 
@@ -227,7 +228,10 @@ class PtqStep(_LayerwiseStep):
     integer_io: bool = Field(
         default=False,
         alias="integerIO",
-        description=("int8 only: make the model's input and output int8 instead of float32 (not for a tflite model)."),
+        description=(
+            "int8 only: make the model's float inputs and outputs int8 instead of float32 (integer inputs such "
+            "as token ids stay as they are; not for a tflite model)."
+        ),
     )
 
 
@@ -376,6 +380,32 @@ class Latency(_Strict):
     warmup: int = Field(default=5, ge=0, le=1000, description="Untimed invocations first.")
 
 
+class OutputTask(str, Enum):
+    MULTICLASS = "multiclass"
+    BINARY = "binary"
+    MULTILABEL = "multilabel"
+    REGRESSION = "regression"
+
+
+CLASSIFIER_TASKS = frozenset({OutputTask.MULTICLASS.value, OutputTask.BINARY.value, OutputTask.MULTILABEL.value})
+
+
+class OutputSetting(_Strict):
+    """How one model output is judged."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The output's name in the .tflite signature (for tf-keras models, the output layer's name).",
+    )
+    task: OutputTask = Field(
+        description=(
+            "multiclass (top-1 over the last axis), binary or multilabel (decisions thresholded at 0.5), or "
+            "regression (any other values, e.g. dense maps). Overrides the task inferred from the baseline's outputs."
+        )
+    )
+
+
 class Evaluation(_Strict):
     """How the baseline and the result .tflite are compared."""
 
@@ -388,6 +418,14 @@ class Evaluation(_Strict):
     )
     samples: int = Field(default=1000, ge=1, le=1000000, description="Evaluation samples taken from x_eval.")
     latency: Latency = Field(default_factory=Latency, description="Latency measurement.")
+    outputs: list[OutputSetting] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "The task of some outputs, by name; the others' task is inferred from the baseline's outputs "
+            "(see the README). A name the model does not have is an error."
+        ),
+    )
 
 
 class Gates(_Strict):
@@ -398,8 +436,8 @@ class Gates(_Strict):
         ge=0,
         le=1,
         description=(
-            "Largest allowed drop of top-1 accuracy (absolute, 0.01 = one point). With the "
-            "fidelity metric, 1 - top-1 agreement with the baseline is compared instead."
+            "Largest allowed drop of accuracy (absolute, 0.01 = one point) of the worst classifier output. "
+            "With the fidelity metric or an unlabelled output, 1 - agreement with the baseline is compared instead."
         ),
     )
     min_size_reduction: float | None = Field(
@@ -417,6 +455,24 @@ class Gates(_Strict):
     )
     max_latency_ms: float | None = Field(
         default=None, gt=0, description="Largest allowed median (p50) latency in milliseconds."
+    )
+    min_fidelity: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Smallest allowed agreement with the float baseline (top-1 for multiclass outputs, decisions at 0.5 "
+            "for binary and multilabel ones), of the worst classifier output. Fails when no output is a classifier."
+        ),
+    )
+    min_snr_db: float | None = Field(
+        default=None,
+        ge=-100,
+        le=300,
+        description=(
+            "Smallest allowed signal-to-noise ratio of the result's outputs against the baseline's, in dB "
+            "(10 log10(sum baseline^2 / sum (result - baseline)^2)), of the worst output of any task."
+        ),
     )
 
 

@@ -20,7 +20,10 @@ class GateSummary(Record):
     """One gate's verdict, without its wording."""
 
     name: str = Field(
-        description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, or an auto step's maxLatencyRatio."
+        description=(
+            "The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity, minSnrDb, "
+            "or an auto step's maxLatencyRatio."
+        )
     )
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value.")
@@ -119,6 +122,10 @@ class RunSummary(Record):
         while len(summary.encoded()) > SUMMARY_LIMIT_BYTES:
             if len(summary.message) > 40:
                 summary = summary.model_copy(update={"message": summary.message[: len(summary.message) // 2] + "..."})
+            elif summary.comparison is not None and summary.comparison.outputs:
+                summary = summary.model_copy(
+                    update={"comparison": summary.comparison.model_copy(update={"outputs": []})}
+                )
             elif summary.comparison is not None:
                 summary = summary.model_copy(update={"comparison": None})
             else:

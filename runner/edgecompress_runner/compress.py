@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,15 +38,18 @@ from edgecompress_contract.spec import (
     ClusterStep,
     DistillStep,
     FineTune,
+    OutputTask,
     PruneStep,
     PruningSchedule,
     QatStep,
 )
 
+from .data import Arrays, samples, select, take
 from .errors import InputError, UnsupportedLayerError
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
 from .progress import Progress
+from .tasks import decisions, snr_db
 from .tfcompat import keras, tf, tfmot
 
 logger = logging.getLogger("edgecompress")
@@ -62,20 +65,38 @@ _MIN_VALIDATION_SAMPLES = 10
 
 
 @dataclass(frozen=True)
-class TrainingTargets:
-    """What fine-tuning fits: the reference model's outputs (distillation), mixed with labels when there are.
+class TrainingData:
+    """What a fine-tuning step trains on: x_train and its labels by input and output name, the float input
+    model's outputs on it (``reference``, by output name) and each output's task."""
 
-    ``y`` packs the reference's outputs and, for labelled classifiers, the one-hot labels along the last
-    axis, so one Keras loss (and model.fit with tfmot's callbacks) sees both. ``x_val`` / ``reference_val``
-    are the held-out slice the epochs are judged on (empty when validation is off).
+    x: Arrays
+    y: Arrays
+    reference: dict[str, np.ndarray]
+    tasks: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TrainingTargets:
+    """What fine-tuning fits: the reference model's outputs (distillation), mixed with labels where there are.
+
+    Per model output (in the Keras model's output order), ``y`` packs the reference's outputs and, for
+    labelled outputs, the labels along the last axis, so one Keras loss per output (and model.fit with
+    tfmot's callbacks) sees both. ``x_val`` / ``reference_val`` are the held-out slice the epochs are
+    judged on (empty when validation is off); ``classifier`` says, per output, whether it is judged by
+    agreement (soft-target outputs) or by its error.
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    loss: Any
-    classifier: bool
-    x_val: np.ndarray
-    reference_val: np.ndarray
+    x: Arrays
+    y: list[np.ndarray]
+    losses: list[Any]
+    classifier: dict[str, bool]
+    tasks: dict[str, str]
+    x_val: Arrays
+    reference_val: dict[str, np.ndarray]
+
+    @property
+    def single_output(self) -> bool:
+        return len(self.y) == 1
 
 
 def outputs_are_probabilities(predictions: np.ndarray) -> bool:
@@ -89,9 +110,15 @@ def _logits(outputs: Any, probabilities: bool) -> Any:
     return tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0)) if probabilities else outputs
 
 
-def distillation_loss(classes: int, *, probabilities: bool, labelled: bool) -> Any:
+def distillation_loss(
+    classes: int,
+    *,
+    probabilities: bool,
+    labelled: bool,
+    temperature: float = SOFT_TARGET_TEMPERATURE,
+    hard_weight: float = HARD_LABEL_WEIGHT,
+) -> Any:
     """T^2 * KL(softened reference || softened model), plus the hard-label cross-entropy when labelled."""
-    temperature = SOFT_TARGET_TEMPERATURE
     kl = keras.losses.KLDivergence(reduction="none")
 
     def loss(packed: Any, outputs: Any) -> Any:
@@ -102,12 +129,33 @@ def distillation_loss(classes: int, *, probabilities: bool, labelled: bool) -> A
         if not labelled:
             return soft
         hard = keras.losses.categorical_crossentropy(packed[:, classes:], logits, from_logits=True)
-        return HARD_LABEL_WEIGHT * hard + (1.0 - HARD_LABEL_WEIGHT) * soft
+        return hard_weight * hard + (1.0 - hard_weight) * soft
 
     return loss
 
 
-def regression_loss(size: int, *, labelled: bool) -> Any:
+def sigmoid_distillation_loss(
+    size: int, *, labelled: bool, temperature: float = SOFT_TARGET_TEMPERATURE, hard_weight: float = HARD_LABEL_WEIGHT
+) -> Any:
+    """Binary and multilabel outputs (probabilities): T^2 * binary cross-entropy to the reference's probabilities
+    softened by the temperature, plus the binary cross-entropy to the 0/1 labels when labelled."""
+
+    def soften(probabilities: Any) -> Any:
+        clipped = tf.clip_by_value(probabilities, 1e-7, 1.0 - 1e-7)
+        return tf.sigmoid(tf.math.log(clipped / (1.0 - clipped)) / temperature)
+
+    def loss(packed: Any, outputs: Any) -> Any:
+        flat = tf.reshape(outputs, (tf.shape(outputs)[0], -1))
+        soft = keras.losses.binary_crossentropy(soften(packed[:, :size]), soften(flat)) * temperature**2
+        if not labelled:
+            return soft
+        hard = keras.losses.binary_crossentropy(packed[:, size:], flat)
+        return hard_weight * hard + (1.0 - hard_weight) * soft
+
+    return loss
+
+
+def regression_loss(size: int, *, labelled: bool, hard_weight: float = HARD_LABEL_WEIGHT) -> Any:
     """MSE to the reference's outputs, averaged with the MSE to the labels when labelled."""
 
     def loss(packed: Any, outputs: Any) -> Any:
@@ -116,7 +164,7 @@ def regression_loss(size: int, *, labelled: bool) -> Any:
         if not labelled:
             return to_reference
         to_labels = tf.reduce_mean(tf.square(flat - packed[:, size:]), axis=-1)
-        return HARD_LABEL_WEIGHT * to_labels + (1.0 - HARD_LABEL_WEIGHT) * to_reference
+        return hard_weight * to_labels + (1.0 - hard_weight) * to_reference
 
     return loss
 
@@ -130,50 +178,158 @@ def validation_split(samples: int, share: float) -> tuple[np.ndarray, np.ndarray
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
-def training_targets(
-    model: Any, x: np.ndarray, y: np.ndarray | None, reference: np.ndarray, step: str, settings: FineTune
-) -> TrainingTargets:
-    """Distillation targets from ``reference`` (the float model's outputs on ``x``), with the labels mixed in."""
-    sample_predictions = model.predict(x[:64], verbose=0)
-    probabilities = outputs_are_probabilities(sample_predictions)
-    class_scores = sample_predictions.ndim == 2 and sample_predictions.shape[-1] >= 2
-    classes = sample_predictions.shape[-1] if sample_predictions.ndim >= 2 else 1
-    # A classifier outputs probabilities or is labelled with classes. Unlabelled logits cannot be told
-    # from other outputs; they are matched by MSE (logit matching), like any other output.
-    classifier = probabilities
-    labels: np.ndarray | None = None
-    if y is not None:
-        if y.dtype.kind in "iu" and y.ndim == 1 and class_scores:
-            if y.min() < 0 or y.max() >= classes:
+def model_inputs(model: Any, x: Arrays) -> Any:
+    """``x`` as ``model`` takes it: the array of a single-input model (by position, so a renamed input such
+    as a student's still fits), else a list in the model's input order."""
+    if len(model.inputs) == 1 and len(x) == 1:
+        return next(iter(x.values()))
+    missing = [name for name in model.input_names if name not in x]
+    if missing:
+        raise InputError(f"the model's inputs {model.input_names} do not match the dataset's inputs {list(x)}")
+    return [x[name] for name in model.input_names]
+
+
+def output_names(model: Any, names: list[str], step: str) -> list[str]:
+    """The dataset's (the .tflite signature's) name of each of ``model``'s outputs, in the model's order."""
+    if len(model.outputs) == 1 and len(names) == 1:
+        return names
+    if sorted(model.output_names) != sorted(names):
+        raise InputError(f"{step}: the model's outputs {model.output_names} are not the baseline's outputs {names}")
+    return list(model.output_names)
+
+
+def predict_named(model: Any, x: Arrays, ordered_names: list[str]) -> dict[str, np.ndarray]:
+    """``model``'s outputs on ``x`` named by position: ``ordered_names`` come from ``output_names`` of the model
+    before tfmot wrapped its layers (the wrappers rename the output layers, the clone keeps their order)."""
+    predictions = model.predict(model_inputs(model, x), verbose=0)
+    listed = predictions if isinstance(predictions, list) else [predictions]
+    return {name: np.asarray(values) for name, values in zip(ordered_names, listed, strict=True)}
+
+
+def _output_target(
+    reference: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    task: str,
+    where: str,
+    temperature: float,
+    hard_weight: float,
+) -> tuple[np.ndarray, Any, bool]:
+    """(packed targets, loss, judged by agreement) of one output."""
+    probabilities = outputs_are_probabilities(reference)
+    class_scores = reference.ndim == 2 and reference.shape[-1] >= 2
+    classes = reference.shape[-1] if reference.ndim >= 2 else 1
+    # A multiclass output is trained on soft targets when it outputs probabilities or is labelled with classes.
+    # Unlabelled logits are matched by MSE (logit matching), like any other output.
+    classifier = probabilities and task == OutputTask.MULTICLASS
+    sigmoid = task in (OutputTask.BINARY, OutputTask.MULTILABEL) and bool(reference.min() >= 0 and reference.max() <= 1)
+    flat_labels: np.ndarray | None = None
+    if labels is not None:
+        if labels.dtype.kind in "iu" and labels.ndim == 1 and class_scores and not sigmoid:
+            if labels.min() < 0 or labels.max() >= classes:
                 raise InputError(
-                    f"{step}: labels range {int(y.min())}..{int(y.max())} but the model has {classes} outputs"
+                    f"{where}: labels range {int(labels.min())}..{int(labels.max())} "
+                    f"but the model has {classes} outputs"
                 )
-            labels = np.eye(classes, dtype=np.float32)[y]
+            flat_labels = np.eye(classes, dtype=np.float32)[labels]
             classifier = True
-        elif y.shape[1:] != sample_predictions.shape[1:]:
+        elif labels.size != reference.size:
             raise InputError(
-                f"{step}: labels have shape {y.shape[1:]} but the model outputs {sample_predictions.shape[1:]}"
+                f"{where}: labels have shape {labels.shape[1:]} but the model outputs {reference.shape[1:]}"
             )
         else:
-            labels = y.astype(np.float32).reshape(len(y), -1)
-            classifier = class_scores and outputs_are_probabilities(labels)
+            flat_labels = labels.astype(np.float32).reshape(len(labels), -1)
+            classifier = classifier or (class_scores and not sigmoid and outputs_are_probabilities(flat_labels))
     flat_reference = reference.astype(np.float32).reshape(len(reference), -1)
-    packed = flat_reference if labels is None else np.concatenate([flat_reference, labels], axis=-1)
+    packed = flat_reference if flat_labels is None else np.concatenate([flat_reference, flat_labels], axis=-1)
+    labelled = flat_labels is not None
+    if sigmoid:
+        sigmoid_loss = sigmoid_distillation_loss(
+            flat_reference.shape[-1], labelled=labelled, temperature=temperature, hard_weight=hard_weight
+        )
+        return packed, sigmoid_loss, True
     if classifier:
-        loss = distillation_loss(classes, probabilities=probabilities, labelled=labels is not None)
-    else:
-        loss = regression_loss(flat_reference.shape[-1], labelled=labels is not None)
-    train, held_out = validation_split(len(x), settings.validation_split)
-    return TrainingTargets(x[train], packed[train], loss, classifier, x[held_out], reference[held_out])
+        loss = distillation_loss(
+            classes, probabilities=probabilities, labelled=labelled, temperature=temperature, hard_weight=hard_weight
+        )
+        return packed, loss, True
+    return packed, regression_loss(flat_reference.shape[-1], labelled=labelled, hard_weight=hard_weight), False
 
 
-def fidelity(outputs: np.ndarray, reference: np.ndarray, classifier: bool) -> tuple[float, float]:
-    """How close ``outputs`` are to the reference's, larger is closer: (top-1 agreement, -mean absolute error)
-    for classifiers (the error breaks ties between equal agreements), else (-mean absolute error, 0)."""
-    error = round(float(np.abs(outputs - reference).mean()), 6)
-    if classifier:
-        return round(float((outputs.argmax(-1) == reference.argmax(-1)).mean()), 4), -error
-    return -error, 0.0
+def training_targets(
+    model: Any,
+    data: TrainingData,
+    step: str,
+    settings: FineTune,
+    *,
+    temperature: float = SOFT_TARGET_TEMPERATURE,
+    hard_weight: float = HARD_LABEL_WEIGHT,
+) -> TrainingTargets:
+    """Distillation targets from ``data.reference`` (the float model's outputs on ``data.x`` by output name), per
+    output: soft targets with a temperature for classifier outputs, MSE for the others, mixed with the labels of
+    the outputs that have them."""
+    x, y, reference, tasks = data.x, data.y, data.reference, data.tasks
+    names = output_names(model, list(reference), step)
+    packed, losses, classifier = [], [], {}
+    for name in names:
+        where = step if len(names) == 1 else f"{step}: output {name!r}"
+        targets, loss, judged_by_agreement = _output_target(
+            reference[name],
+            y.get(name),
+            task=tasks.get(name, OutputTask.REGRESSION),
+            where=where,
+            temperature=temperature,
+            hard_weight=hard_weight,
+        )
+        packed.append(targets)
+        losses.append(loss)
+        classifier[name] = judged_by_agreement
+    train, held_out = validation_split(len(packed[0]), settings.validation_split)
+    return TrainingTargets(
+        x=select(x, train),
+        y=[targets[train] for targets in packed],
+        losses=losses,
+        classifier=classifier,
+        tasks={name: tasks.get(name, OutputTask.REGRESSION) for name in names},
+        x_val=select(x, held_out),
+        reference_val={name: values[held_out] for name, values in reference.items()},
+    )
+
+
+def fidelity(
+    outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], targets: TrainingTargets
+) -> tuple[float, float]:
+    """How close ``outputs`` are to the reference's, larger is closer.
+
+    One output: (agreement, -mean absolute error) when it is judged by agreement (the error breaks ties
+    between equal agreements), else (-mean absolute error, 0). Several outputs: (the worst output's
+    fidelity, -the mean of their mean absolute errors), where an output's fidelity is its agreement or,
+    for the others, 1 - sum of squared errors / sum of squared reference values.
+    """
+    errors, scores = [], []
+    for name, values in outputs.items():
+        expected = reference[name]
+        errors.append(round(float(np.abs(values - expected).mean()), 6))
+        if targets.classifier[name]:
+            task = targets.tasks[name]
+            scores.append(round(float((decisions(task, values) == decisions(task, expected)).mean()), 4))
+        else:
+            scores.append(round(1.0 - 10 ** (-snr_db(values, expected) / 10), 6))
+    if targets.single_output:
+        [name] = outputs
+        return (scores[0], -errors[0]) if targets.classifier[name] else (-errors[0], 0.0)
+    return min(scores), -round(float(np.mean(errors)), 6)
+
+
+def _reported(score: tuple[float, float], targets: TrainingTargets) -> float:
+    """A fidelity score as the report states it (a mean absolute error is reported positive)."""
+    return abs(score[0]) if targets.single_output else score[0]
+
+
+def _validation_metric(targets: TrainingTargets) -> Literal["top1Agreement", "meanAbsError", "worstOutputFidelity"]:
+    if not targets.single_output:
+        return "worstOutputFidelity"
+    return "top1Agreement" if next(iter(targets.classifier.values())) else "meanAbsError"
 
 
 def freeze_batch_norm(model: Any) -> None:
@@ -204,13 +360,17 @@ def fine_tune(
     """
     if settings.freeze_batch_norm:
         freeze_batch_norm(model)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=targets.loss)
-    validating = len(targets.x_val) > 0
+    names = list(targets.classifier)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss=targets.losses[0] if targets.single_output else targets.losses,
+    )
+    validating = samples(targets.x_val) > 0
     scores: list[tuple[float, float]] = []
     best: dict[str, Any] = {}
 
     def judge(epoch: int) -> None:
-        score = fidelity(model.predict(targets.x_val, verbose=0), targets.reference_val, targets.classifier)
+        score = fidelity(predict_named(model, targets.x_val, names), targets.reference_val, targets)
         scores.append(score)
         if epoch >= first_eligible_epoch and ("score" not in best or score > best["score"]):
             best.update(score=score, epoch=epoch, weights=model.get_weights())
@@ -219,7 +379,7 @@ def fine_tune(
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             judge(epoch + 1)
             if logs is not None:
-                logs["val_fidelity"] = abs(scores[-1][0])
+                logs["val_fidelity"] = _reported(scores[-1], targets)
 
     if validating:
         if start_weights is None:
@@ -230,8 +390,8 @@ def fine_tune(
             judge(0)
             model.set_weights(trained)
     history = model.fit(
-        targets.x,
-        targets.y,
+        model_inputs(model, targets.x),
+        targets.y[0] if targets.single_output else targets.y,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         verbose=0,
@@ -245,10 +405,10 @@ def fine_tune(
     elif best["epoch"] != settings.epochs:
         model.set_weights(best["weights"])
     validation = Validation(
-        metric="top1Agreement" if targets.classifier else "meanAbsError",
-        samples=len(targets.x_val),
-        start=abs(scores[0][0]),
-        end=abs(best["score"][0]),
+        metric=_validation_metric(targets),
+        samples=samples(targets.x_val),
+        start=_reported(scores[0], targets),
+        end=_reported(best["score"], targets),
         best_epoch=best["epoch"],
         ended_worse=best["score"][0] < scores[0][0],
     )
@@ -398,14 +558,12 @@ def prune(
     step: PruneStep,
     *,
     index: int,
-    x: np.ndarray,
-    y: np.ndarray | None,
-    reference: np.ndarray,
+    data: TrainingData,
     progress: Progress,
 ) -> tuple[Any, PruneReport, PrunedWeights]:
     name = f"steps[{index}] prune"
-    targets = training_targets(model, x, y, reference, name, step.fine_tune)
-    per_epoch = steps_per_epoch(len(targets.x), step.fine_tune.batch_size)
+    targets = training_targets(model, data, name, step.fine_tune)
+    per_epoch = steps_per_epoch(samples(targets.x), step.fine_tune.batch_size)
     total = per_epoch * step.fine_tune.epochs
     begin, end, frequency = pruning_plan(step, total, index)
     if step.schedule == PruningSchedule.POLYNOMIAL_DECAY:
@@ -487,14 +645,12 @@ def cluster(
     step: ClusterStep,
     *,
     index: int,
-    x: np.ndarray,
-    y: np.ndarray | None,
+    data: TrainingData,
     preserve_sparsity: bool,
-    reference: np.ndarray,
     progress: Progress,
 ) -> tuple[Any, ClusterReport]:
     name = f"steps[{index}] cluster"
-    targets = training_targets(model, x, y, reference, name, step.fine_tune)
+    targets = training_targets(model, data, name, step.fine_tune)
     init = getattr(tfmot.clustering.keras.CentroidInitialization, _CENTROIDS[CentroidInit(step.centroid_init)])
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
     wrapped_model, clustered = wrap_layers(
@@ -575,6 +731,23 @@ def quantize(model: Any, *, skipped: set[str], scheme: Any, step: str) -> tuple[
     raise unsupported_layers_error(sorted(unsupported, key=lambda layer: order.index(layer.name)), step, action)
 
 
+def integer_input_consumers(model: Any) -> set[str]:
+    """Layers fed directly by an integer model input (an Embedding of token ids): QAT leaves them float, since
+    annotating them would make tfmot fake-quantize the integer input itself."""
+    integer_inputs = {tensor.name for tensor in model.inputs if tf.as_dtype(tensor.dtype).is_integer}
+    consumers = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            fed_by = {tensor.name for tensor in tf.nest.flatten(layer.input)}
+        except AttributeError:  # a layer called more than once has no single input
+            continue
+        if fed_by & integer_inputs:
+            consumers.add(layer.name)
+    return consumers
+
+
 def _named_unsupported_layer(model: Any, error: BaseException) -> Any:
     """The layer quantize_apply reports as unsupported ("Layer <name>:<class> is not supported"), if any."""
     text = str(error)
@@ -605,11 +778,12 @@ def _ranges_from_each_batch() -> Iterator[None]:
 _CALIBRATION_SAMPLES = 256
 
 
-def calibrate_activation_ranges(quantized_model: Any, x: np.ndarray) -> None:
+def calibrate_activation_ranges(quantized_model: Any, x: Arrays) -> None:
     """Sets the activation quantization ranges from the min and max over some training samples, as
     post-training quantization does, so QAT starts from (and converts with) ranges that fit."""
+    batch = model_inputs(quantized_model, take(x, _CALIBRATION_SAMPLES))
     with _ranges_from_each_batch():
-        quantized_model(tf.constant(x[:_CALIBRATION_SAMPLES]), training=True)
+        quantized_model(tf.nest.map_structure(tf.constant, batch), training=True)
 
 
 def qat(
@@ -617,16 +791,14 @@ def qat(
     step: QatStep,
     *,
     index: int,
-    x: np.ndarray,
-    y: np.ndarray | None,
+    data: TrainingData,
     pruned_weights: PrunedWeights,
     clustered: bool,
-    reference: np.ndarray,
     progress: Progress,
 ) -> tuple[Any, QatReport]:
     name = f"steps[{index}] qat"
-    targets = training_targets(model, x, y, reference, name, step.fine_tune)
-    skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
+    targets = training_targets(model, data, name, step.fine_tune)
+    skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name) | integer_input_consumers(model)
     scheme = qat_scheme(bool(pruned_weights), clustered)
     quantized_model, quantized = quantize(model, skipped=skipped, scheme=scheme, step=name)
     if step.fine_tune.freeze_batch_norm:
@@ -650,57 +822,43 @@ def _short(error: BaseException) -> str:
 
 
 def distill(
-    teacher: Any, student: Any, step: DistillStep, *, x: np.ndarray, y: np.ndarray | None, progress: Progress
+    teacher: Any,
+    student: Any,
+    step: DistillStep,
+    *,
+    data: TrainingData,
+    progress: Progress,
 ) -> tuple[Any, DistillReport]:
-    """Hinton-style distillation: alpha * hard-label loss + (1 - alpha) * T^2 * KL(soft teacher || soft student)."""
-    teacher_out = teacher.predict(x, verbose=0)
-    if teacher_out.ndim != 2 or teacher_out.shape[-1] < 2:
-        raise InputError("step distill: the teacher must output class scores (batch, classes)")
-    student_shape = tuple(student.output_shape[1:])
-    if student_shape != teacher_out.shape[1:]:
-        raise InputError(f"step distill: the student outputs {student_shape} but the teacher {teacher_out.shape[1:]}")
-    teacher_probs = outputs_are_probabilities(teacher_out)
-    teacher_logits = np.log(np.clip(teacher_out, 1e-7, 1.0)) if teacher_probs else teacher_out
-    student_probs = outputs_are_probabilities(student.predict(x[:64], verbose=0))
-    alpha = step.alpha if y is not None else 0.0
-    temperature = step.temperature
-    optimizer = keras.optimizers.Adam(learning_rate=step.fine_tune.learning_rate)
-    hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    kl = keras.losses.KLDivergence()
-
-    @tf.function  # type: ignore[untyped-decorator]
-    def train_batch(xb: Any, yb: Any, tb: Any) -> Any:
-        with tf.GradientTape() as tape:
-            out = student(xb, training=True)
-            logits = tf.math.log(tf.clip_by_value(out, 1e-7, 1.0)) if student_probs else out
-            soft = kl(tf.nn.softmax(tb / temperature), tf.nn.softmax(logits / temperature))
-            loss = (1.0 - alpha) * soft * temperature**2
-            if alpha > 0:
-                loss += alpha * hard_loss(yb, logits)
-        optimizer.apply_gradients(
-            zip(tape.gradient(loss, student.trainable_variables), student.trainable_variables, strict=True)
-        )
-        return loss
-
-    labels = y if y is not None else np.zeros(len(x), dtype=np.int32)
-    batch = step.fine_tune.batch_size
-    rng = np.random.default_rng(np.random.randint(2**31))  # NumPy's global generator: seeded with spec.seed
-    loss_value = 0.0
-    for epoch in range(1, step.fine_tune.epochs + 1):
-        order = rng.permutation(len(x))
-        losses = []
-        for start in range(0, len(x), batch):
-            chosen = order[start : start + batch]
-            losses.append(float(train_batch(x[chosen], labels[chosen], teacher_logits[chosen])))
-        loss_value = float(np.mean(losses))
-        progress.epoch(epoch, {"loss": loss_value})
-    agreement = float((student.predict(x, verbose=0).argmax(-1) == teacher_out.argmax(-1)).mean())
+    """Hinton-style distillation, per output of the teacher (``data.reference``: its outputs on x_train):
+    alpha * hard-label loss + (1 - alpha) * T^2 * soft-target loss for classifier outputs, MSE (mixed with the
+    labels' MSE) for the others. The student trains all its layers (BatchNorm too) on all of x_train."""
+    name = f"{step.type} step"
+    x, reference = data.x, data.reference
+    names = output_names(student, list(reference), f"{name}: the student")
+    student_shapes = student.output_shape if isinstance(student.output_shape, list) else [student.output_shape]
+    for output, shape in zip(names, student_shapes, strict=True):
+        expected = reference[output].shape[1:]
+        if len(shape[1:]) != len(expected) or any(
+            dim is not None and dim != want for dim, want in zip(shape[1:], expected, strict=True)
+        ):
+            raise InputError(
+                f"{name}: the student's output {output!r} has shape {tuple(shape[1:])} but the teacher's "
+                f"{reference[output].shape[1:]}"
+            )
+    alpha = step.alpha if data.y else 0.0
+    settings = step.fine_tune.model_copy(update={"validation_split": 0.0, "freeze_batch_norm": False})
+    targets = training_targets(student, data, name, settings, temperature=step.temperature, hard_weight=alpha)
+    metrics, _ = fine_tune(student, targets, settings=settings, progress=progress, step=name)
+    outputs = predict_named(student, x, names)
+    agreement, _ = fidelity(outputs, reference, targets)
+    if targets.single_output and not targets.classifier[names[0]]:
+        agreement = round(1.0 - 10 ** (-snr_db(outputs[names[0]], reference[names[0]]) / 10), 6)
     return student, DistillReport(
-        temperature=temperature,
+        temperature=step.temperature,
         alpha=alpha,
         teacher_parameters=int(teacher.count_params()),
         student_parameters=int(student.count_params()),
         train_agreement_with_teacher=round(agreement, 4),
         epochs=step.fine_tune.epochs,
-        final_metrics={"loss": loss_value},
+        final_metrics=metrics,
     )

@@ -15,6 +15,8 @@ import numpy as np
 from edgecompress_contract.report import ConversionReport, Quantizer
 from edgecompress_contract.spec import PtqMode
 
+from .data import Arrays
+from .data import samples as count_samples
 from .errors import InputError
 from .kernels import WEIGHTED_OPS, kernel_profile, speed_path
 from .planning import FLOAT_PLAN, ConversionPlan
@@ -23,12 +25,15 @@ from .tfcompat import tf
 __all__ = ["FLOAT_PLAN", "ConversionPlan", "conversion_report", "convert", "denylisted_nodes"]
 
 
-def representative_dataset(x: np.ndarray, samples: int) -> Any:
-    chosen = x[: min(samples, len(x))]
+def representative_dataset(x: Arrays, samples: int) -> Any:
+    """Calibration samples one at a time: a list for a single-input model (the converter feeds it by position,
+    so a model whose input was renamed, e.g. a distilled student, still calibrates), else a dict by input name."""
+    count = min(samples, count_samples(x))
 
-    def generate() -> Iterator[list[np.ndarray]]:
-        for index in range(len(chosen)):
-            yield [chosen[index : index + 1]]
+    def generate() -> Iterator[list[np.ndarray] | dict[str, np.ndarray]]:
+        for index in range(count):
+            sample = {name: array[index : index + 1] for name, array in x.items()}
+            yield list(sample.values()) if len(sample) == 1 else sample
 
     return generate
 
@@ -87,7 +92,7 @@ def convert(
     converter: Any,
     *,
     plan: ConversionPlan,
-    x_calibration: np.ndarray | None = None,
+    x_calibration: Arrays | None = None,
     denylist: Sequence[str] = (),
 ) -> tuple[bytes, ConversionReport]:
     """Converts with the optimizations the plan asks for; returns the .tflite bytes and how."""

@@ -13,26 +13,28 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from edgecompress_contract.report import Metrics
-from edgecompress_contract.spec import Latency
+from edgecompress_contract.report import Metrics, OutputMetrics, TensorInfo
+from edgecompress_contract.spec import Latency, OutputTask
 
+from . import tasks as tasks_module
+from .data import ModelTensor, samples
 from .errors import InputError
 
 __all__ = [
     "Metrics",
+    "ModelRunner",
     "Quality",
-    "input_signature",
+    "Signature",
     "interleave",
     "measure_pair",
     "metrics_of",
     "peak_memory",
-    "predict",
     "quality",
 ]
 
@@ -69,17 +71,150 @@ print(json.dumps({"peak": status(field) - before}))
 """
 
 
-def make_interpreter(model_bytes: bytes, threads: int) -> Any:
-    """The interpreter, allocated, for a single-input model."""
-    from ai_edge_litert.interpreter import Interpreter
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output of a .tflite: its signature name, tensor index, type, per-sample shape and quantization."""
 
-    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
-    if len(interpreter.get_input_details()) != 1:
-        raise InputError(
-            f"the model has {len(interpreter.get_input_details())} inputs; only single-input models are supported"
+    name: str
+    index: int
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def of(cls, name: str, detail: dict[str, Any]) -> Tensor:
+        scale, zero_point = detail["quantization"]
+        return cls(
+            name=name,
+            index=int(detail["index"]),
+            dtype=np.dtype(detail["dtype"]),
+            shape=tuple(None if dim < 0 else int(dim) for dim in detail["shape_signature"][1:]),
+            scale=float(scale),
+            zero_point=int(zero_point),
         )
-    interpreter.allocate_tensors()
-    return interpreter
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0 and self.dtype.kind in "iu"
+
+    def model_tensor(self) -> ModelTensor:
+        return ModelTensor(name=self.name, shape=self.shape, dtype=self.dtype)
+
+    def info(self) -> TensorInfo:
+        return TensorInfo(
+            name=self.name, dtype=self.dtype.name, shape=[-1 if dim is None else dim for dim in self.shape]
+        )
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's inputs and outputs by name, in signature order."""
+
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [tensor.name for tensor in self.outputs]
+
+
+def _plain_name(tensor_name: str) -> str:
+    """A tensor name without the converter's decorations: ``serving_default_audio:0`` -> ``audio``."""
+    name = tensor_name.split(":", 1)[0]
+    return name.removeprefix("serving_default_")
+
+
+def signature_of(interpreter: Any) -> Signature:
+    """Inputs and outputs named as the .tflite's signature names them (the converter's tensor names without one).
+
+    The runner feeds and reads the main subgraph, so a signature of another subgraph is not used.
+    """
+    keys = interpreter.get_signature_list()
+    if keys:
+        key = "serving_default" if "serving_default" in keys else sorted(keys)[0]
+        runner = interpreter.get_signature_runner(key)
+        main_inputs = {int(detail["index"]) for detail in interpreter.get_input_details()}
+        named_inputs = runner.get_input_details()
+        if {int(detail["index"]) for detail in named_inputs.values()} == main_inputs:
+            return Signature(
+                inputs=tuple(Tensor.of(name, detail) for name, detail in named_inputs.items()),
+                outputs=tuple(Tensor.of(name, detail) for name, detail in runner.get_output_details().items()),
+            )
+    return Signature(
+        inputs=tuple(Tensor.of(_plain_name(d["name"]), d) for d in interpreter.get_input_details()),
+        outputs=tuple(Tensor.of(_plain_name(d["name"]), d) for d in interpreter.get_output_details()),
+    )
+
+
+def _renamed(tensors: tuple[Tensor, ...], reference: tuple[Tensor, ...], role: str) -> tuple[Tensor, ...]:
+    """``tensors`` named as in ``reference``: by name (QAT's ``quant_`` prefix aside), or by position for one."""
+    wanted = {tensor.name for tensor in reference}
+    if len(tensors) == 1 and len(reference) == 1:
+        return (replace(tensors[0], name=reference[0].name),)
+    renamed = tuple(replace(tensor, name=tensor.name.removeprefix("quant_")) for tensor in tensors)
+    found = [tensor.name for tensor in renamed]
+    if sorted(found) != sorted(wanted):
+        raise InputError(f"the compressed model's {role} {found} are not the input model's {sorted(wanted)}")
+    return renamed
+
+
+class ModelRunner:
+    """A .tflite in the LiteRT interpreter, fed every input by name and read at every output.
+
+    An input with unknown sizes is resized to the samples given (all samples of one array share a shape).
+    """
+
+    def __init__(self, model_bytes: bytes, threads: int, *, names_of: Signature | None = None) -> None:
+        """``names_of`` (the baseline's signature) renames this model's inputs and outputs to the baseline's."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+        self.signature = signature_of(self.interpreter)
+        if names_of is not None:
+            self.signature = Signature(
+                inputs=_renamed(self.signature.inputs, names_of.inputs, "inputs"),
+                outputs=_renamed(self.signature.outputs, names_of.outputs, "outputs"),
+            )
+        self.interpreter.allocate_tensors()
+        self._shapes = {
+            tensor.name: tuple(self.interpreter.get_tensor(tensor.index).shape) for tensor in self.signature.inputs
+        }
+
+    def feed(self, sample: Mapping[str, np.ndarray]) -> None:
+        """Sets every input from a batch of one sample per input name."""
+        resized = False
+        for tensor in self.signature.inputs:
+            shape = tuple(sample[tensor.name].shape)
+            if self._shapes[tensor.name] != shape:
+                self.interpreter.resize_tensor_input(tensor.index, shape, strict=False)
+                self._shapes[tensor.name] = shape
+                resized = True
+        if resized:
+            self.interpreter.allocate_tensors()
+        for tensor in self.signature.inputs:
+            self.interpreter.set_tensor(tensor.index, _to_input(sample[tensor.name], tensor))
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def read(self) -> dict[str, np.ndarray]:
+        """Every output of the last invocation, dequantized, without the batch axis."""
+        return {
+            tensor.name: _from_output(self.interpreter.get_tensor(tensor.index), tensor)[0]
+            for tensor in self.signature.outputs
+        }
+
+    def predict(self, x: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs samples one at a time (the batch size edge devices use); every output by name."""
+        count = samples(dict(x))
+        collected: dict[str, list[np.ndarray]] = {tensor.name: [] for tensor in self.signature.outputs}
+        for index in range(count):
+            self.feed({name: array[index : index + 1] for name, array in x.items()})
+            self.invoke()
+            for name, value in self.read().items():
+                collected[name].append(value)
+        return {name: np.stack(values) for name, values in collected.items()}
 
 
 def peak_memory(models: Sequence[bytes], threads: int) -> list[int | None]:
@@ -117,44 +252,22 @@ def _child_peak(child: subprocess.Popen[bytes], model_bytes: bytes) -> int | Non
     return peak if child.returncode == 0 and peak > 0 else None
 
 
-def input_signature(model_bytes: bytes) -> tuple[int | None, ...]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    detail = Interpreter(model_content=model_bytes).get_input_details()[0]
-    return tuple(None if dim < 0 else int(dim) for dim in detail["shape_signature"][1:])
-
-
-def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = detail["dtype"]
-    if dtype == np.float32:
-        return x.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    quantized: np.ndarray = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-    return quantized
+def _to_input(x: np.ndarray, tensor: Tensor) -> np.ndarray:
+    """Samples in the input's type: quantized from real values for an int8 input, cast otherwise (token ids stay
+    integers)."""
+    if not tensor.quantized:
+        return x.astype(tensor.dtype, copy=False)
+    info = np.iinfo(tensor.dtype)
+    real = x.astype(np.float32)
+    quantized: np.ndarray = np.clip(np.round(real / tensor.scale + tensor.zero_point), info.min, info.max)
+    return quantized.astype(tensor.dtype)
 
 
-def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return y.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    dequantized: np.ndarray = (y.astype(np.float32) - zero_point) * scale
+def _from_output(y: np.ndarray, tensor: Tensor) -> np.ndarray:
+    if not tensor.quantized:
+        return y.astype(np.float32) if y.dtype != np.float32 else y.copy()
+    dequantized: np.ndarray = (y.astype(np.float32) - tensor.zero_point) * tensor.scale
     return dequantized
-
-
-def predict(interpreter: Any, x: np.ndarray) -> np.ndarray:
-    """Runs samples one at a time (the batch size edge devices use)."""
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    expected = tuple(input_detail["shape"][1:])
-    if tuple(x.shape[1:]) != expected:
-        raise InputError(f"samples have shape {tuple(x.shape[1:])} but the .tflite expects {expected}")
-    outputs = []
-    for index in range(len(x)):
-        interpreter.set_tensor(input_detail["index"], _quantize(x[index : index + 1], input_detail))
-        interpreter.invoke()
-        outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)[0])
-    return np.stack(outputs)
 
 
 def interleave(
@@ -211,60 +324,79 @@ class LatencyStats:
         )
 
 
-def latency(models: Sequence[bytes], sample: np.ndarray, spec: Latency) -> list[LatencyStats]:
-    """Each model's latency on the same sample with the same threads, timed interleaved."""
+def latency(
+    models: Sequence[bytes], sample: Mapping[str, np.ndarray], spec: Latency, *, names_of: Signature
+) -> list[LatencyStats]:
+    """Each model's latency on the same sample (one per input) with the same threads, timed interleaved."""
     invokers = []
     for model_bytes in models:
-        interpreter = make_interpreter(model_bytes, spec.threads)
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], _quantize(sample[None], detail))
-        invokers.append(interpreter.invoke)
+        runner = ModelRunner(model_bytes, spec.threads, names_of=names_of)
+        runner.feed({name: array[None] for name, array in sample.items()})
+        invokers.append(runner.invoke)
     timings = interleave(invokers, runs=spec.runs, warmup=spec.warmup)
     return [LatencyStats.of(rounds) for rounds in timings]
 
 
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    truth = labels.argmax(-1) if labels.ndim == outputs.ndim and labels.ndim > 1 else labels.reshape(-1)
-    return float((outputs.argmax(-1) == truth).mean())
-
-
 @dataclass(frozen=True)
 class Quality:
-    """What one model answers on the evaluation samples, and how well."""
+    """What one model answers on the evaluation samples (every output by name), and how well."""
 
-    outputs: np.ndarray
-    input_type: str
-    accuracy: float | None = None
-    top1_agreement: float | None = None
-    mean_abs_error: float | None = None
+    outputs: dict[str, np.ndarray]
+    signature: Signature
+    per_output: list[OutputMetrics]
+
+    def headline(self) -> dict[str, Any]:
+        """The Metrics fields this quality fills: aggregates (the worst output), inputs and outputs."""
+        return {
+            **Metrics.aggregates(self.per_output),
+            "input_type": self.signature.inputs[0].dtype.name if self.signature.inputs else "float32",
+            "inputs": [tensor.info() for tensor in self.signature.inputs],
+            "outputs": self.per_output,
+        }
 
 
 def quality(
     model_bytes: bytes,
-    x: np.ndarray,
+    x: Mapping[str, np.ndarray],
     *,
     threads: int,
-    labels: np.ndarray | None = None,
-    reference_outputs: np.ndarray | None = None,
+    tasks: Mapping[str, str],
+    names_of: Signature,
+    labels: Mapping[str, np.ndarray] | None = None,
+    reference_outputs: Mapping[str, np.ndarray] | None = None,
 ) -> Quality:
-    """Outputs and accuracy of one model; ``reference_outputs`` (the baseline's) enables fidelity."""
-    interpreter = make_interpreter(model_bytes, threads)
-    outputs = predict(interpreter, x)
-    classifier = outputs.ndim == 2 and outputs.shape[-1] > 1
-    accuracy = top1_accuracy(outputs, labels) if labels is not None and classifier else None
-    agreement = mae = None
-    if reference_outputs is not None:
-        mae = float(np.abs(outputs - reference_outputs).mean())
-        if classifier:
-            agreement = float((outputs.argmax(-1) == reference_outputs.argmax(-1)).mean())
-    input_type = np.dtype(interpreter.get_input_details()[0]["dtype"]).name
-    return Quality(outputs, input_type, accuracy=accuracy, top1_agreement=agreement, mean_abs_error=mae)
+    """Every output of one model on ``x`` (its inputs and outputs named as in ``names_of``), judged by ``assess``."""
+    runner = ModelRunner(model_bytes, threads, names_of=names_of)
+    return assess(runner.signature, runner.predict(x), tasks=tasks, labels=labels, reference_outputs=reference_outputs)
+
+
+def assess(
+    signature: Signature,
+    outputs: dict[str, np.ndarray],
+    *,
+    tasks: Mapping[str, str],
+    labels: Mapping[str, np.ndarray] | None = None,
+    reference_outputs: Mapping[str, np.ndarray] | None = None,
+) -> Quality:
+    """Every output with its task: ``labels`` (as ``tasks.label_targets`` made them) give accuracy,
+    ``reference_outputs`` (the baseline's) give fidelity."""
+    per_output = []
+    for tensor in signature.outputs:
+        name, values = tensor.name, outputs[tensor.name]
+        task = tasks[name]
+        found: dict[str, float] = {}
+        if labels is not None and name in labels:
+            found.update(tasks_module.label_quality(task, values, labels[name]))
+        if reference_outputs is not None:
+            found.update(tasks_module.fidelity(task, values, reference_outputs[name]))
+        per_output.append(OutputMetrics(name=name, task=OutputTask(task), dtype=tensor.dtype.name, **found))
+    return Quality(outputs=outputs, signature=signature, per_output=per_output)
 
 
 def measure_pair(
     baseline: bytes,
     result: bytes,
-    sample: np.ndarray,
+    sample: Mapping[str, np.ndarray],
     *,
     latency_spec: Latency,
     baseline_quality: Quality,
@@ -272,7 +404,7 @@ def measure_pair(
 ) -> tuple[Metrics, Metrics]:
     """The baseline's and the result's metrics: memory in fresh processes, then latency interleaved."""
     peaks = peak_memory([baseline, result], latency_spec.threads)
-    stats = latency([baseline, result], sample, latency_spec)
+    stats = latency([baseline, result], sample, latency_spec, names_of=baseline_quality.signature)
     baseline_metrics, result_metrics = (
         metrics_of(model_bytes, measured, found, peak_memory_bytes=peak)
         for model_bytes, measured, peak, found in zip(
@@ -294,8 +426,5 @@ def metrics_of(
         latency_iqr_ms=measured.iqr_ms,
         latency_rounds_ms=measured.rounds_ms,
         peak_memory_bytes=peak_memory_bytes,
-        accuracy=found.accuracy,
-        top1_agreement=found.top1_agreement,
-        mean_abs_error=found.mean_abs_error,
-        input_type=found.input_type,
+        **found.headline(),
     )

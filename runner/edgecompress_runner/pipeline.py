@@ -39,15 +39,16 @@ from edgecompress_contract.report import (
 from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
 from edgecompress_contract.summary import RunSummary
 
-from .data import Dataset
+from .data import Arrays, Dataset, samples, take
 from .errors import ExitCode, InputError, PromotionConflict
-from .evaluate import Quality
+from .evaluate import Quality, Signature
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
 from .report import versions
 from .search import SearchInputs
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
+from .tasks import label_targets, output_tasks
 from .trial_cache import TrialCache
 
 TFLITE_NAME = "model.tflite"
@@ -139,8 +140,9 @@ class RunState:
     # baseline
     step_context: StepContext | None = None
     baseline_tflite: bytes = b""
-    x_eval: np.ndarray | None = None
-    labels: np.ndarray | None = None
+    x_eval: Arrays | None = None
+    tasks: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] | None = None
     baseline_quality: Quality | None = None
     # steps and convert
     step_reports: list[StepReport] = field(default_factory=list)
@@ -246,10 +248,11 @@ def _fetch(state: RunState) -> None:
 def _baseline(state: RunState) -> None:
     """Loads the model, converts it plainly to float and takes its outputs: what every result is compared with.
 
-    Its latency and memory are measured in the evaluate phase, interleaved with the result's.
+    The dataset's arrays are bound to the model's input and output names here, and each output's task is
+    settled (spec.evaluation.outputs, else inferred from these outputs). Latency and memory are measured in
+    the evaluate phase, interleaved with the result's.
     """
     from . import convert, evaluate, model_io
-    from .data import check_input_shape
 
     spec, dataset = state.spec, state.dataset
     loaded = model_io.load_model(
@@ -260,6 +263,26 @@ def _baseline(state: RunState) -> None:
         trust_code=spec.model.trust_code,
         keras_needed_by=next((step.phase for step in state.steps if step.spec.type in TRAINING_STEP_TYPES), None),
     )
+    if loaded.tflite is not None:
+        state.baseline_tflite = loaded.tflite
+    else:
+        state.baseline_tflite, _ = convert.convert(loaded.converter(), plan=convert.FLOAT_PLAN)
+    runner = evaluate.ModelRunner(state.baseline_tflite, spec.evaluation.latency.threads)
+    signature = runner.signature
+    if dataset is not None:
+        dataset = dataset.bind([tensor.model_tensor() for tensor in signature.inputs], signature.output_names)
+        state.dataset = dataset
+        state.x_eval = take(dataset.x_eval, spec.evaluation.samples)
+    else:
+        state.x_eval = _random_inputs(signature, spec.seed)
+    outputs = runner.predict(state.x_eval)
+    raw_labels = take(dataset.y_eval, spec.evaluation.samples) if dataset is not None else {}
+    state.tasks = output_tasks(spec.evaluation.outputs, outputs, raw_labels)
+    if state.metric == "accuracy":
+        state.labels = {
+            name: label_targets(state.tasks[name], labels, outputs[name], _label_array(name, signature, dataset))
+            for name, labels in raw_labels.items()
+        }
     state.step_context = StepContext(
         loaded=loaded,
         dataset=dataset,
@@ -267,30 +290,14 @@ def _baseline(state: RunState) -> None:
         work_dir=state.work_dir,
         progress=state.progress,
         keras_model=loaded.keras_model,
+        tasks=state.tasks,
     )
-    if loaded.tflite is not None:
-        state.baseline_tflite = loaded.tflite
-    else:
-        state.baseline_tflite, _ = convert.convert(loaded.converter(), plan=convert.FLOAT_PLAN)
-    expected_shape = evaluate.input_signature(state.baseline_tflite)
-    if dataset is not None:
-        check_input_shape(dataset, expected_shape, spec.dataset.uri if spec.dataset else "")
-        state.x_eval = dataset.x_eval[: spec.evaluation.samples]
-        if state.metric == "accuracy" and dataset.y_eval is not None:
-            state.labels = dataset.y_eval[: spec.evaluation.samples]
-    else:
-        if any(dim is None for dim in expected_shape):
-            raise InputError(f"spec.dataset: the model input {expected_shape} has unknown sizes; give a dataset")
-        rng = np.random.default_rng(spec.seed)
-        shape = (UNLABELED_EVAL_SAMPLES, *[int(dim or 0) for dim in expected_shape])
-        state.x_eval = rng.random(shape, dtype=np.float32)
-    state.baseline_quality = evaluate.quality(
-        state.baseline_tflite, state.x_eval, threads=spec.evaluation.latency.threads, labels=state.labels
-    )
+    state.baseline_quality = evaluate.assess(signature, outputs, tasks=state.tasks, labels=state.labels)
     state.step_context.search_inputs = SearchInputs(
         baseline=state.baseline_tflite,
         x_eval=state.x_eval,
         labels=state.labels,
+        tasks=state.tasks,
         baseline_quality=state.baseline_quality,
         gates=spec.gates,
         latency=spec.evaluation.latency,
@@ -299,6 +306,29 @@ def _baseline(state: RunState) -> None:
             join_uri(spec.output.uri, TRIALS_FOLDER), state.storage(spec.output.uri), state.work_dir / TRIALS_FOLDER
         ),
     )
+
+
+def _label_array(name: str, signature: Signature, dataset: Dataset | None) -> str:
+    array = "y_eval" if len(signature.outputs) == 1 else f"y_eval/{name}"
+    return f"{dataset.source}: {array}" if dataset is not None else array
+
+
+def _random_inputs(signature: Signature, seed: int) -> Arrays:
+    """Uniform random samples for a model evaluated without a dataset (float inputs of known shape only)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for tensor in signature.inputs:
+        if any(dim is None for dim in tensor.shape):
+            shown = tuple("?" if dim is None else dim for dim in tensor.shape)
+            raise InputError(f"spec.dataset: the model input {tensor.name!r} {shown} has unknown sizes; give a dataset")
+        if tensor.dtype.kind != "f":
+            raise InputError(
+                f"spec.dataset: the model input {tensor.name!r} takes {tensor.dtype} values (e.g. token ids), "
+                "which random inputs cannot stand for; give a dataset"
+            )
+        shape = (UNLABELED_EVAL_SAMPLES, *(int(dim or 0) for dim in tensor.shape))
+        arrays[tensor.name] = rng.random(shape, dtype=np.float32)
+    return arrays
 
 
 def _step_phase(step: CompressionStep[Any]) -> Callable[[RunState], None]:
@@ -347,7 +377,7 @@ def _convert(state: RunState) -> None:
     state.tflite_file.write_bytes(result_tflite)
 
 
-def _convert_with_converter(state: RunState, *, where: str, calibration: np.ndarray | None) -> tuple[bytes, list[str]]:
+def _convert_with_converter(state: RunState, *, where: str, calibration: Arrays | None) -> tuple[bytes, list[str]]:
     """The LiteRT converter's result for the Keras model or SavedModel, and the nodes its denylist kept float."""
     from . import convert
     from .tfcompat import tf
@@ -366,6 +396,11 @@ def _convert_with_converter(state: RunState, *, where: str, calibration: np.ndar
             else tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
         )
         denylist = convert.denylisted_nodes(graph, ptq.skip_layers, ptq.skip_first_and_last, where)
+    if calibration is not None and len(calibration) > 1 and denylist:
+        raise InputError(
+            f"{where}.skipLayers: keeping layers float is not supported for a model "
+            "with several inputs (the quantization debugger takes inputs by position)"
+        )
     result_tflite, state.conversion = convert.convert(
         converter, plan=plan, x_calibration=calibration, denylist=denylist
     )
@@ -388,13 +423,15 @@ def _evaluate(state: RunState) -> None:
         result_tflite,
         x_eval,
         threads=spec.evaluation.latency.threads,
+        tasks=state.tasks,
+        names_of=baseline_quality.signature,
         labels=state.labels,
         reference_outputs=baseline_quality.outputs,
     )
     state.baseline, state.result = evaluate.measure_pair(
         state.baseline_tflite,
         result_tflite,
-        x_eval[0],
+        {name: array[0] for name, array in x_eval.items()},
         latency_spec=spec.evaluation.latency,
         baseline_quality=baseline_quality,
         result_quality=result_quality,
@@ -422,7 +459,7 @@ def _publish(state: RunState) -> None:
         ),
         outputs=Outputs(tflite=tflite),
         metric=state.metric,
-        evaluation_samples=len(_ready(state.x_eval)),
+        evaluation_samples=samples(_ready(state.x_eval)),
         evaluation_data="dataset x_eval" if state.dataset is not None else "random uniform inputs (no dataset)",
         steps=state.step_reports,
         conversion=_ready(state.conversion),

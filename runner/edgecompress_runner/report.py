@@ -28,17 +28,37 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _output_rows(report: Report) -> list[tuple[str, str, str]]:
+    """Per output: accuracy (or error to the labels), agreement, SNR; one output's rows are not prefixed."""
+    baseline = {output.name: output for output in report.baseline.outputs}
+    several = len(report.result.outputs) > 1
+    rows = []
+    for output in report.result.outputs:
+        base = baseline.get(output.name)
+        prefix = f"{output.name} ({output.task}) " if several else ""
+        if base is not None and base.accuracy is not None:
+            accuracy = output.accuracy if output.accuracy is not None else float("nan")
+            rows.append((f"{prefix}accuracy", f"{base.accuracy:.4f}", f"{accuracy:.4f}"))
+        if base is not None and base.label_mean_abs_error is not None and output.label_mean_abs_error is not None:
+            rows.append(
+                (f"{prefix}MAE to labels", f"{base.label_mean_abs_error:.4g}", f"{output.label_mean_abs_error:.4g}")
+            )
+        if output.agreement is not None:
+            rows.append(
+                (f"{prefix}{'agreement' if several else 'top-1 agreement'}", "1.0000", f"{output.agreement:.4f}")
+            )
+        if output.snr_db is not None:
+            rows.append((f"{prefix}SNR", "", f"{output.snr_db:.1f} dB"))
+    return rows
+
+
 def summary_table(report: Report) -> str:
     """A short human-readable table printed at the end of a run."""
     base, result = report.baseline, report.result
     rows = [("", "baseline (float)", f"result ({report.conversion.mode})")]
     rows.append(("size", f"{base.size_bytes:,} B", f"{result.size_bytes:,} B"))
     rows.append(("gzip size", f"{base.gzip_bytes:,} B", f"{result.gzip_bytes:,} B"))
-    if base.accuracy is not None:
-        accuracy = result.accuracy if result.accuracy is not None else float("nan")
-        rows.append(("accuracy", f"{base.accuracy:.4f}", f"{accuracy:.4f}"))
-    if result.top1_agreement is not None:
-        rows.append(("top-1 agreement", "1.0000", f"{result.top1_agreement:.4f}"))
+    rows.extend(_output_rows(report))
     rows.append(("latency p50", f"{base.latency_p50_ms:.3f} ms", f"{result.latency_p50_ms:.3f} ms"))
     rows.append(("latency p95", f"{base.latency_p95_ms:.3f} ms", f"{result.latency_p95_ms:.3f} ms"))
     if base.peak_memory_bytes is not None and result.peak_memory_bytes is not None:

@@ -3,18 +3,20 @@
 Everything works on the run's float ``.tflite`` (the baseline), so it serves every input format.
 
 *Sensitivity*: each weighted op with at least ``minWeights`` weights is quantized alone at each precision
-of the ladder (every other op float) and the model's output is compared with the float output on a few
-samples: SNR in dB and, for classifiers, top-1 agreement. A precision litert-quantizer does not apply to
-an op (the file does not shrink by at least a byte per weight, e.g. int4 on a depthwise conv) leaves that
-op's ladder.
+of the ladder (every other op float) and every output of the model is compared with the float model's on a
+few samples: the worst output's SNR in dB and, when some outputs are classifiers, the worst classifier
+output's agreement (top-1, or decisions at 0.5 for binary and multilabel outputs). A precision
+litert-quantizer does not apply to an op (the file does not shrink by at least a byte per weight, e.g. int4
+on a depthwise conv) leaves that op's ladder.
 
 *Candidates*: whole-model recipes (dynamic, weight-only int8, float16, and int8 and int16x8 when the
 dataset has ``x_train`` to calibrate on), then mixed recipes found by ``raise_until_passing``: every
 analysed layer starts at the lowest precision of its ladder (smaller layers stay float) and, while a
 quality gate fails, the layer whose next precision removes the most output noise per added byte
 (``noise_removed_per_byte``) moves up one precision. Each
-candidate is measured for real: bytes, quality on the evaluation samples against the baseline's outputs,
-and latency timed interleaved with the baseline; ``gates.judge`` gives its verdicts.
+candidate is measured for real: bytes, every output's quality on the evaluation samples against the
+baseline's outputs (each judged by its task), and latency timed interleaved with the baseline;
+``gates.judge`` gives its verdicts on the per-output comparison (a model is judged by its worst output).
 
 *Pick*: among the candidates that pass every gate, the best by the objective: size (fewest bytes, then
 lowest latency ratio), latency (lowest latency ratio, then bytes) or balanced (lowest size ratio times
@@ -30,7 +32,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,10 +48,12 @@ from edgecompress_contract.rules import QUALITY_GATES
 from edgecompress_contract.spec import AutoStep, Gates, Latency, SearchObjective
 
 from . import evaluate
+from .data import Arrays, take
 from .errors import InputError
 from .gates import judge
 from .kernels import WEIGHTED_OPS
 from .progress import logger
+from .tasks import fidelity
 from .tflite_quantize import (
     CALIBRATED,
     OpScope,
@@ -63,7 +67,6 @@ from .tflite_quantize import (
 from .trial_cache import CachedTrial, TrialCache, content_key
 
 __all__ = [
-    "MAX_SNR_DB",
     "Assignment",
     "SearchInputs",
     "SearchResult",
@@ -74,9 +77,10 @@ __all__ = [
     "mixed_recipe",
     "noise_removed_per_byte",
     "raise_until_passing",
+    "raising_may_help",
     "run_search",
     "sensitivity_table",
-    "snr_db",
+    "worst_output_error",
 ]
 
 PRECISION_RANK = {
@@ -97,25 +101,18 @@ WHOLE_MODEL_CANDIDATES = (
     ("int16x8", Precision.INT16X8),
 )
 
-MAX_SNR_DB = 200.0
-"""The SNR reported for outputs identical to the float ones (JSON has no infinity)."""
 
+def worst_output_error(
+    reference: Mapping[str, np.ndarray], measured: Mapping[str, np.ndarray], tasks: Mapping[str, str]
+) -> tuple[float, float | None]:
+    """The lowest SNR (dB) over every output, and the lowest agreement over the classifier outputs (None without).
 
-def snr_db(reference: np.ndarray, measured: np.ndarray) -> float:
-    """Signal-to-noise ratio of ``measured`` against ``reference`` in dB, at most ``MAX_SNR_DB``."""
-    noise = float(np.sum((measured.astype(np.float64) - reference) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    if noise == 0.0:
-        return MAX_SNR_DB
-    if signal == 0.0:
-        return -MAX_SNR_DB
-    return round(min(MAX_SNR_DB, 10.0 * math.log10(signal / noise)), 3)
-
-
-def _top1_agreement(reference: np.ndarray, measured: np.ndarray) -> float | None:
-    if reference.ndim != 2 or reference.shape[-1] < 2:
-        return None
-    return float(np.mean(reference.argmax(-1) == measured.argmax(-1)))
+    Each output is compared by ``tasks.fidelity`` as in the report: agreement of top-1 classes for multiclass
+    outputs, of decisions at 0.5 for binary and multilabel ones.
+    """
+    found = [fidelity(tasks[name], measured[name], values) for name, values in reference.items()]
+    agreements = [numbers["agreement"] for numbers in found if "agreement" in numbers]
+    return min(numbers["snr_db"] for numbers in found), (min(agreements) if agreements else None)
 
 
 def _only(scope: str) -> str:
@@ -125,10 +122,13 @@ def _only(scope: str) -> str:
 # --- gate access: the only place that knows which gates bound quality ---
 
 
-def _raising_may_help(verdicts: Iterable[GateResult]) -> bool:
-    """Whether a gate failed that a higher precision can fix: quality, or speed (int4 weights dequantized per run)."""
+def raising_may_help(verdicts: Iterable[GateResult]) -> bool:
+    """Whether a gate failed that a higher precision can fix: quality, or speed (int4 weights dequantized per run).
+
+    A gate that could not be measured (minFidelity on a model without a classifier output) is not fixable.
+    """
     fixable = {*QUALITY_GATES.values(), LATENCY_RATIO_GATE}
-    return any(not verdict.passed and verdict.name in fixable for verdict in verdicts)
+    return any(not verdict.passed and verdict.name in fixable and verdict.actual is not None for verdict in verdicts)
 
 
 LATENCY_RATIO_GATE = "maxLatencyRatio"
@@ -205,17 +205,21 @@ def sensitivity_table(
     model: bytes,
     layers: Sequence[OpScope],
     precisions: Sequence[Precision],
-    samples: np.ndarray,
+    samples: Arrays,
     *,
+    tasks: Mapping[str, str],
     block_size: int,
     threads: int,
     may_continue: Callable[[], bool] = lambda: True,
 ) -> list[LayerSensitivity]:
-    """Each layer quantized alone at each precision, its output compared with the float model's on ``samples``.
+    """Each layer quantized alone at each precision, every output compared with the float model's on ``samples``.
 
-    ``may_continue`` is asked before each layer; layers after a False are left out (they stay float).
+    ``samples`` are keyed by input name; ``tasks`` gives each output's task (classifier outputs are also
+    compared by agreement). ``may_continue`` is asked before each layer; layers after a False are left out
+    (they stay float).
     """
-    reference = evaluate.predict(evaluate.make_interpreter(model, threads), samples)
+    float_runner = evaluate.ModelRunner(model, threads)
+    reference = float_runner.predict(samples)
     table = []
     for layer in layers:
         if not may_continue():
@@ -228,8 +232,8 @@ def sensitivity_table(
             applies = len(model) - len(quantized) >= layer.weights
             snr = agreement = None
             if applies:
-                outputs = evaluate.predict(evaluate.make_interpreter(quantized, threads), samples)
-                snr, agreement = snr_db(reference, outputs), _top1_agreement(reference, outputs)
+                outputs = evaluate.ModelRunner(quantized, threads, names_of=float_runner.signature).predict(samples)
+                snr, agreement = worst_output_error(reference, outputs, tasks)
             table.append(
                 LayerSensitivity(
                     layer=layer.scope,
@@ -292,12 +296,17 @@ class SearchInputs:
     """What the search measures against: the baseline and the evaluation the run judges its result on."""
 
     baseline: bytes
-    x_eval: np.ndarray
-    labels: np.ndarray | None
+    x_eval: Arrays
+    """Evaluation samples by input name (the run's x_eval)."""
+    labels: dict[str, np.ndarray] | None
+    """Labels by output name, as ``tasks.label_targets`` made them (None: fidelity only)."""
+    tasks: dict[str, str]
+    """Each output's task (multiclass, binary, multilabel or regression)."""
     baseline_quality: evaluate.Quality
     gates: Gates
     latency: Latency
-    x_train: np.ndarray | None
+    x_train: Arrays | None
+    """Training samples by input name: the sensitivity samples and the int8/int16x8 calibration."""
     cache: TrialCache | None = None
 
 
@@ -386,7 +395,8 @@ class _Measurer:
             size_ratio=round(len(model) / len(inputs.baseline), 4),
             accuracy=record.result.accuracy,
             top1_agreement=record.result.top1_agreement,
-            snr_db=record.snr_db,
+            snr_db=record.comparison.snr_db,
+            outputs=record.comparison.outputs,
             latency_ratio=round(1.0 / max(record.comparison.latency_speedup, 1e-9), 3),
             gates=verdicts,
             passed=all(verdict.passed for verdict in verdicts),
@@ -396,7 +406,9 @@ class _Measurer:
         trial = _Trial(candidate, model)
         self.trials.append(trial)
         fields = candidate.to_wire()
-        summary = {name: fields.get(name) for name in ("name", "sizeBytes", "top1Agreement", "latencyRatio", "passed")}
+        summary = {
+            name: fields.get(name) for name in ("name", "sizeBytes", "top1Agreement", "snrDb", "latencyRatio", "passed")
+        }
         logger.info(
             f"trial {len(self.trials)} of at most {self.step.max_trials}: {name}",
             extra={"fields": {"event": "trial", **summary, "cached": candidate.cached}},
@@ -406,14 +418,18 @@ class _Measurer:
     def _measured(self, key: str, model: bytes, started: float) -> CachedTrial:
         """The candidate's quality on the evaluation samples and its latency interleaved with the baseline."""
         inputs = self.inputs
+        signature = inputs.baseline_quality.signature
         quality = evaluate.quality(
             model,
             inputs.x_eval,
             threads=inputs.latency.threads,
+            tasks=inputs.tasks,
+            names_of=signature,
             labels=inputs.labels,
             reference_outputs=inputs.baseline_quality.outputs,
         )
-        baseline_stats, stats = evaluate.latency([inputs.baseline, model], inputs.x_eval[0], inputs.latency)
+        first = {name: array[0] for name, array in inputs.x_eval.items()}
+        baseline_stats, stats = evaluate.latency([inputs.baseline, model], first, inputs.latency, names_of=signature)
         baseline_metrics = evaluate.metrics_of(inputs.baseline, baseline_stats, inputs.baseline_quality)
         metrics = evaluate.metrics_of(model, stats, quality)
         return CachedTrial(
@@ -422,7 +438,6 @@ class _Measurer:
             baseline=baseline_metrics,
             result=metrics,
             comparison=Comparison.between(baseline_metrics, metrics),
-            snr_db=snr_db(inputs.baseline_quality.outputs, quality.outputs),
             seconds=round(self.clock() - started, 2),
         )
 
@@ -439,18 +454,20 @@ def run_search(
     ``where`` is the step's field path for messages.
     """
     started = clock()
-    labels = inputs.labels.tobytes() if inputs.labels is not None else b""
-    data_key = content_key(inputs.baseline, inputs.x_eval.astype(np.float32).tobytes(), labels)
+    data_key = content_key(
+        inputs.baseline, *_array_parts(inputs.x_eval), *_array_parts(inputs.labels or {}), inputs.tasks
+    )
     measurer = _Measurer(inputs, step, deadline=started + step.max_minutes * 60.0, clock=clock, data_key=data_key)
     weighted = [found for found in op_scopes(inputs.baseline) if found.op in WEIGHTED_OPS]
     analysed = [layer for layer in weighted if layer.weights >= step.min_weights]
     skipped = [layer.scope for layer in weighted if layer.weights < step.min_weights]
     ladder = sorted(dict.fromkeys(Precision(value) for value in step.precisions), key=PRECISION_RANK.__getitem__)
     source = inputs.x_train if inputs.x_train is not None else inputs.x_eval
-    samples = source[: step.sensitivity_samples].astype(np.float32, copy=False)
+    samples = take(source, step.sensitivity_samples)
     table_key = content_key(
         inputs.baseline,
-        samples.tobytes(),
+        *_array_parts(samples),
+        inputs.tasks,
         [layer.scope for layer in analysed],
         [precision.value for precision in ladder],
         step.block_size,
@@ -462,6 +479,7 @@ def run_search(
             analysed,
             ladder,
             samples,
+            tasks=inputs.tasks,
             block_size=step.block_size,
             threads=inputs.latency.threads,
             may_continue=measurer.time_left,
@@ -469,13 +487,8 @@ def run_search(
         if inputs.cache is not None and len({row.layer for row in table}) == len(analysed):
             inputs.cache.keep_sensitivity(table_key, table)
     if inputs.x_train is not None:
-        try:
-            measurer.calibration = calibration_samples(inputs.baseline, inputs.x_train, step.representative_samples)
-        except ValueError as error:
-            raise InputError(f"{where}: the int8 and int16x8 candidates cannot calibrate: {error}") from None
-        measurer.calibration_key = content_key(
-            *(array.astype(np.float32).tobytes() for sample in measurer.calibration for array in sample.values())
-        )
+        measurer.calibration = calibration_samples(inputs.x_train, step.representative_samples)
+        measurer.calibration_key = content_key(*_array_parts(take(inputs.x_train, len(measurer.calibration))))
     unavailable: dict[str, str] = {}
     for name, precision in WHOLE_MODEL_CANDIDATES:
         if precision in CALIBRATED and not measurer.calibration:
@@ -509,7 +522,7 @@ def run_search(
         )
         return Verdict(
             passed=trial.candidate.passed,
-            raise_more=_raising_may_help(trial.candidate.gates) and not larger_than_a_pass,
+            raise_more=raising_may_help(trial.candidate.gates) and not larger_than_a_pass,
         )
 
     if ladders:
@@ -531,6 +544,13 @@ def run_search(
         cache_hits=inputs.cache.hits if inputs.cache is not None else 0,
     )
     return SearchResult(model=measurer.trials[chosen_index].model, report=report)
+
+
+def _array_parts(arrays: Mapping[str, np.ndarray]) -> list[Any]:
+    """What a content key takes of named arrays: names, dtypes and shapes, then each array's bytes by name."""
+    names = sorted(arrays)
+    layout = {name: [arrays[name].dtype.str, list(arrays[name].shape)] for name in names}
+    return [layout, *(np.ascontiguousarray(arrays[name]).tobytes() for name in names)]
 
 
 def _refusal(error: ValueError) -> str:

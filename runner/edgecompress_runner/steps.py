@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -30,12 +30,13 @@ from edgecompress_contract.report import (
 )
 from edgecompress_contract.spec import AutoStep, ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, Step
 
-from .data import Dataset, check_input_shape, training_arrays
+from .data import Arrays, Dataset, ModelTensor, check_inputs, training_arrays
 from .errors import InputError
 from .planning import ConversionPlan
 from .progress import Progress
 
 if TYPE_CHECKING:
+    from .compress import TrainingData
     from .model_io import LoadedModel
     from .search import SearchInputs
     from .trial_cache import TrialCache
@@ -55,7 +56,8 @@ class StepContext:
     progress: Progress
     keras_model: Any = None
     plan: ConversionPlan = ConversionPlan()
-    reference: np.ndarray | None = None
+    tasks: dict[str, str] = field(default_factory=dict)
+    reference: dict[str, np.ndarray] | None = None
     student_keras3: Keras3Load | None = None
     search_inputs: SearchInputs | None = None
     """The baseline and the evaluation the run judges its result on (set once the baseline is measured)."""
@@ -70,19 +72,26 @@ class StepContext:
         """The model the next step works on (the input model until a step replaces it)."""
         return self.loaded.require_keras(phase) if self.keras_model is None else self.keras_model
 
-    def training_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def training_data(self, phase: str) -> TrainingData:
+        """x_train, its labels, the input model's outputs on it and each output's task."""
+        from .compress import TrainingData
+
         if self.dataset is None:
             raise InputError(f"{phase}: fine-tuning needs a dataset")
-        return training_arrays(self.dataset, phase)
+        x, y = training_arrays(self.dataset, phase)
+        return TrainingData(x=x, y=y, reference=self.reference_outputs(phase, x), tasks=self.tasks)
 
-    def reference_outputs(self, phase: str, x: np.ndarray) -> np.ndarray:
-        """The input (float) model's outputs on x_train, which fine-tuning distills from.
+    def reference_outputs(self, phase: str, x: Arrays) -> dict[str, np.ndarray]:
+        """The input (float) model's outputs on x_train by output name, which fine-tuning distills from.
 
         Computed once, by the first step that fine-tunes and before it trains: tfmot's wrappers reuse the
         input model's layer objects, so its weights change as soon as a step trains.
         """
+        from .compress import output_names, predict_named
+
         if self.reference is None:
-            self.reference = np.asarray(self.loaded.require_keras(phase).predict(x, verbose=0))
+            model = self.loaded.require_keras(phase)
+            self.reference = predict_named(model, x, output_names(model, list(self.tasks), phase))
         return self.reference
 
 
@@ -164,15 +173,13 @@ class Prune(CompressionStep[PruneStep]):
     def apply(self, context: StepContext) -> PruneReport:
         from . import compress
 
-        x, y = context.training_arrays(self.phase)
+        data = context.training_data(self.phase)
         model = context.model(self.phase)
         context.keras_model, report, self.pruned_weights = compress.prune(
             model,
             self.spec,
             index=self.index,
-            x=x,
-            y=y,
-            reference=context.reference_outputs(self.phase, x),
+            data=data,
             progress=context.progress,
         )
         return report
@@ -190,16 +197,14 @@ class Cluster(CompressionStep[ClusterStep]):
     def apply(self, context: StepContext) -> ClusterReport:
         from . import compress
 
-        x, y = context.training_arrays(self.phase)
+        data = context.training_data(self.phase)
         model = context.model(self.phase)
         context.keras_model, report = compress.cluster(
             model,
             self.spec,
             index=self.index,
-            x=x,
-            y=y,
+            data=data,
             preserve_sparsity=bool(context.plan.pruned_layers),
-            reference=context.reference_outputs(self.phase, x),
             progress=context.progress,
         )
         return report
@@ -213,17 +218,15 @@ class Qat(CompressionStep[QatStep]):
     def apply(self, context: StepContext) -> QatReport:
         from . import compress
 
-        x, y = context.training_arrays(self.phase)
+        data = context.training_data(self.phase)
         model = context.model(self.phase)
         context.keras_model, report = compress.qat(
             model,
             self.spec,
             index=self.index,
-            x=x,
-            y=y,
+            data=data,
             pruned_weights=dict(context.plan.pruned_weights),
             clustered=context.plan.clustered,
-            reference=context.reference_outputs(self.phase, x),
             progress=context.progress,
         )
         return report
@@ -260,7 +263,7 @@ class Distill(CompressionStep[DistillStep]):
     def apply(self, context: StepContext) -> DistillReport:
         from . import compress, model_io
 
-        x, y = context.training_arrays(self.phase)
+        data = context.training_data(self.phase)
         teacher = context.model(self.phase)
         student_source = self.spec.student
         student = model_io.load_model(
@@ -274,11 +277,32 @@ class Distill(CompressionStep[DistillStep]):
         student_model = student.require_keras(f"{self.phase} student")
         context.student_keras3 = student.keras3
         if context.dataset is not None:
-            check_input_shape(context.dataset, tuple(student_model.input_shape[1:]), student_source.uri)
+            _check_student_inputs(student_model, context.dataset, student_source.uri)
         context.keras_model, report = compress.distill(
-            teacher, student_model, self.spec, x=x, y=y, progress=context.progress
+            teacher,
+            student_model,
+            self.spec,
+            data=data,
+            progress=context.progress,
         )
         return report
+
+
+def _check_student_inputs(student: Any, dataset: Dataset, source: str) -> None:
+    """The dataset must fit the student's inputs as it fits the teacher's (one input: by position)."""
+    from .tfcompat import tf
+
+    tensors = [
+        ModelTensor(name=name, shape=tuple(tensor.shape[1:]), dtype=np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype))
+        for name, tensor in zip(student.input_names, student.inputs, strict=True)
+    ]
+    for split in ("x_train", "x_eval"):
+        arrays = getattr(dataset, split)
+        if arrays is None:
+            continue
+        if len(tensors) == 1 and len(arrays) == 1:
+            arrays = {tensors[0].name: next(iter(arrays.values()))}
+        check_inputs(arrays, tensors, split, source)
 
 
 @registers(AutoStep)

@@ -9,7 +9,7 @@ is its output tensor names joined by ``;`` with a trailing ``;`` (litert-quantiz
 ``model/conv/Relu;model/conv/Conv2D;``) and a later entry overrides an earlier one for the ops it
 matches. ``op_scopes`` lists those scopes, so a per-layer search can try one precision per op. The
 spec's ptq modes map to recipes in ``ptq_recipe``; ``calibration_samples`` turns a dataset's
-``x_train`` into the ``{signature input name: sample}`` dicts calibration needs.
+``x_train`` arrays (keyed by signature input name) into the one-sample dicts calibration needs.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "Precision",
     "RecipeEntry",
     "calibration_samples",
+    "only_signature",
     "kept_float_scopes",
     "op_scopes",
     "ptq_recipe",
@@ -168,7 +169,7 @@ def quantize(
     if engine.need_calibration:
         if not calibration:
             raise ValueError("static int8 and int16x8 precisions need calibration samples")
-        signature, _ = _only_signature(float_model)
+        signature, _ = only_signature(float_model)
         manager = recipe_manager.RecipeManager()
         manager.load_quantization_recipe(recipe_json)
         recorder = calibrator.Calibrator(
@@ -191,7 +192,7 @@ def _widest_range(seen: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
     return {**seen, **new, "min": np.minimum(seen["min"], new["min"]), "max": np.maximum(seen["max"], new["max"])}
 
 
-def _only_signature(model: bytes) -> tuple[str, list[str]]:
+def only_signature(model: bytes) -> tuple[str, list[str]]:
     """The key and the input names of the model's signature; calibration runs one."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -276,16 +277,11 @@ def ptq_recipe(mode: PtqMode | str, kept_float: Sequence[str] = ()) -> list[Reci
     ]
 
 
-def calibration_samples(model: bytes, x: np.ndarray, count: int) -> list[dict[str, np.ndarray]]:
-    """The first ``count`` samples of ``x`` as ``{signature input name: sample with a batch of 1}``.
-
-    Single-input models only (the dataset has one ``x_train`` array); others raise ValueError.
-    """
-    _, inputs = _only_signature(model)
-    if len(inputs) != 1:
-        raise ValueError(f"calibration from x_train needs a single-input model; this one has inputs {inputs}")
-    chosen = x[: min(count, len(x))].astype(np.float32, copy=False)
-    return [{inputs[0]: chosen[index : index + 1]} for index in range(len(chosen))]
+def calibration_samples(x: dict[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
+    """The first ``count`` samples of the arrays (keyed by signature input name) as one dict per sample,
+    each with a batch of 1: the form litert-quantizer calibrates on."""
+    samples = min(count, *(len(array) for array in x.values()))
+    return [{name: array[index : index + 1] for name, array in x.items()} for index in range(samples)]
 
 
 QUANTIZED_TYPES = ("INT8", "UINT8", "INT16", "INT4", "FLOAT16")
@@ -364,7 +360,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def quantize_ptq(
-    float_model: bytes, ptq: PtqStep | None, *, x_calibration: np.ndarray | None, where: str
+    float_model: bytes, ptq: PtqStep | None, *, x_calibration: dict[str, np.ndarray] | None, where: str
 ) -> tuple[bytes, list[str]]:
     """A spec ptq step applied to a float .tflite: the quantized bytes and the op scopes kept float.
 
@@ -378,10 +374,7 @@ def quantize_ptq(
     if any(entry.precision in CALIBRATED for entry in recipe):
         if x_calibration is None:
             raise InputError(f"{where}.mode: {ptq.mode} calibrates on the dataset's x_train, which is missing")
-        try:
-            calibration = calibration_samples(float_model, x_calibration, ptq.representative_samples)
-        except ValueError as error:
-            raise InputError(f"{where}.mode: {ptq.mode} cannot calibrate: {error}") from None
+        calibration = calibration_samples(x_calibration, ptq.representative_samples)
     try:
         return quantize(float_model, recipe, calibration=calibration), kept
     except Exception as error:  # litert-quantizer raises ValueError, RuntimeError and others on models it cannot handle

@@ -1,11 +1,12 @@
 """Content-addressed records of the auto step's measurements, so a re-run skips what it measured before.
 
-A candidate's record is keyed by the sha256 of everything its numbers depend on: the baseline model's
-bytes, the evaluation inputs (and labels), the calibration samples, the litert-quantizer recipe (its JSON),
-the latency settings, the tool versions and the machine. It holds the candidate's metrics and its
-comparison with the baseline, not gate verdicts, so a run with other gates judges the same numbers anew;
-the quantized ``.tflite`` sits beside it (``<key>.tflite``) and is checked against the record's sha256 when
-read. The sensitivity table has its own record, keyed the same way by the layers and precisions analysed.
+A candidate's record is keyed by the sha256 of everything its numbers depend on: the baseline model's bytes,
+the evaluation inputs by input name (with the labels and each output's task), the calibration samples, the
+litert-quantizer recipe (its JSON), the latency settings, the tool versions and the machine. It holds the
+candidate's metrics and its comparison with the baseline, not gate verdicts, so a run with other gates
+judges the same numbers anew; the quantized ``.tflite`` sits beside it (``<key>.tflite``) and is checked
+against the record's sha256 when read. The sensitivity table has its own record, keyed the same way by the
+layers and precisions analysed.
 
 Records are read during the search but written only in the upload phase (``publish``), before the
 model, so a run that stops early leaves nothing behind and the output folder is never half-written.
@@ -32,7 +33,7 @@ from .storage import Storage, join_uri, sha256_of
 
 __all__ = ["CachedTrial", "TrialCache", "content_key"]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 """Bumped when what a record holds or how its key is made changes."""
 
 
@@ -54,7 +55,6 @@ class CachedTrial(Record):
     baseline: Metrics = Field(description="The baseline, timed interleaved with the candidate.")
     result: Metrics = Field(description="The candidate.")
     comparison: Comparison = Field(description="The candidate against the baseline.")
-    snr_db: float = Field(description="Output SNR against the baseline on the evaluation samples.")
     seconds: float = Field(description="Wall time it took to quantize and measure.")
 
 

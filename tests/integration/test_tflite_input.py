@@ -231,11 +231,18 @@ def test_calibration_keeps_each_tensors_widest_range_and_repeats_exactly(
     """The input's int8 scale spans the calibration samples' minimum to maximum, as the converter's would."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgecompress_runner.tflite_quantize import Precision, RecipeEntry, calibration_samples, quantize
+    from edgecompress_runner.tflite_quantize import (
+        Precision,
+        RecipeEntry,
+        calibration_samples,
+        only_signature,
+        quantize,
+    )
 
     float_model = cnn_tflite.read_bytes()
     x = digits["x_train"][:50]
-    recipe, samples = [RecipeEntry(".*", Precision.STATIC_INT8)], calibration_samples(float_model, x, 50)
+    _, (input_name,) = only_signature(float_model)
+    recipe, samples = [RecipeEntry(".*", Precision.STATIC_INT8)], calibration_samples({input_name: x}, 50)
     quantized = quantize(float_model, recipe, calibration=samples)
     assert quantize(float_model, recipe, calibration=samples) == quantized
     interpreter = Interpreter(model_content=quantized)

@@ -10,7 +10,6 @@ import pytest
 from edgecompress_contract.report import GateResult, LayerSensitivity, SearchCandidate
 from edgecompress_contract.spec import SearchObjective, SpecError, parse_spec
 from edgecompress_runner.search import (
-    MAX_SNR_DB,
     Assignment,
     Verdict,
     decide,
@@ -19,7 +18,8 @@ from edgecompress_runner.search import (
     mixed_recipe,
     noise_removed_per_byte,
     raise_until_passing,
-    snr_db,
+    raising_may_help,
+    worst_output_error,
 )
 from edgecompress_runner.tflite_quantize import Precision
 
@@ -123,10 +123,24 @@ def test_mixed_recipe_names_each_layer_exactly_and_leaves_float_layers_out() -> 
         (".*", FLOAT, 32), (r"^m/conv;$", INT4, 64)]  # fmt: skip
 
 
-def test_snr() -> None:
-    reference = np.array([[3.0, 4.0]])
-    assert snr_db(reference, reference) == MAX_SNR_DB
-    assert snr_db(reference, reference + np.array([[0.3, 0.4]])) == pytest.approx(20.0)
+def test_sensitivity_error_is_the_worst_output_snr_and_the_worst_classifier_agreement() -> None:
+    reference = {
+        "value": np.array([[3.0], [4.0]]),  # regression
+        "pitch": np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]]),  # multiclass
+        "tags": np.array([[0.9, 0.2], [0.4, 0.8]]),  # multilabel: decisions at 0.5
+    }
+    tasks = {"value": "regression", "pitch": "multiclass", "tags": "multilabel"}
+    assert worst_output_error(reference, reference, tasks) == (200.0, 1.0)  # identical: the SNR cap
+    measured = {
+        "value": reference["value"] + np.array([[0.3], [0.4]]),  # 20 dB
+        "pitch": np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]),  # second sample's class changed: 50 %
+        "tags": np.array([[0.9, 0.2], [0.6, 0.8]]),  # one of four decisions changed: 75 %
+    }
+    snr, agreement = worst_output_error(reference, measured, tasks)
+    assert snr == pytest.approx(10 * np.log10(sum(np.square(reference["pitch"]).flat) / 0.18), abs=1e-3)
+    assert snr < 20.0 and agreement == 0.5
+    regression_only = worst_output_error({"value": reference["value"]}, {"value": measured["value"]}, tasks)
+    assert regression_only == (pytest.approx(20.0), None)
 
 
 def candidate(name: str, size: int, latency: float, passed: bool, *, agreement: float = 1.0) -> SearchCandidate:
@@ -187,8 +201,12 @@ def test_auto_is_the_only_step_and_needs_a_quality_gate() -> None:
     assert found.steps[0].objective == "balanced" and found.steps[0].precisions[0] == "weightOnlyInt4"
     with pytest.raises(SpecError, match=r"spec\.steps: an auto step must be the only step"):
         spec([{"type": "auto"}, {"type": "ptq", "mode": "dynamic"}], {"maxAccuracyDrop": 0.01})
-    with pytest.raises(SpecError, match=r"spec\.gates: an auto step needs a quality gate \(maxAccuracyDrop\)"):
+    with pytest.raises(
+        SpecError, match=r"spec\.gates: an auto step needs a quality gate \(maxAccuracyDrop, minFidelity, minSnrDb\)"
+    ):
         spec([{"type": "auto"}], {"minSizeReduction": 0.5})
+    for gate, limit in (("minFidelity", 0.98), ("minSnrDb", 25.0)):
+        assert spec([{"type": "auto"}], {gate: limit, "minSizeReduction": 0.5}).gates.model_dump(by_alias=True)[gate]
     with pytest.raises(SpecError, match=r"spec\.steps\[0\]\.precisions\[0\]: Input should be"):
         spec([{"type": "auto", "precisions": ["int2"]}], {"maxAccuracyDrop": 0.01})
 
@@ -203,3 +221,14 @@ def test_latency_ratio_gate_judges_the_interleaved_ratio() -> None:
     assert (slower.name, slower.passed, slower.actual, slower.limit) == ("maxLatencyRatio", False, 1.25, 1.0)
     assert "1.250x the baseline's" in slower.reason and "over the allowed 1x" in slower.reason
     assert latency_ratio_gate(1.0, comparison(1.0)).passed and latency_ratio_gate(1.5, comparison(0.8)).passed
+
+
+def test_raising_helps_only_against_a_failed_gate_it_can_move() -> None:
+    def verdict(name: str, passed: bool, actual: float | None) -> GateResult:
+        return GateResult(name=name, passed=passed, actual=actual, limit=30.0, reason="")
+
+    assert raising_may_help([verdict("minSnrDb", False, 28.5)])
+    assert raising_may_help([verdict("minFidelity", False, 0.95), verdict("minSnrDb", True, 40.0)])
+    assert not raising_may_help([verdict("minSizeReduction", False, 0.5), verdict("minSnrDb", True, 40.0)])
+    # No classifier output: minFidelity cannot be measured, so no precision can make it pass.
+    assert not raising_may_help([verdict("minFidelity", False, None)])

@@ -78,7 +78,9 @@ def random_spec(rng: random.Random) -> dict[str, Any]:
     }
     if rng.random() < 0.5:
         spec["dataset"] = {"uri": "s3://bucket/data.npz"}
-    gates = rng.choice([None, {}, {"maxAccuracyDrop": 0.01}, {"minSizeReduction": 0.5}])
+    gates = rng.choice(
+        [None, {}, {"maxAccuracyDrop": 0.01}, {"minSizeReduction": 0.5}, {"minFidelity": 0.98}, {"minSnrDb": 25.0}]
+    )
     if gates is not None:
         spec["gates"] = gates
     promotion = rng.choice(
@@ -86,6 +88,9 @@ def random_spec(rng: random.Random) -> dict[str, Any]:
     )
     if promotion is not None:
         spec["promotion"] = {"uri": promotion}
+    if rng.random() < 0.3:
+        outputs = [{"name": rng.choice(["frames", "pitch"]), "task": "regression"} for _ in range(rng.randint(0, 3))]
+        spec["evaluation"] = {"outputs": outputs}
     return spec
 
 

@@ -182,6 +182,19 @@ REJECTIONS = [
         r"spec\.steps\[0\]\.fineTune\.epochs",
     ),
     ("unknown metric", with_changes(evaluation={"metric": "f1"}), r"spec\.evaluation\.metric"),
+    (
+        "output named twice",
+        with_changes(
+            evaluation={"outputs": [{"name": "pitch", "task": "binary"}, {"name": "pitch", "task": "regression"}]}
+        ),
+        r"spec\.evaluation\.outputs\[1\]\.name: each output may be named once.*found 'pitch' again",
+    ),
+    (
+        "unknown task",
+        with_changes(evaluation={"outputs": [{"name": "pitch", "task": "ranking"}]}),
+        r"spec\.evaluation\.outputs\[0\]\.task",
+    ),
+    ("fidelity above 1", with_changes(gates={"minFidelity": 1.5}), r"spec\.gates\.minFidelity"),
     ("bad secret name", with_changes(credentials={"secretName": "S3_Creds"}), r"spec\.credentials\.secretName"),
     ("negative gpus", with_changes(execution={"gpus": -1}), r"spec\.execution\.gpus"),
     (
