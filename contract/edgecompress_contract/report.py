@@ -317,7 +317,12 @@ def _median(values: list[float]) -> float:
 class GateResult(Record):
     """One gate's verdict."""
 
-    name: str = Field(description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity or minSnrDb.")
+    name: str = Field(
+        description=(
+            "The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity, minSnrDb, "
+            "or an auto step's maxLatencyRatio."
+        )
+    )
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value (None when it could not be measured).")
     limit: float = Field(description="The limit from spec.gates.")
@@ -490,8 +495,98 @@ class ReduceFiltersReport(_TrainingStepReport):
     )
 
 
+class LayerSensitivity(Record):
+    """The error one layer adds when it alone is quantized at one precision (every other op stays float)."""
+
+    layer: str = Field(description="The op's scope (its output tensor names, as litert-quantizer matches them).")
+    op: str = Field(description="The op type, e.g. CONV_2D.")
+    weights: int = Field(description="Elements of its weight tensor.")
+    precision: str = Field(description="The precision tried.")
+    applies: bool = Field(
+        description="Whether litert-quantizer quantized the layer so (else it stays out of its ladder)."
+    )
+    size_bytes: int = Field(description="The model's bytes with only this layer quantized so.")
+    snr_db: float | None = Field(
+        default=None,
+        description=(
+            "Signal-to-noise ratio of the model's outputs against the float model's, in dB (higher: less error), "
+            "of the worst output."
+        ),
+    )
+    top1_agreement: float | None = Field(
+        default=None,
+        description=(
+            "Agreement with the float model (top-1 classes; decisions at 0.5 for binary and multilabel outputs) of "
+            "the worst classifier output; None when no output is a classifier."
+        ),
+    )
+
+
+class RecipeLine(Record):
+    """One entry of a candidate's recipe: the ops whose scope matches get this precision (later entries win)."""
+
+    scope: str = Field(description="Regex over op scopes ('.*': every op).")
+    precision: str = Field(description="float, float16, dynamicInt8, weightOnlyInt8, weightOnlyInt4, ...")
+
+
+class SearchCandidate(Record):
+    """One recipe the auto step quantized and measured."""
+
+    name: str = Field(description="e.g. dynamic, float16, int8, mixed-3.")
+    kind: Literal["wholeModel", "mixed"] = Field(description="One precision for every op, or one per layer.")
+    recipe: list[RecipeLine] = Field(description="The litert-quantizer recipe.")
+    precisions: dict[str, int] = Field(
+        default_factory=dict, description="Mixed candidates: how many analysed layers got each precision."
+    )
+    size_bytes: int = Field(description="File size in bytes.")
+    size_ratio: float = Field(description="Size / baseline size.")
+    accuracy: float | None = Field(
+        default=None, description="Accuracy against y_eval of the worst labelled classifier output, when labelled."
+    )
+    top1_agreement: float | None = Field(
+        default=None, description="Agreement with the baseline of the worst classifier output."
+    )
+    snr_db: float | None = Field(
+        default=None, description="SNR against the baseline on the evaluation samples in dB, of the worst output."
+    )
+    outputs: list[OutputComparison] = Field(
+        default_factory=list, description="Every output against the baseline's (what the gates judged)."
+    )
+    latency_ratio: float = Field(
+        description="Median latency / the baseline's, timed interleaved with it (< 1: faster than float)."
+    )
+    gates: list[GateResult] = Field(default_factory=list, description="Each gate's verdict on this candidate.")
+    passed: bool = Field(description="Whether it passed every gate.")
+    chosen: bool = Field(default=False, description="Whether it became the run's result.")
+    lost_because: str | None = Field(default=None, description="Why it was not chosen.")
+    cached: bool = Field(default=False, description="Its measurements came from the trial cache.")
+    seconds: float = Field(default=0.0, description="Wall time to quantize and measure it.")
+
+
+class AutoReport(_StepReportBase):
+    """The auto step: the sensitivity table, every candidate with its measurements, and the pick."""
+
+    type: Literal["auto"] = Field(default="auto", description="Step type.")
+    objective: str = Field(description="size, latency or balanced.")
+    chosen: str = Field(description="The candidate that became the result (the closest one when none passed).")
+    passed: bool = Field(description="Whether any candidate passed every gate.")
+    stopped_because: str = Field(description="Why the search ended, in words.")
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list, description="Per layer and precision.")
+    skipped_layers: list[str] = Field(
+        default_factory=list, description="Weighted ops below minWeights: not analysed, float in mixed candidates."
+    )
+    candidates: list[SearchCandidate] = Field(default_factory=list, description="Every candidate, in trial order.")
+    unavailable: dict[str, str] = Field(
+        default_factory=dict, description="Candidates that could not be made, with the reason."
+    )
+    cache: str | None = Field(default=None, description="Where the trial records are kept (the step's cacheURI).")
+    cache_hits: int = Field(
+        default=0, description="Records read from the cache instead of measured (candidates and the sensitivity table)."
+    )
+
+
 StepReport = Annotated[
-    PruneReport | ClusterReport | QatReport | PtqReport | DistillReport | ReduceFiltersReport,
+    PruneReport | ClusterReport | QatReport | PtqReport | DistillReport | ReduceFiltersReport | AutoReport,
     Field(discriminator="type"),
 ]
 
@@ -516,7 +611,7 @@ class MacShare(Record):
 class ConversionReport(Record):
     """How the final .tflite was converted, and what its ops compute in (read back from the file)."""
 
-    mode: str = Field(description="float, qat, dynamic, float16, int8 or int16x8.")
+    mode: str = Field(description="float, qat, dynamic, float16, int8, int16x8 or auto.")
     quantizer: Quantizer = Field(default="converter", description=_QUANTIZER_DESCRIPTION)
     speed_path: str = Field(
         description=(

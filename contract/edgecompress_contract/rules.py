@@ -133,6 +133,12 @@ def _split_without_qat(spec: CompressionJobSpec) -> list[Violation]:
     return []
 
 
+def _split_without_auto(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.output.split is not None and _steps_at(spec, "auto"):
+        return [Violation("spec.output.split", "found an auto step")]
+    return []
+
+
 def _only_ptq_after_qat(spec: CompressionJobSpec) -> list[Violation]:
     qats = _steps_at(spec, "qat")
     if not qats:
@@ -203,6 +209,22 @@ def _tflite_float_io(spec: CompressionJobSpec) -> list[Violation]:
         for index, step in enumerate(spec.steps)
         if isinstance(step, PtqStep) and step.integer_io
     ]
+
+
+QUALITY_GATES = {"max_accuracy_drop": "maxAccuracyDrop", "min_fidelity": "minFidelity", "min_snr_db": "minSnrDb"}
+"""The gates that bound a result's quality (Python name: wire name); the auto search needs one of them."""
+
+
+def _auto_alone(spec: CompressionJobSpec) -> list[Violation]:
+    if not _steps_at(spec, "auto") or len(spec.steps) == 1:
+        return []
+    return [Violation("spec.steps", f"found {[step.type for step in spec.steps]}")]
+
+
+def _auto_needs_quality_gate(spec: CompressionJobSpec) -> list[Violation]:
+    if not _steps_at(spec, "auto") or any(getattr(spec.gates, name) is not None for name in QUALITY_GATES):
+        return []
+    return [Violation("spec.gates")]
 
 
 def same_folder(first: str, second: str) -> bool:
@@ -335,6 +357,37 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         cel="!has(self.output.split) || !self.steps.exists(s, s.type == 'qat')",
         field_path=".output.split",
         violations=_split_without_qat,
+    ),
+    SpecRule(
+        name="split-without-auto",
+        message=(
+            "splitting converts each part with the run's conversion plan; an auto step's pick is a per-layer "
+            "litert-quantizer recipe the parts would not carry"
+        ),
+        cel="!has(self.output.split) || !self.steps.exists(s, s.type == 'auto')",
+        field_path=".output.split",
+        violations=_split_without_auto,
+    ),
+    SpecRule(
+        name="auto-alone",
+        message="an auto step must be the only step (it searches recipes on the float model itself)",
+        cel="!self.steps.exists(s, s.type == 'auto') || size(self.steps) == 1",
+        field_path=".steps",
+        violations=_auto_alone,
+    ),
+    SpecRule(
+        name="auto-needs-quality-gate",
+        message=(
+            f"an auto step needs a quality gate ({', '.join(sorted(QUALITY_GATES.values()))}), "
+            "else the most aggressive candidate would always win"
+        ),
+        cel=(
+            "!self.steps.exists(s, s.type == 'auto') || (has(self.gates) && ("
+            + " || ".join(f"has(self.gates.{wire})" for wire in sorted(QUALITY_GATES.values()))
+            + "))"
+        ),
+        field_path=".gates",
+        violations=_auto_needs_quality_gate,
     ),
     SpecRule(
         name="unique-output-names",

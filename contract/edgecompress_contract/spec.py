@@ -302,8 +302,107 @@ class DistillStep(_Strict):
     )
 
 
+class SearchObjective(str, Enum):
+    SIZE = "size"
+    LATENCY = "latency"
+    BALANCED = "balanced"
+
+
+class LayerPrecision(str, Enum):
+    """A precision the auto step may give one layer (the values of the runner's litert-quantizer precisions)."""
+
+    WEIGHT_ONLY_INT4 = "weightOnlyInt4"
+    INT4_BLOCKWISE = "int4Blockwise"
+    WEIGHT_ONLY_INT8 = "weightOnlyInt8"
+    DYNAMIC_INT8 = "dynamicInt8"
+    FLOAT16 = "float16"
+
+
+class AutoStep(_Strict):
+    """Searches quantization recipes on the float .tflite and keeps the best one that passes spec.gates.
+
+    Candidates are whole-model recipes (dynamic, float16, weight-only int8, and int8 and int16x8 when the
+    dataset has x_train) and per-layer mixed recipes: every layer starts at its lowest precision and the
+    most sensitive layers are raised one precision at a time until the gates pass. Each candidate is
+    quantized by litert-quantizer and measured (bytes, fidelity, latency interleaved with the baseline);
+    the report lists every candidate and why it lost. Always the only step.
+    """
+
+    type: Literal["auto"] = Field(description="Step type.")
+    objective: SearchObjective = Field(
+        default=SearchObjective.SIZE,
+        description=(
+            "What the pick minimizes among the candidates that pass every gate: size (bytes, then latency), "
+            "latency (median latency, then bytes) or balanced (size ratio times latency ratio to the baseline: "
+            "a candidate twice as slow must be twice as small to tie)."
+        ),
+    )
+    max_trials: int = Field(default=20, ge=1, le=1000, description="Most candidates quantized and measured.")
+    max_minutes: float = Field(
+        default=30.0, gt=0, le=1440, description="Wall-time budget of the search (sensitivity analysis included)."
+    )
+    precisions: list[LayerPrecision] = Field(
+        default_factory=lambda: [
+            LayerPrecision.WEIGHT_ONLY_INT4,
+            LayerPrecision.INT4_BLOCKWISE,
+            LayerPrecision.WEIGHT_ONLY_INT8,
+            LayerPrecision.FLOAT16,
+        ],
+        min_length=1,
+        max_length=5,
+        description=(
+            "The per-layer ladder, from fewest bytes per weight up (float is always its top): weightOnlyInt4, "
+            "int4Blockwise, weightOnlyInt8 or dynamicInt8, float16. A precision litert-quantizer cannot apply "
+            "to a layer is left out of that layer's ladder."
+        ),
+    )
+    block_size: Literal[32, 64, 128, 256] = Field(
+        default=32, description="Input values per quantization block of int4Blockwise."
+    )
+    min_weights: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "Layers with fewer weights stay float in mixed candidates and are not analysed (reported as "
+            "skipped): they cost few bytes and are often the most sensitive (a classifier's head)."
+        ),
+    )
+    sensitivity_samples: int = Field(
+        default=32,
+        ge=1,
+        le=10000,
+        description="Samples (x_train, else the evaluation inputs) each layer's sensitivity is measured on.",
+    )
+    representative_samples: int = Field(
+        default=200,
+        ge=1,
+        le=100000,
+        description="Training samples used to calibrate the int8 and int16x8 whole-model candidates.",
+    )
+    max_latency_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "A gate of this step: the result's median latency, timed interleaved with the float baseline, at most "
+            "this many times the baseline's (1.0: not slower than float). Candidates over it lose, and the result "
+            "is judged on it like on spec.gates (gate maxLatencyRatio)."
+        ),
+    )
+    cache_uri: str | None = Field(
+        default=None,
+        alias="cacheURI",
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description=(
+            "A folder for content-addressed trial records (default: trials/ in spec.output.uri): a re-run, or a "
+            "search with other gates or a wider budget, reads the candidates measured before instead of measuring "
+            "them again. New records are written with the artifacts."
+        ),
+    )
+
+
 Step = Annotated[
-    PruneStep | ClusterStep | QatStep | PtqStep | DistillStep | ReduceFiltersStep,
+    PruneStep | ClusterStep | QatStep | PtqStep | DistillStep | ReduceFiltersStep | AutoStep,
     Field(discriminator="type"),
 ]
 TRAINING_STEP_TYPES = frozenset({"prune", "cluster", "qat", "distill", "reduceFilters"})
@@ -561,7 +660,7 @@ class CompressionJobSpec(_Strict):
     steps: list[Step] = Field(
         min_length=1,
         max_length=16,
-        description="Compression steps in order. ptq, when present, must be the last.",
+        description="Compression steps in order. ptq, when present, must be the last; auto must be the only one.",
     )
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Evaluation settings.")
     seed: int = Field(
@@ -612,7 +711,7 @@ SKIP_RULES = "skipCrossFieldRules"
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = "spec"
-    step_tags = {"prune", "cluster", "qat", "ptq", "distill", "reduceFilters"}
+    step_tags = {"prune", "cluster", "qat", "ptq", "distill", "reduceFilters", "auto"}
     for index, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"

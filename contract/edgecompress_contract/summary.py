@@ -19,7 +19,12 @@ SUMMARY_LIMIT_BYTES = 4096
 class GateSummary(Record):
     """One gate's verdict, without its wording."""
 
-    name: str = Field(description="The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity or minSnrDb.")
+    name: str = Field(
+        description=(
+            "The gate: maxAccuracyDrop, minSizeReduction, maxLatencyMs, minFidelity, minSnrDb, "
+            "or an auto step's maxLatencyRatio."
+        )
+    )
     passed: bool = Field(description="Whether the result meets it.")
     actual: float | None = Field(default=None, description="The measured value.")
 

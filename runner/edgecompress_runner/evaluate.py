@@ -26,7 +26,17 @@ from . import tasks as tasks_module
 from .data import ModelTensor, samples
 from .errors import InputError
 
-__all__ = ["Metrics", "ModelRunner", "Quality", "Signature", "interleave", "measure_pair", "peak_memory", "quality"]
+__all__ = [
+    "Metrics",
+    "ModelRunner",
+    "Quality",
+    "Signature",
+    "interleave",
+    "measure_pair",
+    "metrics_of",
+    "peak_memory",
+    "quality",
+]
 
 ROUNDS = 5
 """Interleaved rounds (at most; never more than the runs per model)."""
@@ -395,20 +405,26 @@ def measure_pair(
     """The baseline's and the result's metrics: memory in fresh processes, then latency interleaved."""
     peaks = peak_memory([baseline, result], latency_spec.threads)
     stats = latency([baseline, result], sample, latency_spec, names_of=baseline_quality.signature)
-    metrics = []
-    for model_bytes, measured, peak, found in zip(
-        (baseline, result), stats, peaks, (baseline_quality, result_quality), strict=True
-    ):
-        metrics.append(
-            Metrics(
-                size_bytes=len(model_bytes),
-                gzip_bytes=len(gzip.compress(model_bytes, compresslevel=9)),
-                latency_p50_ms=measured.p50_ms,
-                latency_p95_ms=measured.p95_ms,
-                latency_iqr_ms=measured.iqr_ms,
-                latency_rounds_ms=measured.rounds_ms,
-                peak_memory_bytes=peak,
-                **found.headline(),
-            )
+    baseline_metrics, result_metrics = (
+        metrics_of(model_bytes, measured, found, peak_memory_bytes=peak)
+        for model_bytes, measured, peak, found in zip(
+            (baseline, result), stats, peaks, (baseline_quality, result_quality), strict=True
         )
-    return metrics[0], metrics[1]
+    )
+    return baseline_metrics, result_metrics
+
+
+def metrics_of(
+    model_bytes: bytes, measured: LatencyStats, found: Quality, *, peak_memory_bytes: int | None = None
+) -> Metrics:
+    """One model's metrics from its bytes, its interleaved timings and its quality."""
+    return Metrics(
+        size_bytes=len(model_bytes),
+        gzip_bytes=len(gzip.compress(model_bytes, compresslevel=9)),
+        latency_p50_ms=measured.p50_ms,
+        latency_p95_ms=measured.p95_ms,
+        latency_iqr_ms=measured.iqr_ms,
+        latency_rounds_ms=measured.rounds_ms,
+        peak_memory_bytes=peak_memory_bytes,
+        **found.headline(),
+    )

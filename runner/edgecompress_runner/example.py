@@ -97,3 +97,46 @@ def example_spec(folder: Path) -> CompressionJobSpec:
     return parse_spec(
         example_job(model_path.resolve().as_uri(), dataset_path.resolve().as_uri(), str((folder / "result").resolve()))
     )
+
+
+def synthetic_images(seed: int = 0, *, samples: int = 1400, classes: int = 10) -> dict[str, np.ndarray]:
+    """Seeded 16x16x3 noisy images of ten class prototypes: a task a small CNN learns to about 90 %.
+
+    The prototypes are faint under the noise, so many samples lie near a decision boundary and
+    quantization error shows in the top-1 answers (the auto search's tests and bench need that).
+    The last 400 samples are the evaluation split.
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(size=(classes, 16, 16, 3)).astype(np.float32)
+    y = rng.integers(0, classes, samples).astype(np.int32)
+    x = (0.22 * prototypes[y] + rng.normal(size=(samples, 16, 16, 3))).astype(np.float32)
+    split = samples - 400
+    return {"x_train": x[:split], "y_train": y[:split], "x_eval": x[split:], "y_eval": y[split:]}
+
+
+def residual_cnn() -> Any:
+    """Conv2D + BatchNorm, a SeparableConv2D block with a residual Add, a strided conv, Dense, softmax."""
+    from .tfcompat import keras
+
+    layers = keras.layers
+    inputs = keras.Input((16, 16, 3), name="image")
+    stem = layers.Conv2D(32, 3, padding="same", use_bias=False, name="stem")(inputs)
+    stem = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(stem))
+    block = layers.SeparableConv2D(32, 3, padding="same", name="sep")(stem)
+    block = layers.BatchNormalization(name="sep_bn")(block)
+    x = layers.ReLU(name="res_relu")(layers.Add(name="residual")([stem, block]))
+    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="down")(x)
+    x = layers.Dense(64, activation="relu", name="hidden")(layers.Flatten(name="flatten")(x))
+    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="residual_cnn")
+
+
+def trained_residual_cnn_tflite(arrays: dict[str, np.ndarray], *, epochs: int = 2, seed: int = 0) -> bytes:
+    """``residual_cnn`` trained on ``arrays`` (seeded, deterministic ops) and converted to a float .tflite."""
+    from .tfcompat import keras, seed_run, tf
+
+    seed_run(seed)
+    model = residual_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(arrays["x_train"], arrays["y_train"], epochs=epochs, batch_size=32, verbose=0)
+    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())

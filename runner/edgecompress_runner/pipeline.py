@@ -46,15 +46,19 @@ from .evaluate import Quality, Signature
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
 from .report import versions
+from .search import SearchInputs
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
 from .tasks import label_targets, output_tasks
+from .trial_cache import TrialCache
 
 if TYPE_CHECKING:
     from .split import SplitResult
 
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
+TRIALS_FOLDER = "trials"
+"""The auto step's trial records, in the output folder unless the step names a cacheURI."""
 UNLABELED_EVAL_SAMPLES = 100
 
 _T = TypeVar("_T")
@@ -300,6 +304,19 @@ def _baseline(state: RunState) -> None:
         tasks=state.tasks,
     )
     state.baseline_quality = evaluate.assess(signature, outputs, tasks=state.tasks, labels=state.labels)
+    state.step_context.search_inputs = SearchInputs(
+        baseline=state.baseline_tflite,
+        x_eval=state.x_eval,
+        labels=state.labels,
+        tasks=state.tasks,
+        baseline_quality=state.baseline_quality,
+        gates=spec.gates,
+        latency=spec.evaluation.latency,
+        x_train=dataset.x_train if dataset is not None else None,
+        cache=TrialCache(
+            join_uri(spec.output.uri, TRIALS_FOLDER), state.storage(spec.output.uri), state.work_dir / TRIALS_FOLDER
+        ),
+    )
 
 
 def _label_array(name: str, signature: Signature, dataset: Dataset | None) -> str:
@@ -358,7 +375,10 @@ def _convert(state: RunState) -> None:
     where = f"spec.steps[{len(state.spec.steps) - 1}]"
     calibration = state.dataset.x_train if state.dataset is not None else None
     quantizer: Quantizer = "converter"
-    if context.loaded.tflite is not None:
+    if plan.searched_model is not None:
+        result_tflite, denylist = plan.searched_model, list[str]()
+        state.conversion = convert.conversion_report(plan.mode, result_tflite, quantizer="litertQuantizer")
+    elif context.loaded.tflite is not None:
         from .tflite_quantize import quantize_ptq
 
         quantizer = "litertQuantizer"
@@ -442,7 +462,8 @@ def _evaluate(state: RunState) -> None:
     state.comparison = Comparison.between(state.baseline, state.result)
     conversion = _ready(state.conversion)
     state.conversion = conversion.model_copy(update={"speed_path": speed_path(conversion, state.comparison)})
-    state.gates = judge(state.spec.gates, state.comparison, state.result)
+    step_gates = [verdict for step in state.steps for verdict in step.gates(state.comparison)]
+    state.gates = judge(state.spec.gates, state.comparison, state.result) + step_gates
     _time_filter_reduction(state, result_tflite)
 
 
@@ -530,6 +551,8 @@ def _publish(state: RunState) -> None:
     )
     if spec.output.overwrite:
         output.delete(report_uri)
+    for step in state.steps:
+        step.publish()
     output.upload(tflite_file, tflite_uri)
     for path, artifact in zip(split_files, split_artifacts, strict=True):
         output.upload(path, artifact.uri)

@@ -60,10 +60,14 @@ class ConversionPlan:
     # QAT left some layers float, so float kernels must stay allowed next to the int8 ones.
     qat_kept_float: bool = False
     ptq: PtqStep | None = None
+    # The model an auto step picked: the result as it is, no conversion.
+    searched_model: bytes | None = None
 
     @property
     def mode(self) -> str:
-        """The final mode: the ptq step's, else qat after QAT, else float."""
+        """The final mode: auto after a search, the ptq step's, else qat after QAT, else float."""
+        if self.searched_model is not None:
+            return "auto"
         if self.ptq is not None:
             return PtqMode(self.ptq.mode).value
         return "qat" if self.qat_applied else "float"

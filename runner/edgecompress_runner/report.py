@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from edgecompress_contract.report import ClusterReport, PruneReport, QatReport, Report
+from edgecompress_contract.report import AutoReport, ClusterReport, PruneReport, QatReport, Report
 
 
 def versions() -> dict[str, str]:
@@ -72,6 +72,8 @@ def summary_table(report: Report) -> str:
             detail = f"sparsity {step.sparsity.overall:.1%}"
         if isinstance(step, ClusterReport):
             detail += f" clusters<= {max(step.unique_weights.values(), default=0)}"
+        if isinstance(step, AutoReport):
+            detail = f"picked {step.chosen} of {len(step.candidates)}"
         lines.append(f"step {step.type:<8} {detail.strip():<28} {step.seconds:>7.1f} s")
     lines.append(f"speed path: {report.conversion.speed_path}")
     for gate in report.gates:

@@ -18,15 +18,27 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from edgecompress_contract.report import (
+    AutoReport,
     ClusterReport,
+    Comparison,
     DistillReport,
+    GateResult,
     Keras3Load,
     PruneReport,
     QatReport,
     ReduceFiltersReport,
     StepReport,
 )
-from edgecompress_contract.spec import ClusterStep, DistillStep, PruneStep, PtqStep, QatStep, ReduceFiltersStep, Step
+from edgecompress_contract.spec import (
+    AutoStep,
+    ClusterStep,
+    DistillStep,
+    PruneStep,
+    PtqStep,
+    QatStep,
+    ReduceFiltersStep,
+    Step,
+)
 
 from .data import Arrays, Dataset, ModelTensor, check_inputs, training_arrays
 from .errors import InputError
@@ -36,9 +48,11 @@ from .progress import Progress
 if TYPE_CHECKING:
     from .compress import TrainingData
     from .model_io import LoadedModel
+    from .search import SearchInputs
+    from .trial_cache import TrialCache
 
-SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep, ReduceFiltersStep)
-ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport, ReduceFiltersReport)
+SpecT = TypeVar("SpecT", PruneStep, ClusterStep, QatStep, PtqStep, DistillStep, ReduceFiltersStep, AutoStep)
+ReportT = TypeVar("ReportT", PruneReport, ClusterReport, QatReport, DistillReport, ReduceFiltersReport, AutoReport)
 
 
 @dataclass
@@ -55,6 +69,8 @@ class StepContext:
     tasks: dict[str, str] = field(default_factory=dict)
     reference: dict[str, np.ndarray] | None = None
     student_keras3: Keras3Load | None = None
+    search_inputs: SearchInputs | None = None
+    """The baseline and the evaluation the run judges its result on (set once the baseline is measured)."""
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
         """Applies ``step`` and adds what it contributes to the plan."""
@@ -122,6 +138,13 @@ class CompressionStep(ABC, Generic[SpecT]):
     def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
         """What this step, as applied, changes in the conversion."""
         return plan
+
+    def publish(self) -> None:
+        """Uploads what the step keeps beyond the run; called in the upload phase, before the model."""
+
+    def gates(self, comparison: Comparison) -> list[GateResult]:
+        """Gates the step itself sets, judged on the result like spec.gates."""
+        return []
 
 
 _REGISTRY: dict[type[Any], type[CompressionStep[Any]]] = {}
@@ -305,3 +328,41 @@ def _check_student_inputs(student: Any, dataset: Dataset, source: str) -> None:
         if len(tensors) == 1 and len(arrays) == 1:
             arrays = {tensors[0].name: next(iter(arrays.values()))}
         check_inputs(arrays, tensors, split, source)
+
+
+@registers(AutoStep)
+class Auto(CompressionStep[AutoStep]):
+    """Searches recipes on the float baseline (``search.run_search``); the pick is the result as it is."""
+
+    def __init__(self, spec: AutoStep, index: int) -> None:
+        super().__init__(spec, index)
+        self.picked: bytes | None = None
+        self.cache: TrialCache | None = None
+
+    def apply(self, context: StepContext) -> AutoReport:
+        from .search import run_search
+        from .storage import storage_for
+        from .trial_cache import TrialCache
+
+        inputs = context.search_inputs
+        assert inputs is not None, "the baseline phase sets the search inputs"
+        if self.spec.cache_uri is not None:
+            cache = TrialCache(self.spec.cache_uri, storage_for(self.spec.cache_uri), context.work_dir / "trials")
+            inputs = replace(inputs, cache=cache)
+        self.cache = inputs.cache
+        found = run_search(self.spec, inputs, where=f"spec.steps[{self.index}]")
+        self.picked = found.model
+        return found.report
+
+    def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
+        return replace(plan, searched_model=self.picked)
+
+    def publish(self) -> None:
+        if self.cache is not None:
+            self.cache.publish()
+
+    def gates(self, comparison: Comparison) -> list[GateResult]:
+        from .search import latency_ratio_gate
+
+        limit = self.spec.max_latency_ratio
+        return [] if limit is None else [latency_ratio_gate(limit, comparison)]

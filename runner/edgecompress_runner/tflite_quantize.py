@@ -100,6 +100,8 @@ class OpScope:
 
     op: str
     scope: str
+    weights: int = 0
+    """Elements of its constant weight tensor (its second input, when stored in the file); 0 for other ops."""
 
 
 def quantizer_recipe(recipe: Sequence[RecipeEntry], *, float_io: bool = True) -> list[dict[str, Any]]:
@@ -208,10 +210,23 @@ def op_scopes(model: bytes) -> list[OpScope]:
 
     parsed = tfl_flatbuffer_utils.read_model(bytearray(model))
     graph = parsed.subgraphs[0]
+    buffers = parsed.buffers or []
+
+    def weights(op: Any) -> int:
+        inputs = list(op.inputs) if op.inputs is not None else []
+        if len(inputs) < 2 or inputs[1] < 0:
+            return 0
+        tensor = graph.tensors[inputs[1]]
+        buffer = buffers[tensor.buffer] if 0 < tensor.buffer < len(buffers) else None
+        if buffer is None or (buffer.data is None and not buffer.size):
+            return 0
+        return int(np.prod(tensor.shape)) if tensor.shape is not None else 0
+
     return [
         OpScope(
             op=flatbuffer_utils.opcode_to_name(parsed, op.opcodeIndex) or "CUSTOM",
             scope=tfl_flatbuffer_utils.get_op_scope(op, graph.tensors),
+            weights=weights(op),
         )
         for op in graph.operators
     ]

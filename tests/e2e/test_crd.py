@@ -176,6 +176,21 @@ MISTAKES = [
         "spec.credentials.secretName: Invalid value",
     ),
     ("no-steps", changed("no-steps", steps=[]), "spec.steps: Invalid value"),
+    (
+        "auto-with-ptq",
+        changed("auto-with-ptq", steps=[{"type": "auto"}, ptq("dynamic")], gates={"maxAccuracyDrop": 0.01}),
+        "an auto step must be the only step",
+    ),
+    (
+        "auto-without-quality-gate",
+        changed("auto-without-quality-gate", steps=[{"type": "auto"}], gates={"minSizeReduction": 0.5}),
+        "an auto step needs a quality gate (maxAccuracyDrop)",
+    ),
+    (
+        "auto-unknown-precision",
+        changed("auto-unknown-precision", steps=[{"type": "auto", "precisions": ["int2"]}]),
+        "spec.steps[0].precisions[0]: Unsupported value",
+    ),
 ]
 
 

@@ -60,12 +60,17 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
     if kind == "ptq":
         mode = rng.choice(["dynamic", "float16", "int8", "int16x8"])
         return {"type": "ptq", "mode": mode, **_maybe(rng, integerIO=[True, False], **skips)}
+    if kind == "auto":
+        return {
+            "type": "auto",
+            **_maybe(rng, objective=["size", "latency", "balanced"], maxTrials=[4, 20], minWeights=[0, 1024]),
+        }
     student_format = rng.choice(["keras", "h5", "savedmodel", "tflite"])
     return {"type": "distill", "student": {"uri": "s3://bucket/student", "format": student_format}}
 
 
 def random_spec(rng: random.Random) -> dict[str, Any]:
-    kinds = ["prune", "cluster", "qat", "ptq", "distill", "reduceFilters"]
+    kinds = ["prune", "cluster", "qat", "ptq", "distill", "reduceFilters", "auto"]
     steps = [random_step(rng, rng.choice(kinds)) for _ in range(rng.randint(1, 4))]
     output: dict[str, Any] = {"uri": rng.choice(["s3://bucket/out", "s3://bucket/out/"])}
     if rng.random() < 0.3:
@@ -77,6 +82,11 @@ def random_spec(rng: random.Random) -> dict[str, Any]:
     }
     if rng.random() < 0.5:
         spec["dataset"] = {"uri": "s3://bucket/data.npz"}
+    gates = rng.choice(
+        [None, {}, {"maxAccuracyDrop": 0.01}, {"minSizeReduction": 0.5}, {"minFidelity": 0.98}, {"minSnrDb": 25.0}]
+    )
+    if gates is not None:
+        spec["gates"] = gates
     promotion = rng.choice(
         [None, None, "s3://bucket/out", "s3://bucket/out/", "s3://bucket/out//", "s3://bucket/stable/"]
     )
@@ -110,11 +120,14 @@ def mixed_steps() -> list[dict[str, Any]]:
         ("pattern", "2:4"), ("beginStep", 0), ("endStep", 10), ("frequency", 5), ("temperature", 2.0), ("alpha", 0.5),
         ("student", {"uri": "s3://bucket/s", "format": "keras"}), ("skipLayers", ["conv1"]), ("skipFirstAndLast", True),
         ("fineTune", {"epochs": 1}), ("targetReduction", 0.5), ("criterion", "l2"), ("minChannels", 4),
-        ("roundTo", 4), ("layers", ["conv1"]),
+        ("roundTo", 4), ("layers", ["conv1"]), ("objective", "latency"), ("maxTrials", 3),
+        ("maxMinutes", 5.0), ("precisions", ["float16"]), ("blockSize", 64), ("minWeights", 0),
+        ("sensitivitySamples", 8), ("cacheURI", "s3://bucket/trials/"),
+        ("maxLatencyRatio", 1.0),
     ]  # fmt: skip
     steps = []
     for _ in range(2000):
-        step = random_step(rng, rng.choice(["prune", "cluster", "qat", "ptq", "distill", "reduceFilters"]))
+        step = random_step(rng, rng.choice(["prune", "cluster", "qat", "ptq", "distill", "reduceFilters", "auto"]))
         if rng.random() < 0.5:
             name, value = rng.choice(extras)
             step[name] = value

@@ -37,6 +37,7 @@ def test_every_spec_step_type_has_a_step_class() -> None:
         "ptq": {"type": "ptq", "mode": "int8"},
         "distill": {"type": "distill", "student": {"uri": "/s.keras", "format": "keras"}},
         "reduceFilters": {"type": "reduceFilters"},
+        "auto": {"type": "auto"},
     }
     for spec_class in union:
         step_type = typing.get_args(spec_class.model_fields["type"].annotation)[0]
