@@ -30,9 +30,10 @@ ListObjects = Callable[[str, str | None, str | None], tuple[list[dict[str, Any]]
 WatchObjects = Callable[[str, str | None, str | None, str, int], tuple[Iterator[dict[str, Any]], Callable[[], None]]]
 OnEvent = Callable[[str, dict[str, Any]], None]
 
-WATCH_SECONDS = 300
-"""Watches are re-opened this often, so one that went silent (a dead connection) does not stay open."""
-RETRY_SECONDS = (1.0, 30.0)
+WATCH_SECONDS = 30
+"""The apiserver ends each watch after this long and it is re-opened (from where it was, no list), so one whose
+connection went dead without FIN or RST (a network partition) is noticed within this plus the API time limit."""
+RETRY_SECONDS = (1.0, 10.0)
 """First and longest wait before listing again after a failed list or watch (doubling in between)."""
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -95,6 +96,8 @@ class Informer:
         self.slim, self.on_event = slim, on_event
         self.list_objects, self.watch_objects = list_objects, watch_objects
         self.synced = threading.Event()
+        self.current = threading.Event()
+        """Set while the list or the watch that keeps the cache up to date works; cleared when one fails."""
         self._items: dict[Key, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -154,6 +157,7 @@ class Informer:
                 self._list_and_watch()
                 delay = RETRY_SECONDS[0]
             except Exception as error:
+                self.current.clear()
                 if self._stopped.is_set():
                     return
                 logger.warning("the %s watch failed (%s); listing again in %.0f s", self.kind, error, delay)
@@ -164,6 +168,7 @@ class Informer:
         items, version = self.list_objects(self.kind, self.namespace, self.label_selector)
         dropped = self.replace(items, version)
         self.synced.set()
+        self.current.set()
         for item in dropped:
             self.on_event("DELETED", item)
         for item in items:
@@ -224,6 +229,10 @@ class ClusterCache:
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         return all(informer.synced.wait(max(deadline - time.monotonic(), 0)) for informer in self.informers.values())
+
+    def current(self) -> bool:
+        """Every cache's list or watch works (a pass on a cache cut off from the apiserver would miss new objects)."""
+        return all(informer.current.is_set() for informer in self.informers.values())
 
     def compression_jobs(self) -> list[dict[str, Any]]:
         return self.informers[kube.COMPRESSION_JOBS].items()

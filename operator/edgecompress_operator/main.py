@@ -28,8 +28,9 @@ WATCH_CONNECTIONS = 3
 """Connections the three watches hold open, next to the parallel writes of a pass."""
 
 
-class CachesNotSynced(RuntimeError):
-    """A pass before every cache has listed once would take missing objects for absent ones."""
+class CachesNotCurrent(RuntimeError):
+    """A pass before every cache has listed once would take missing objects for absent ones, and one whose watch
+    cannot reach the apiserver would miss new CompressionJobs: the pass fails, so /readyz does."""
 
 
 @kopf.on.startup()
@@ -56,7 +57,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     def run_pass() -> object:
         if not cluster.wait_synced(config.api_timeout_seconds):
-            raise CachesNotSynced("the watch caches have not listed CompressionJobs, Jobs and pods yet")
+            raise CachesNotCurrent("the watch caches have not listed CompressionJobs, Jobs and pods yet")
+        if not cluster.current():
+            raise CachesNotCurrent("a watch cache cannot reach the apiserver; it lists again and the pass retries")
         return reconcile_pass(config, cluster, memory)
 
     memo.cluster = cluster

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
+from edgecompress_operator import informer as informer_module
 from edgecompress_operator.informer import Informer, slim_job
+from tests.waiting import wait_until
 
 
 def obj(name: str, version: int, **fields: Any) -> dict[str, Any]:
@@ -95,3 +100,37 @@ def test_a_relist_drops_what_was_deleted_and_keeps_what_was_written_after_it() -
     cache._list_and_watch()
     assert names(cache) == {"a": "32", "c": "31"}
     assert ("DELETED", "b") in seen
+
+
+def test_a_failed_watch_makes_the_cache_not_current_until_it_lists_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", (0.01, 0.01))
+    relist, finish = threading.Event(), threading.Event()
+    lists = [([obj("a", 5)], "10"), ([obj("a", 12)], "20")]
+
+    def list_objects(kind: str, namespace: str | None, selector: str | None) -> tuple[list[dict[str, Any]], str]:
+        if len(lists) == 1:
+            relist.wait(10)
+        return lists.pop(0)
+
+    def broken() -> Iterator[dict[str, Any]]:
+        yield {"type": "MODIFIED", "object": obj("a", 11)}
+        raise TimeoutError("read timed out: the connection went silent")
+
+    def quiet() -> Iterator[dict[str, Any]]:
+        finish.wait(10)
+        yield GONE
+
+    streams = [broken(), quiet()]
+    cache = informer(FakeServer(), [])
+    cache.list_objects = list_objects  # type: ignore[method-assign]
+    cache.watch_objects = lambda *args: (streams.pop(0), lambda: None)  # type: ignore[method-assign]
+    cache.start()
+    try:
+        wait_until(lambda: cache.synced.is_set() and not cache.current.is_set(), "the failed watch", 10, 0.01)
+        assert names(cache) == {"a": "11"}, "what it had stays, for the next list to correct"
+        relist.set()
+        wait_until(cache.current.is_set, "the cache to list again", 10, 0.01)
+        assert names(cache) == {"a": "12"}
+    finally:
+        finish.set()
+        cache.stop()
