@@ -1,4 +1,4 @@
-"""Watch-fed caches of CompressionJobs, runner Jobs and runner pods (list once, then watch), for the reconcile pass.
+"""Watch-fed caches of CompressionJobs, runner Jobs, runner pods and FailedCreate Events (list once, then watch).
 
 A pass reads what exists from these caches instead of listing everything again, so admitting a
 thousand new CompressionJobs costs a thousand Job creates, not a thousand full LISTs. The pass
@@ -26,8 +26,10 @@ from . import kube
 logger = logging.getLogger("edgecompress.informer")
 
 Key = tuple[str, str]
-ListObjects = Callable[[str, str | None, str | None], tuple[list[dict[str, Any]], str]]
-WatchObjects = Callable[[str, str | None, str | None, str, int], tuple[Iterator[dict[str, Any]], Callable[[], None]]]
+ListObjects = Callable[[str, str | None, kube.Selectors], tuple[list[dict[str, Any]], str]]
+WatchObjects = Callable[
+    [str, str | None, kube.Selectors, str, int], tuple[Iterator[dict[str, Any]], Callable[[], None]]
+]
 OnEvent = Callable[[str, dict[str, Any]], None]
 
 WATCH_SECONDS = 30
@@ -73,6 +75,15 @@ def slim_job(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def slim_event(item: dict[str, Any]) -> dict[str, Any]:
+    """What the pass needs of a FailedCreate Event: which Job it is about, its message and time."""
+    return {
+        "kind": "Event",
+        "metadata": _slim_metadata(item),
+        **{key: item.get(key) for key in ("involvedObject", "message", "lastTimestamp", "eventTime")},
+    }
+
+
 def slim_pod(item: dict[str, Any]) -> dict[str, Any]:
     """What the pass needs of a runner pod: metadata and status (not the spec with the job's spec in its env)."""
     return {"kind": "Pod", "metadata": _slim_metadata(item), "status": item.get("status") or {}}
@@ -86,13 +97,13 @@ class Informer:
         kind: str,
         *,
         namespace: str | None,
-        label_selector: str | None,
+        selectors: kube.Selectors,
         slim: Callable[[dict[str, Any]], dict[str, Any]],
         on_event: OnEvent,
         list_objects: ListObjects = kube.list_objects,
         watch_objects: WatchObjects = kube.watch_objects,
     ) -> None:
-        self.kind, self.namespace, self.label_selector = kind, namespace, label_selector
+        self.kind, self.namespace, self.selectors = kind, namespace, selectors
         self.slim, self.on_event = slim, on_event
         self.list_objects, self.watch_objects = list_objects, watch_objects
         self.synced = threading.Event()
@@ -165,7 +176,7 @@ class Informer:
                 delay = min(delay * 2, RETRY_SECONDS[1])
 
     def _list_and_watch(self) -> None:
-        items, version = self.list_objects(self.kind, self.namespace, self.label_selector)
+        items, version = self.list_objects(self.kind, self.namespace, self.selectors)
         dropped = self.replace(items, version)
         self.synced.set()
         self.current.set()
@@ -174,9 +185,7 @@ class Informer:
         for item in items:
             self.on_event("ADDED", item)
         while not self._stopped.is_set():
-            events, self._close = self.watch_objects(
-                self.kind, self.namespace, self.label_selector, version, WATCH_SECONDS
-            )
+            events, self._close = self.watch_objects(self.kind, self.namespace, self.selectors, version, WATCH_SECONDS)
             for event in events:
                 kind, item = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
@@ -194,8 +203,12 @@ class Informer:
                 self.on_event(str(kind), item)
 
 
+FAILED_CREATE = "reason=FailedCreate,involvedObject.kind=Job"
+"""The Events the pass needs: why the Job controller cannot create a runner pod."""
+
+
 class ClusterCache:
-    """The three caches a reconcile pass reads: CompressionJobs, runner Jobs and runner pods."""
+    """The caches a reconcile pass reads: CompressionJobs, runner Jobs, runner pods, and FailedCreate Events."""
 
     def __init__(self, informers: dict[str, Informer]) -> None:
         self.informers = informers
@@ -204,17 +217,18 @@ class ClusterCache:
     def watching(
         cls, namespace: str | None, runner_label: str, on_event: Callable[[str, str, dict[str, Any]], None]
     ) -> ClusterCache:
-        slims = {kube.COMPRESSION_JOBS: slim_compression_job, kube.JOBS: slim_job, kube.PODS: slim_pod}
+        kinds: dict[str, tuple[kube.Selectors, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+            kube.COMPRESSION_JOBS: ({}, slim_compression_job),
+            kube.JOBS: ({"label_selector": runner_label}, slim_job),
+            kube.PODS: ({"label_selector": runner_label}, slim_pod),
+            kube.EVENTS: ({"field_selector": FAILED_CREATE}, slim_event),
+        }
         return cls(
             {
                 kind: Informer(
-                    kind,
-                    namespace=namespace,
-                    label_selector=None if kind == kube.COMPRESSION_JOBS else runner_label,
-                    slim=slims[kind],
-                    on_event=partial(on_event, kind),
+                    kind, namespace=namespace, selectors=selectors, slim=slim, on_event=partial(on_event, kind)
                 )
-                for kind in kube.WATCHED_KINDS
+                for kind, (selectors, slim) in kinds.items()
             }
         )
 
@@ -242,6 +256,9 @@ class ClusterCache:
 
     def pods(self) -> list[dict[str, Any]]:
         return self.informers[kube.PODS].items()
+
+    def failed_creates(self) -> list[dict[str, Any]]:
+        return self.informers[kube.EVENTS].items()
 
     def store(self, kind: str, item: dict[str, Any]) -> None:
         self.informers[kind].store(item)

@@ -19,8 +19,8 @@ from edgecompress_contract.spec import API_GROUP, API_VERSION
 
 from .crd import PLURAL
 
-COMPRESSION_JOBS, JOBS, PODS = "compressionjobs", "jobs", "pods"
-WATCHED_KINDS = (COMPRESSION_JOBS, JOBS, PODS)
+COMPRESSION_JOBS, JOBS, PODS, EVENTS = "compressionjobs", "jobs", "pods", "events"
+WATCHED_KINDS = (COMPRESSION_JOBS, JOBS, PODS, EVENTS)
 
 _timeout: tuple[float, float] | None = None
 _api_client: client.ApiClient | None = None
@@ -131,21 +131,25 @@ def _list_call(kind: str, namespace: str | None) -> Callable[..., Any]:
         return lambda **kw: client.CoreV1Api(_client()).list_namespaced_pod(namespace, **kw)
     if kind == PODS:
         return lambda **kw: client.CoreV1Api(_client()).list_pod_for_all_namespaces(**kw)
+    if kind == EVENTS and namespace:
+        return lambda **kw: client.CoreV1Api(_client()).list_namespaced_event(namespace, **kw)
+    if kind == EVENTS:
+        return lambda **kw: client.CoreV1Api(_client()).list_event_for_all_namespaces(**kw)
     raise ValueError(f"not a watched kind: {kind}")
 
 
-def _selector(label_selector: str | None) -> dict[str, Any]:
-    return {"label_selector": label_selector} if label_selector else {}
+Selectors = dict[str, str]
+"""``label_selector`` and/or ``field_selector`` of a list or watch, applied by the apiserver."""
 
 
-def list_objects(kind: str, namespace: str | None, label_selector: str | None) -> tuple[list[dict[str, Any]], str]:
+def list_objects(kind: str, namespace: str | None, selectors: Selectors) -> tuple[list[dict[str, Any]], str]:
     """All objects of a kind (within the time limit) and the resourceVersion to watch from."""
-    found = _json(_list_call(kind, namespace)(**_selector(label_selector), **_limit()))
+    found = _json(_list_call(kind, namespace)(**selectors, **_limit()))
     return list(found["items"]), str(found["metadata"]["resourceVersion"])
 
 
 def watch_objects(
-    kind: str, namespace: str | None, label_selector: str | None, resource_version: str, seconds: int
+    kind: str, namespace: str | None, selectors: Selectors, resource_version: str, seconds: int
 ) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
     """Watch events after ``resource_version`` (with bookmarks) and a function that closes the stream.
 
@@ -154,7 +158,7 @@ def watch_objects(
     """
     assert _timeout is not None
     response = _list_call(kind, namespace)(
-        **_selector(label_selector),
+        **selectors,
         watch=True,
         allow_watch_bookmarks=True,
         resource_version=resource_version,
@@ -183,19 +187,6 @@ def pod_log_tail(namespace: str, pod: str, container: str, lines: int) -> str:
         pod, namespace, container=container, tail_lines=lines, **_limit()
     )
     return bytes(response.data).decode("utf-8", errors="replace")
-
-
-def failed_create_message(namespace: str, job_uid: str) -> str | None:
-    """The newest FailedCreate Event of a Job (why the Job controller cannot create its pod), if any."""
-    events = _json(
-        client.CoreV1Api(_client()).list_namespaced_event(
-            namespace, field_selector=f"involvedObject.uid={job_uid},reason=FailedCreate", **_limit()
-        )
-    )["items"]
-    if not events:
-        return None
-    newest = max(events, key=lambda event: str(event.get("lastTimestamp") or event.get("eventTime") or ""))
-    return str(newest.get("message") or "")
 
 
 def create_event(event: dict[str, Any]) -> None:

@@ -28,11 +28,13 @@ class FakeServer:
         self.streams: list[list[dict[str, Any]]] = []
         self.watched_from: list[str] = []
 
-    def list_objects(self, kind: str, namespace: str | None, selector: str | None) -> tuple[list[dict[str, Any]], str]:
+    def list_objects(
+        self, kind: str, namespace: str | None, selectors: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], str]:
         return self.lists.pop(0)
 
     def watch_objects(
-        self, kind: str, namespace: str | None, selector: str | None, version: str, seconds: int
+        self, kind: str, namespace: str | None, selectors: dict[str, str], version: str, seconds: int
     ) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
         self.watched_from.append(version)
         return iter(self.streams.pop(0)), lambda: None
@@ -42,7 +44,7 @@ def informer(server: FakeServer, seen: list[tuple[str, str]]) -> Informer:
     return Informer(
         "jobs",
         namespace=None,
-        label_selector="edgecompress.io/compressionjob",
+        selectors={"label_selector": "edgecompress.io/compressionjob"},
         slim=slim_job,
         on_event=lambda event, item: seen.append((event, item["metadata"]["name"])),
         list_objects=server.list_objects,
@@ -107,7 +109,7 @@ def test_a_failed_watch_makes_the_cache_not_current_until_it_lists_again(monkeyp
     relist, finish = threading.Event(), threading.Event()
     lists = [([obj("a", 5)], "10"), ([obj("a", 12)], "20")]
 
-    def list_objects(kind: str, namespace: str | None, selector: str | None) -> tuple[list[dict[str, Any]], str]:
+    def list_objects(kind: str, namespace: str | None, selectors: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
         if len(lists) == 1:
             relist.wait(10)
         return lists.pop(0)

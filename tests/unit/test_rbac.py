@@ -28,12 +28,14 @@ CLIENT_CALLS = {
     "patch_namespaced_custom_object_status": ("edgecompress.io", "compressionjobs/status", "patch"),
     "create_namespaced_event": ("", "events", "create"),
     "list_namespaced_event": ("", "events", "list"),
+    "list_event_for_all_namespaces": ("", "events", "list"),
 }
 # The watches of informer.py's caches (kube.watch_objects: the list methods above with watch=True).
 WATCH_CALLS = {
     ("edgecompress.io", "compressionjobs", "watch"),
     ("batch", "jobs", "watch"),
     ("", "pods", "watch"),
+    ("", "events", "watch"),
 }
 # kopf's own calls: its scan of CRDs.
 KOPF_CALLS = {

@@ -12,10 +12,10 @@ from kubernetes.client import ApiException
 from edgecompress_contract.status import CompressionJobStatus, StatusProgress
 from edgecompress_operator import kube
 from edgecompress_operator.config import Config
-from edgecompress_operator.handlers.handle_reconcile import reconcile_pass
+from edgecompress_operator.handlers.handle_reconcile import PassMemory, reconcile_pass
 from edgecompress_operator.manifests import JOB_LABEL, job_name
 from edgecompress_operator.metrics import METRICS
-from edgecompress_operator.status import status_from_job, status_patch, waiting_status
+from edgecompress_operator.status import now_timestamp, status_from_job, status_patch, waiting_status
 
 NOW = "2026-11-22T12:00:00Z"
 LATER = "2026-11-22T12:05:00Z"
@@ -93,6 +93,7 @@ class FakeApi:
         self.cached_jobs: list[dict[str, Any]] | None = None
         self.cached_pods: list[dict[str, Any]] | None = None
         self.lose_answer = False
+        self.failed_creates: list[dict[str, Any]] = []
         self.resources: list[dict[str, Any]] = []
         self.jobs: list[dict[str, Any]] = []
         self.pods: list[dict[str, Any]] = []
@@ -165,6 +166,9 @@ class CacheView:
 
     def pods(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.api.pods if self.api.cached_pods is None else self.api.cached_pods)
+
+    def failed_creates(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.api.failed_creates)
 
     def store(self, kind: str, item: dict[str, Any]) -> None:
         """What the apiserver returned goes into the cache; here the fake's own lists are the cache."""
@@ -394,3 +398,31 @@ def test_a_pass_recomputes_only_what_changed_since_the_last(monkeypatch: pytest.
     reconcile_pass(CONFIG, api.view, memory)
     assert computed == [job_name("digits", "uid-digits")]
     assert api.status("digits")["phase"] == "Succeeded"
+
+
+def test_a_failed_create_event_in_the_cache_becomes_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW)]
+    api.jobs = [runner_job("digits")]
+    api.jobs[0]["metadata"].update(uid="job-uid", creationTimestamp=now_timestamp())  # within the start timeout
+    memory = PassMemory()
+    reconcile_pass(CONFIG, api.view, memory)
+    assert api.status("digits")["reason"] == "Pending"
+    api.failed_creates = [
+        {
+            "metadata": {"name": "digits.1", "namespace": "ml", "resourceVersion": "40"},
+            "involvedObject": {"uid": "job-uid", "kind": "Job"},
+            "message": "old",
+            "lastTimestamp": "2026-11-22T11:00:00Z",
+        },
+        {
+            "metadata": {"name": "digits.2", "namespace": "ml", "resourceVersion": "41"},
+            "involvedObject": {"uid": "job-uid", "kind": "Job"},
+            "message": 'pods "x" is forbidden: no PriorityClass with name gold was found',
+            "lastTimestamp": "2026-11-22T12:00:00Z",
+        },
+    ]
+    reconcile_pass(CONFIG, api.view, memory)  # the same memory: the new Event is a changed input
+    status = api.status("digits")
+    assert (status["phase"], status["reason"]) == ("Pending", "FailedCreate")
+    assert "no PriorityClass with name gold" in status["message"]

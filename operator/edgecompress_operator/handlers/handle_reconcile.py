@@ -51,7 +51,6 @@ from ..policy import Refusal, spec_refusal
 from ..status import (
     now_timestamp,
     parse_status,
-    parse_time,
     runner_summary,
     status_from_job,
     status_patch,
@@ -68,8 +67,6 @@ ACTION_TEXT = {
     "status": "writing the status",
 }
 SUSPENDED_MESSAGE = "spec.suspend is true; the runner Job is created when it is set to false"
-FAILED_CREATE_GRACE_SECONDS = 5.0
-"""A Job without a pod is asked for its FailedCreate Events only after this long (the Job controller is quick)."""
 
 
 class ClusterView(Protocol):
@@ -81,17 +78,19 @@ class ClusterView(Protocol):
 
     def pods(self) -> list[dict[str, Any]]: ...
 
+    def failed_creates(self) -> list[dict[str, Any]]: ...
+
     def store(self, kind: str, item: dict[str, Any]) -> None: ...
 
 
 Inputs = tuple[str, str, str | None, str | None]
 """What a CompressionJob's status is computed from: its resourceVersion, its kind of wait or "Job", and the
-resourceVersions of its Job and pod."""
+resourceVersions of its Job and of its pod (or, while it has none, of the Job's newest FailedCreate Event)."""
 
 
 @dataclass
 class PassMemory:
-    """What passes remember between them: reads of logs and Events, and parsed specs and statuses.
+    """What passes remember between them: reads of logs, and parsed specs and statuses.
 
     Passes run on every watch event, so without this a busy cluster would read every running pod's
     log many times a second (they are read at most every ``progress_interval_seconds``), and a
@@ -100,7 +99,6 @@ class PassMemory:
     """
 
     progress: dict[str, tuple[float, ProgressEvent | None]] = field(default_factory=dict)
-    failed_create: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     specs: dict[str, tuple[int, CompressionJobSpec | SpecError]] = field(default_factory=dict)
     statuses: dict[str, tuple[str, CompressionJobStatus]] = field(default_factory=dict)
     up_to_date: dict[str, tuple[Inputs, float]] = field(default_factory=dict)
@@ -120,9 +118,8 @@ class PassMemory:
         known = self.up_to_date.get(resource["metadata"]["uid"])
         return known is not None and known[0] == inputs and time.monotonic() - known[1] < interval
 
-    def forget_all_but(self, *, pods: set[str], jobs: set[str], compression_jobs: set[str]) -> None:
+    def forget_all_but(self, *, pods: set[str], compression_jobs: set[str]) -> None:
         self.progress = {uid: read for uid, read in self.progress.items() if uid in pods}
-        self.failed_create = {uid: read for uid, read in self.failed_create.items() if uid in jobs}
         self.specs = {uid: spec for uid, spec in self.specs.items() if uid in compression_jobs}
         self.statuses = {uid: status for uid, status in self.statuses.items() if uid in compression_jobs}
         self.up_to_date = {uid: known for uid, known in self.up_to_date.items() if uid in compression_jobs}
@@ -319,11 +316,10 @@ def _from_job(
     config: Config,
     *,
     memory: PassMemory,
-    read_events: bool = True,
+    failed_create: dict[str, Any] | None = None,
 ) -> Desired:
     generation = int(resource["metadata"].get("generation", 1))
     now = now_timestamp()
-    failed_create = _failed_create(job, now, memory, config) if read_events and pod is None else None
     status = status_from_job(
         job,
         pod,
@@ -331,7 +327,7 @@ def _from_job(
         now,
         spec_suspended=spec.suspend,
         progress=read_progress(job, pod, memory, config.progress_interval_seconds),
-        failed_create=failed_create,
+        failed_create=str(failed_create.get("message") or "") if failed_create and pod is None else None,
         start_timeout=config.start_timeout_seconds,
     )
     if status.phase == "Failed" and not job_finished(job) and not job_suspended(job):
@@ -340,20 +336,15 @@ def _from_job(
     return Desired(status, f"{status.phase}: {status.message}")
 
 
-def _failed_create(job: dict[str, Any], now: str, memory: PassMemory, config: Config) -> str | None:
-    """The FailedCreate message of a Job that has no pod after a grace time, read at most every pass interval."""
-    meta = job["metadata"]
-    created = meta.get("creationTimestamp")
-    if job_finished(job) or job_suspended(job) or not meta.get("uid") or not created:
-        return None
-    if (parse_time(now) - parse_time(str(created))).total_seconds() < FAILED_CREATE_GRACE_SECONDS:
-        return None
-    return _recently(  # type: ignore[no-any-return]
-        memory.failed_create,
-        meta["uid"],
-        config.pass_interval_seconds,
-        lambda: kube.failed_create_message(meta["namespace"], meta["uid"]),
-    )
+def newest_failed_creates(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest FailedCreate Event of each Job, by the Job's uid (why the Job controller cannot create its pod)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for event in events:
+        uid = (event.get("involvedObject") or {}).get("uid")
+        when = str(event.get("lastTimestamp") or event.get("eventTime") or "")
+        if uid and (uid not in newest or when > str(newest[uid].get("lastTimestamp") or newest[uid].get("eventTime"))):
+            newest[uid] = event
+    return newest
 
 
 def _waiting(resource: dict[str, Any], reason: str, message: str, phase: Phase = "Pending") -> Desired:
@@ -428,10 +419,10 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
     jobs = {_key(job): job for job in cluster.jobs()}
     cached_pods = cluster.pods()
     pods = newest_pods(cached_pods)
+    failed_creates = newest_failed_creates(cluster.failed_creates())
     compression_jobs = cluster.compression_jobs()
     memory.forget_all_but(
         pods={pod["metadata"].get("uid") for pod in cached_pods},
-        jobs={job["metadata"].get("uid") for job in jobs.values()},
         compression_jobs={resource["metadata"].get("uid") for resource in compression_jobs},
     )
     candidates: list[Candidate] = []
@@ -493,17 +484,19 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
             continue  # a Job just created, resumed or suspended: its watch event wakes the next pass
         resource, spec = resources[candidate.key]
         cached_pod = pods.get((candidate.namespace, candidate.job["metadata"]["name"]))
+        failed_create = failed_creates.get(str(candidate.job["metadata"].get("uid")))
         inputs[candidate.key] = (
             str(resource["metadata"].get("resourceVersion")),
             "Job",
             str(candidate.job["metadata"].get("resourceVersion")),
-            None if cached_pod is None else str(cached_pod["metadata"].get("resourceVersion")),
+            str((cached_pod or failed_create or {}).get("metadata", {}).get("resourceVersion")),
         )
         if memory.unchanged(resource, inputs[candidate.key], config.pass_interval_seconds):
             continue
         with _guarded(result, candidate.key, "status"):
             pod = _runner_pod(candidate.job, cached_pod, cluster)
-            wanted[candidate.key] = (resource, _from_job(resource, spec, candidate.job, pod, config, memory=memory))
+            desired = _from_job(resource, spec, candidate.job, pod, config, memory=memory, failed_create=failed_create)
+            wanted[candidate.key] = (resource, desired)
 
     def write(key: tuple[str, str], resource: dict[str, Any], desired: Desired) -> Callable[[], None]:
         def task() -> None:
@@ -561,7 +554,7 @@ def _admit(
                 cluster.store(kube.JOBS, created)
             # Recorded at once (the status a Job without a pod gives): a Job that vanishes before its
             # result is recorded is then never created again, and the next pass has nothing to add.
-            starting = _from_job(resource, spec, created or manifest, None, config, memory=memory, read_events=False)
+            starting = _from_job(resource, spec, created or manifest, None, config, memory=memory)
             job = manifest["metadata"]["name"]
             message = f"created runner Job {job}: {starting.status.message}" if created else starting.event_message
             write_status(
