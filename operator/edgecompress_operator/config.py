@@ -55,6 +55,15 @@ class Config(BaseSettings):
         le=10000,
         description="Runner Jobs running at once across the watched namespaces; the rest wait as Queued.",
     )
+    max_parallel_writes: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description=(
+            "Kubernetes API writes a reconcile pass makes at once (Job creates with their status, status updates), "
+            "so many new CompressionJobs are admitted at the apiserver's pace."
+        ),
+    )
     admission_interval_seconds: float = Field(
         default=30,
         gt=0,

@@ -1,8 +1,9 @@
 """HTTP endpoints inside the operator's event loop: /metrics, and /healthz + /readyz for the kubelet.
 
 Every API call has a time limit, so a pass always ends. Readiness needs the last reconcile pass
-(which lists CompressionJobs, Jobs and pods and writes each status) to have succeeded and to have
-ended recently (an unreachable apiserver, broken RBAC for the lists). Liveness fails only when no
+(which reads CompressionJobs, Jobs and pods from the watch caches, and fails until they have
+listed once, and writes each status) to have succeeded and to have ended recently (an unreachable
+apiserver, broken RBAC for the lists). Liveness fails only when no
 pass at all has ended for ``liveness_stall_seconds`` (a hung operator), so a short apiserver outage
 does not get the operator restarted.
 """

@@ -35,6 +35,11 @@ class PassHealth:
         return self.since_progress(now) <= stall
 
 
+BATCH_SECONDS = 0.1
+"""After a wake-up the loop waits this long, so a burst of watch events (a thousand new CompressionJobs, their
+Jobs and pods) is handled by a few passes over many objects rather than by one pass per event."""
+
+
 class PassLoop:
     """Runs a pass (in a thread) every ``interval`` seconds or when woken from any handler thread.
 
@@ -63,5 +68,6 @@ class PassLoop:
                 logger.exception("%s pass failed; retrying in %s s", self.task.get_name(), self.interval)
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=self.interval)
+                await asyncio.sleep(BATCH_SECONDS)
             except TimeoutError:
                 pass

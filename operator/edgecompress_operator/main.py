@@ -1,7 +1,9 @@
 """kopf handlers: thin decorators only; the work is in handlers/. Started by ``edgecompress-operator`` (cli.py).
 
-The watch handlers never write: they feed the metrics cache and wake the reconcile loop, whose pass
-is the one writer of CompressionJob status (handlers/handle_reconcile.py).
+kopf runs the operator (start-up, clean-up, signals, logging). What the operator watches it watches
+through its own caches (informer.py: CompressionJobs, and runner Jobs and pods by label, server-side):
+their events feed the metrics and wake the reconcile loop, whose pass reads the caches and is the one
+writer of CompressionJob status (handlers/handle_reconcile.py).
 """
 
 from __future__ import annotations
@@ -12,32 +14,57 @@ from typing import Any
 
 import kopf
 
-from edgecompress_contract.spec import API_GROUP, API_VERSION
-
 from . import kube
 from .config import load_config
-from .crd import PLURAL
 from .endpoints import start_servers
-from .handlers.handle_reconcile import reconcile_pass
+from .handlers.handle_reconcile import PassMemory, reconcile_pass
+from .informer import ClusterCache
 from .loops import PassLoop
 from .manifests import JOB_LABEL
 from .metrics import METRICS
 from .status import parse_status
 
-WATCH_SECONDS = 300
-"""Watches are re-opened this often, so one that went silent (a dead connection) does not stay open."""
+WATCH_CONNECTIONS = 3
+"""Connections the three watches hold open, next to the parallel writes of a pass."""
+
+
+class CachesNotCurrent(RuntimeError):
+    """A pass before every cache has listed once would take missing objects for absent ones, and one whose watch
+    cannot reach the apiserver would miss new CompressionJobs: the pass fails, so /readyz does."""
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = memo.config if "config" in memo else load_config()
     memo.config = config
-    kube.load_client_config(config.api_timeout_seconds)
-    settings.watching.connect_timeout = config.api_timeout_seconds
-    settings.watching.server_timeout = WATCH_SECONDS
-    settings.watching.client_timeout = WATCH_SECONDS + config.api_timeout_seconds
+    kube.load_client_config(config.api_timeout_seconds, config.max_parallel_writes + WATCH_CONNECTIONS + 2)
     settings.posting.level = logging.WARNING
-    memo.reconciler = PassLoop("reconcile", config.pass_interval_seconds, lambda: reconcile_pass(config))
+
+    def on_event(kind: str, event: str, item: dict[str, Any]) -> None:
+        if kind == kube.COMPRESSION_JOBS:
+            meta = item["metadata"]
+            status = parse_status(meta["namespace"], meta["name"], item.get("status") or {})
+            if event == "DELETED":
+                METRICS.jobs.forget(meta["namespace"], meta["name"])
+            else:
+                METRICS.jobs.observe(meta["namespace"], meta["name"], status, meta.get("creationTimestamp"))
+            if event == "MODIFIED" and meta.get("generation") == status.observed_generation:
+                return  # its own status write: nothing new to reconcile
+        memo.reconciler.wake()
+
+    cluster = ClusterCache.watching(config.watch_namespace, JOB_LABEL, on_event)
+    memory = PassMemory()
+
+    def run_pass() -> object:
+        if not cluster.wait_synced(config.api_timeout_seconds):
+            raise CachesNotCurrent("the watch caches have not listed CompressionJobs, Jobs and pods yet")
+        if not cluster.current():
+            raise CachesNotCurrent("a watch cache cannot reach the apiserver; it lists again and the pass retries")
+        return reconcile_pass(config, cluster, memory)
+
+    memo.cluster = cluster
+    memo.reconciler = PassLoop("reconcile", config.pass_interval_seconds, run_pass)
+    cluster.start()
     memo.servers = await start_servers(
         METRICS.registry,
         config.metrics_port,
@@ -53,27 +80,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.reconciler.task.cancel()
+    memo.cluster.stop()
     for server in memo.servers:
         await server.cleanup()
-
-
-@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def on_compression_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    meta = body["metadata"]
-    status = parse_status(meta["namespace"], meta["name"], body.get("status") or {})
-    if type == "DELETED":
-        METRICS.jobs.forget(meta["namespace"], meta["name"])
-    else:
-        METRICS.jobs.observe(meta["namespace"], meta["name"], status, meta.get("creationTimestamp"))
-    if type != "MODIFIED" or meta.get("generation") != status.observed_generation:
-        memo.reconciler.wake()
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-def on_job_event(memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.wake()
-
-
-@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-def on_pod_event(memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.wake()

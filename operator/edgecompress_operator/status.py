@@ -189,7 +189,8 @@ def status_from_job(
             phase, reason, message = "Pending", "Queued", f"waiting for admission by Kueue LocalQueue {queue}"
         else:
             phase, reason, message = "Pending", "Suspended", "spec.suspend is true; the runner Job is suspended"
-    elif pod is not None and pod.get("status", {}).get("phase") == "Running":
+    elif pod is not None and pod.get("status", {}).get("phase") in ("Running", "Succeeded"):
+        # A runner that exited 0 is still Running until the Job controller marks its Job Complete.
         phase, reason, message = "Running", "Running", "the runner is working"
     elif unscheduled is not None:
         phase = "Pending"
@@ -205,7 +206,7 @@ def status_from_job(
             completion_time = now
     else:
         phase, reason, message = "Pending", "Pending", "waiting for the runner pod to start"
-    result = summary if summary is not None and summary.artifacts is not None else None
+    result = summary if finished and summary is not None and summary.artifacts is not None else None
     promoted = result.promotion if result is not None else None
     return CompressionJobStatus(
         observed_generation=generation,

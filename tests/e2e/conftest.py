@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from tests.conftest import MinioServer
 from tests.k8s.controlplane import ControlPlane, build_binaries, free_port
 from tests.k8s.node_agent import NodeAgent
 from tests.k8s.tcp_proxy import TcpProxy
-from tests.processes import stop_process
+from tests.processes import http_status, stop_process
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "compressionjobs.edgecompress.io.yaml"
 
@@ -144,13 +143,7 @@ class OperatorProcess:
             time.sleep(0.5)
 
     def probe(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
-        except OSError:
-            return 0
+        return http_status(f"http://127.0.0.1:{self.health_port}{path}")
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:

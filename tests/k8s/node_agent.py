@@ -290,6 +290,8 @@ class NodeAgent:
 
     def _environment(self, pod: Any, container: Any) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.log_dir)}
+        if os.environ.get("PYTHONPATH"):  # the tests' checkout, not whatever an editable install points to
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         if pod.spec.automount_service_account_token is not False:
             env["KUBECONFIG"] = str(self._service_account_kubeconfig(pod))
         for source in container.env_from or []:

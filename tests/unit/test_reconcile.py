@@ -12,10 +12,10 @@ from kubernetes.client import ApiException
 from edgecompress_contract.status import CompressionJobStatus, StatusProgress
 from edgecompress_operator import kube
 from edgecompress_operator.config import Config
-from edgecompress_operator.handlers.handle_reconcile import reconcile_pass
+from edgecompress_operator.handlers.handle_reconcile import PassMemory, reconcile_pass
 from edgecompress_operator.manifests import JOB_LABEL, job_name
 from edgecompress_operator.metrics import METRICS
-from edgecompress_operator.status import status_from_job, status_patch, waiting_status
+from edgecompress_operator.status import now_timestamp, status_from_job, status_patch, waiting_status
 
 NOW = "2026-11-22T12:00:00Z"
 LATER = "2026-11-22T12:05:00Z"
@@ -81,9 +81,19 @@ def runner_pod(name: str, phase: str, summary: dict[str, Any] | None = None) -> 
 
 
 class FakeApi:
-    """The operator's kube module over in-memory objects; status patches are merged like the apiserver's."""
+    """The operator's kube module over in-memory objects; status patches are merged like the apiserver's.
+
+    It is also the pass's view of the cluster (an always up-to-date cache), unless ``stale`` holds an
+    older copy of the CompressionJobs.
+    """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.version = 100
+        self.stale: list[dict[str, Any]] | None = None
+        self.cached_jobs: list[dict[str, Any]] | None = None
+        self.cached_pods: list[dict[str, Any]] | None = None
+        self.lose_answer = False
+        self.failed_creates: list[dict[str, Any]] = []
         self.resources: list[dict[str, Any]] = []
         self.jobs: list[dict[str, Any]] = []
         self.pods: list[dict[str, Any]] = []
@@ -92,31 +102,76 @@ class FakeApi:
         self.events: list[tuple[str, str]] = []
         self.created: list[str] = []
         self.failing: set[str] = set()
-        monkeypatch.setattr(kube, "list_compression_jobs", lambda namespace: copy.deepcopy(self.resources))
-        monkeypatch.setattr(kube, "list_jobs", lambda namespace, selector: copy.deepcopy(self.jobs))
-        monkeypatch.setattr(kube, "list_pods", lambda namespace, selector: copy.deepcopy(self.pods))
         monkeypatch.setattr(kube, "pod_log_tail", lambda namespace, pod, container, lines: self.log)
+        monkeypatch.setattr(kube, "read_job", lambda namespace, name: self.find(self.jobs, name))
+        monkeypatch.setattr(kube, "read_compression_job", lambda namespace, name: self.find(self.resources, name))
+        monkeypatch.setattr(
+            kube,
+            "list_job_pods",
+            lambda namespace, job: [
+                copy.deepcopy(pod) for pod in self.pods if pod["metadata"]["labels"]["job-name"] == job
+            ],
+        )
         monkeypatch.setattr(kube, "patch_status", self.patch_status)
         monkeypatch.setattr(kube, "create_job", self.create_job)
         monkeypatch.setattr(
             kube, "create_event", lambda event: self.events.append((event["involvedObject"]["name"], event["reason"]))
         )
 
-    def patch_status(self, namespace: str, name: str, changes: dict[str, Any]) -> None:
+    @property
+    def view(self) -> CacheView:
+        return CacheView(self)
+
+    @staticmethod
+    def find(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+        return next((copy.deepcopy(item) for item in items if item["metadata"]["name"] == name), None)
+
+    def patch_status(self, namespace: str, name: str, changes: dict[str, Any], resource_version: str) -> dict[str, Any]:
         if name in self.failing:
             raise ApiException(status=403, reason="Forbidden")
-        self.patches.append((name, changes))
         found = next(item for item in self.resources if item["metadata"]["name"] == name)
+        if found["metadata"].get("resourceVersion", str(self.version)) != resource_version:
+            raise ApiException(status=409, reason="Conflict")
+        self.patches.append((name, changes))
         found["status"] = merge(found.get("status") or {}, changes)
+        self.version += 1
+        found["metadata"]["resourceVersion"] = str(self.version)
+        if self.lose_answer:
+            raise TimeoutError("the answer was lost")
+        return copy.deepcopy(found)
 
-    def create_job(self, manifest: dict[str, Any]) -> bool:
+    def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["labels"][JOB_LABEL]
         self.created.append(name)
         self.jobs.append(runner_job(name))
-        return True
+        return runner_job(name)
 
     def status(self, name: str) -> dict[str, Any]:
         return next(item["status"] for item in self.resources if item["metadata"]["name"] == name)  # type: ignore[no-any-return]
+
+
+class CacheView:
+    """The pass's view of a FakeApi: always up to date, unless ``api.stale`` holds older CompressionJobs."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+
+    def compression_jobs(self) -> list[dict[str, Any]]:
+        for item in self.api.resources:
+            item["metadata"].setdefault("resourceVersion", str(self.api.version))
+        return copy.deepcopy(self.api.stale if self.api.stale is not None else self.api.resources)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.api.jobs if self.api.cached_jobs is None else self.api.cached_jobs)
+
+    def pods(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.api.pods if self.api.cached_pods is None else self.api.cached_pods)
+
+    def failed_creates(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.api.failed_creates)
+
+    def store(self, kind: str, item: dict[str, Any]) -> None:
+        """What the apiserver returned goes into the cache; here the fake's own lists are the cache."""
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -145,30 +200,30 @@ def test_a_failed_final_write_is_made_by_the_next_pass_with_one_event(monkeypatc
     api.jobs = [runner_job("digits")]
     api.pods = [runner_pod("digits", "Running")]
     api.log = json.dumps({"event": "epoch", "phase": "steps[0] prune", "epoch": 1, "epochs": 3, "percent": 30.0})
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
     assert api.status("digits")["phase"] == "Running"
     assert api.status("digits")["progress"]["epoch"] == 1
     assert api.events == [("digits", "Running")]
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
     assert len(api.patches) == 1, "an unchanged status is not written again"
 
     api.jobs = [runner_job("digits", "Complete")]
     api.pods = [runner_pod("digits", "Succeeded", SUMMARY)]
     api.failing = {"digits"}
     before = completions()
-    assert reconcile_pass(CONFIG).failed == [("ml", "digits")]
+    assert reconcile_pass(CONFIG, api.view).failed == [("ml", "digits")]
     assert api.status("digits")["phase"] == "Running"
     assert completions() == before and len(api.events) == 1
 
     api.failing = set()
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
     status = api.status("digits")
     assert status["phase"] == "Succeeded" and status["result"]["comparison"]["compressionRatio"] == 4.0
     assert status["progress"] == {"phase": "finished", "percent": 100.0, "updateTime": status["progress"]["updateTime"]}
     assert api.events == [("digits", "Running"), ("digits", "Succeeded")]
     assert completions() == before + 1
     patches = len(api.patches)
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
     assert len(api.patches) == patches, "a finished CompressionJob is left alone"
 
 
@@ -176,22 +231,22 @@ def test_one_failing_compression_job_does_not_stop_the_others(monkeypatch: pytes
     api = FakeApi(monkeypatch)
     api.resources = [resource("first", NOW), resource("second", LATER), resource("third", LATER.replace("05", "06"))]
     api.failing = {"second"}
-    assert reconcile_pass(CONFIG).failed == [("ml", "second")]
+    assert reconcile_pass(CONFIG, api.view).failed == [("ml", "second")]
     assert api.created == ["first"]
     assert api.status("third")["reason"] == "Queued"
     assert api.status("third")["message"].startswith("waiting for a free runner slot")
-    assert api.events == [("first", "JobCreated"), ("first", "Pending"), ("third", "Queued")]
+    assert api.events == [("first", "JobCreated"), ("third", "Queued")], "one Event per transition"
 
 
 def test_the_queue_moving_writes_no_status(monkeypatch: pytest.MonkeyPatch) -> None:
     api = FakeApi(monkeypatch)
     api.resources = [resource(f"job-{index}", f"2026-11-22T12:00:0{index}Z") for index in range(5)]
-    reconcile_pass(CONFIG)
-    reconcile_pass(CONFIG)  # job-0 gets its status from its Job
+    reconcile_pass(CONFIG, api.view)
+    reconcile_pass(CONFIG, api.view)  # job-0 gets its status from its Job
     writes = len(api.patches)
     assert [name for name, _ in api.patches].count("job-4") == 1, "queued once"
     api.resources = [item for item in api.resources if item["metadata"]["name"] != "job-1"]  # one leaves the queue
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
     assert len(api.patches) == writes, "the others' place changed, their status did not"
     samples = {
         tuple(sorted(sample.labels.items())): sample.value
@@ -259,14 +314,115 @@ def test_a_job_that_vanished_before_its_result_was_recorded_is_never_created_aga
 ) -> None:
     api = FakeApi(monkeypatch)
     api.resources = [resource("digits", NOW)]
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
     assert api.created == ["digits"]
     assert api.status("digits")["job"] == job_name("digits", "uid-digits"), "recorded with the create"
     assert len(api.jobs) == 1
     api.jobs = []  # finished and deleted (ttlSecondsAfterFinished: 0) before the next pass saw it
-    reconcile_pass(CONFIG)
-    reconcile_pass(CONFIG)
+    reconcile_pass(CONFIG, api.view)
+    reconcile_pass(CONFIG, api.view)
     assert api.created == ["digits"], "the runner must not run twice"
     status = api.status("digits")
     assert (status["phase"], status["reason"]) == ("Failed", "JobLost")
     assert "s3://bucket/out/" in status["message"]
+
+
+def finished_job_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW)]
+    api.jobs = [runner_job("digits", "Complete")]
+    api.pods = [runner_pod("digits", "Succeeded", SUMMARY)]
+    return api
+
+
+def test_a_stale_view_never_records_or_counts_a_transition_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = finished_job_fixture(monkeypatch)
+    before_view = api.view.compression_jobs()
+    before = completions()
+    reconcile_pass(CONFIG, api.view)
+    assert api.status("digits")["phase"] == "Succeeded" and completions() == before + 1
+    api.stale = before_view  # the cache has not seen the write yet
+    result = reconcile_pass(CONFIG, api.view)
+    assert result.patched == [] and len(api.patches) == 1, "the conditional write is refused (409)"
+    assert completions() == before + 1 and api.events == [("digits", "Succeeded")]
+
+
+def test_a_write_whose_answer_was_lost_is_counted_once_if_it_landed(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = finished_job_fixture(monkeypatch)
+    api.lose_answer = True
+    before = completions()
+    assert reconcile_pass(CONFIG, api.view).patched == [("ml", "digits")]
+    api.lose_answer = False
+    reconcile_pass(CONFIG, api.view)
+    assert completions() == before + 1 and api.events == [("digits", "Succeeded")]
+
+
+def test_a_lagging_cache_is_checked_before_a_job_is_declared_lost_or_a_result_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW)]
+    api.cached_jobs, api.cached_pods = [], []  # the watches have delivered nothing yet
+    reconcile_pass(CONFIG, api.view)
+    assert api.created == ["digits"] and api.status("digits")["job"]
+    api.jobs = [runner_job("digits", "Complete")]
+    api.pods = [runner_pod("digits", "Succeeded", SUMMARY)]
+    reconcile_pass(CONFIG, api.view)
+    assert api.status("digits")["phase"] == "Succeeded", "the Job was read, not taken for lost"
+    assert api.status("digits")["result"]["comparison"]["compressionRatio"] == 4.0, "the pod was read"
+    assert api.created == ["digits"]
+
+
+def test_a_pass_recomputes_only_what_changed_since_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecompress_operator.handlers import handle_reconcile
+
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW), resource("other", LATER)]
+    api.jobs = [runner_job("digits"), runner_job("other")]
+    api.pods = [runner_pod("digits", "Pending"), runner_pod("other", "Pending")]
+    memory = handle_reconcile.PassMemory()
+    reconcile_pass(CONFIG, api.view, memory)
+    reconcile_pass(CONFIG, api.view, memory)  # finds both up to date
+    computed: list[str] = []
+    original = handle_reconcile.status_from_job
+
+    def counting(job: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        computed.append(job["metadata"]["name"])
+        return original(job, *args, **kwargs)
+
+    monkeypatch.setattr(handle_reconcile, "status_from_job", counting)
+    reconcile_pass(CONFIG, api.view, memory)
+    assert computed == [], "nothing changed"
+    api.jobs[0] = {**runner_job("digits", "Complete"), "metadata": {**api.jobs[0]["metadata"], "resourceVersion": "7"}}
+    api.pods[0] = runner_pod("digits", "Succeeded", SUMMARY)
+    reconcile_pass(CONFIG, api.view, memory)
+    assert computed == [job_name("digits", "uid-digits")]
+    assert api.status("digits")["phase"] == "Succeeded"
+
+
+def test_a_failed_create_event_in_the_cache_becomes_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("digits", NOW)]
+    api.jobs = [runner_job("digits")]
+    api.jobs[0]["metadata"].update(uid="job-uid", creationTimestamp=now_timestamp())  # within the start timeout
+    memory = PassMemory()
+    reconcile_pass(CONFIG, api.view, memory)
+    assert api.status("digits")["reason"] == "Pending"
+    api.failed_creates = [
+        {
+            "metadata": {"name": "digits.1", "namespace": "ml", "resourceVersion": "40"},
+            "involvedObject": {"uid": "job-uid", "kind": "Job"},
+            "message": "old",
+            "lastTimestamp": "2026-11-22T11:00:00Z",
+        },
+        {
+            "metadata": {"name": "digits.2", "namespace": "ml", "resourceVersion": "41"},
+            "involvedObject": {"uid": "job-uid", "kind": "Job"},
+            "message": 'pods "x" is forbidden: no PriorityClass with name gold was found',
+            "lastTimestamp": "2026-11-22T12:00:00Z",
+        },
+    ]
+    reconcile_pass(CONFIG, api.view, memory)  # the same memory: the new Event is a changed input
+    status = api.status("digits")
+    assert (status["phase"], status["reason"]) == ("Pending", "FailedCreate")
+    assert "no PriorityClass with name gold" in status["message"]

@@ -71,6 +71,7 @@ MISSING = json.dumps(
         (job(), None, "Pending", "Pending", "False", False),
         (job(), pod("Pending"), "Pending", "Pending", "False", False),
         (job(), pod("Running"), "Running", "Running", "False", False),
+        (job(), pod("Succeeded", SUCCEEDED), "Running", "Running", "False", False),
         (job("Complete"), pod("Succeeded", SUCCEEDED), "Succeeded", "Succeeded", "True", True),
         (job("Failed", reason="PodFailurePolicy"), pod("Failed", GATES, 21), "Failed", "GatesFailed", "False", True),
         (
@@ -98,6 +99,7 @@ MISSING = json.dumps(
         "no-pod",
         "pod-pending",
         "running",
+        "exited-job-not-complete-yet",
         "succeeded",
         "gates-failed",
         "bad-input",
