@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from edgecompress_contract.exit_codes import NOT_RETRIED
 from edgecompress_contract.report import (
     Artifact,
     Comparison,
@@ -39,8 +40,10 @@ from edgecompress_contract.report import (
 from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
 from edgecompress_contract.summary import RunSummary
 
+from .checkpoints import RunCheckpoints, fingerprint
 from .data import Arrays, Dataset, samples, take
-from .errors import ExitCode, InputError, PromotionConflict
+from .disk import check_downloads_fit
+from .errors import ExitCode, InputError, PromotionConflict, RunnerError
 from .evaluate import Quality, Signature
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
@@ -190,9 +193,15 @@ def run(
     from .tfcompat import seed_run
 
     seed_run(spec.seed)
-    for name, epochs, phase in phases:
-        with state.clock.phase(name, epochs):
-            phase(state)
+    try:
+        for name, epochs, phase in phases:
+            with state.clock.phase(name, epochs):
+                phase(state)
+    except RunnerError as error:
+        checkpoints = state.step_context.checkpoints if state.step_context is not None else None
+        if checkpoints is not None and error.exit_code in NOT_RETRIED:
+            checkpoints.remove()  # no retry will resume from them
+        raise
     progress.finish()
     return _ready(state.outcome)
 
@@ -223,12 +232,16 @@ def _fetch(state: RunState) -> None:
 
     spec = state.spec
     state.work_dir.mkdir(parents=True, exist_ok=True)
-    _download(state, "model", spec.model.uri, state.work_dir / ("input-" + _input_name(spec.model.uri, "model")))
+    downloads = [("spec.model.uri", "model", spec.model.uri, "input-" + _input_name(spec.model.uri, "model"))]
     for step in state.steps:
         for role, uri in step.inputs().items():
-            _download(state, role, uri, state.work_dir / f"{role}-{_input_name(uri, role)}")
+            downloads.append((f"spec.steps[{step.index}].{role}.uri", role, uri, f"{role}-{_input_name(uri, role)}"))
     if spec.dataset is not None:
-        _download(state, "dataset", spec.dataset.uri, state.work_dir / "dataset.npz")
+        downloads.append(("spec.dataset.uri", "dataset", spec.dataset.uri, "dataset.npz"))
+    check_downloads_fit({field: state.storage(uri).size(uri) for field, _, uri, _ in downloads}, state.work_dir)
+    for _, role, uri, name in downloads:
+        _download(state, role, uri, state.work_dir / name)
+    if spec.dataset is not None:
         state.dataset = load_dataset(state.files["dataset"], spec.dataset.uri)
         for step in state.steps:
             step.check(state.dataset)
@@ -287,8 +300,24 @@ def _baseline(state: RunState) -> None:
         progress=state.progress,
         keras_model=loaded.keras_model,
         tasks=state.tasks,
+        seed=spec.seed,
+        checkpoints=_checkpoints(state),
     )
     state.baseline_quality = evaluate.assess(signature, outputs, tasks=state.tasks, labels=state.labels)
+
+
+def _checkpoints(state: RunState) -> RunCheckpoints | None:
+    """The run's checkpoints, keyed by the spec's training fields and the inputs' sha256 (see checkpoints.py)."""
+    spec = state.spec
+    if not spec.checkpoints.enabled or not any(step.epochs for step in state.steps):
+        return None
+    return RunCheckpoints(
+        state.storage(spec.output.uri),
+        spec.output.uri,
+        fingerprint(spec, state.artifacts, versions()),
+        state.work_dir,
+        every_minutes=spec.checkpoints.every_minutes,
+    )
 
 
 def _label_array(name: str, signature: Signature, dataset: Dataset | None) -> str:
@@ -451,6 +480,7 @@ def _publish(state: RunState) -> None:
         devices=[device.name for device in tf.config.list_physical_devices()],
         source=state.source,
         trusted_code=any(source.trust_code for source in _model_sources(spec)),
+        resumption=context.checkpoints.resumption() if context.checkpoints is not None else None,
     )
     if spec.output.overwrite:
         output.delete(report_uri)
@@ -462,6 +492,8 @@ def _publish(state: RunState) -> None:
     report_file = state.work_dir / REPORT_NAME
     report_file.write_text(json.dumps(report.to_wire(), indent=2) + "\n")
     output.upload(report_file, report_uri)
+    if context.checkpoints is not None and not spec.checkpoints.keep:
+        context.checkpoints.remove()
     summary = RunSummary.from_report(report, report_uri=report_uri, report_sha256=sha256_of(report_file))
     state.outcome = RunOutcome(report=report, summary=summary)
 

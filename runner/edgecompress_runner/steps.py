@@ -9,6 +9,7 @@ converter applies it. A new step type is a new class here plus its spec and repo
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,7 @@ from .planning import ConversionPlan
 from .progress import Progress
 
 if TYPE_CHECKING:
+    from .checkpoints import RunCheckpoints, StepCheckpoint
     from .compress import TrainingData
     from .model_io import LoadedModel
 
@@ -54,12 +56,32 @@ class StepContext:
     tasks: dict[str, str] = field(default_factory=dict)
     reference: dict[str, np.ndarray] | None = None
     student_keras3: Keras3Load | None = None
+    seed: int = 0
+    checkpoints: RunCheckpoints | None = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
-        """Applies ``step`` and adds what it contributes to the plan."""
+        """Applies ``step`` and adds what it contributes to the plan.
+
+        A step that trains starts from a seed of its own (the run's seed and its index), so what it draws does
+        not depend on what earlier steps drew, and a restarted run that reuses them draws the same.
+        """
+        if step.epochs:
+            from .tfcompat import seed_run
+
+            seed_run(self.step_seed(step))
         report = step.apply(self)
         self.plan = step.contribute(self.plan, report)
         return report
+
+    def step_seed(self, step: CompressionStep[Any]) -> int:
+        digest = hashlib.sha256(f"{self.seed}/{step.index}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % 2**31
+
+    def checkpoint(self, step: CompressionStep[Any]) -> StepCheckpoint:
+        """Where ``step`` checkpoints its fine-tuning (nowhere when checkpoints are off)."""
+        from .checkpoints import StepCheckpoint
+
+        return StepCheckpoint(self.checkpoints, step.index, self.step_seed(step))
 
     def model(self, phase: str) -> Any:
         """The model the next step works on (the input model until a step replaces it)."""
@@ -167,6 +189,7 @@ class Prune(CompressionStep[PruneStep]):
             index=self.index,
             data=data,
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
@@ -192,6 +215,7 @@ class Cluster(CompressionStep[ClusterStep]):
             data=data,
             preserve_sparsity=bool(context.plan.pruned_layers),
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
@@ -214,6 +238,7 @@ class Qat(CompressionStep[QatStep]):
             pruned_weights=dict(context.plan.pruned_weights),
             clustered=context.plan.clustered,
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
@@ -270,6 +295,7 @@ class Distill(CompressionStep[DistillStep]):
             self.spec,
             data=data,
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
