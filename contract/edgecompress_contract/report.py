@@ -570,6 +570,16 @@ class Report(Record):
     gates_passed: bool = Field(description="Whether every gate passed.")
     versions: dict[str, str] = Field(default_factory=dict, description="Versions of Python and the libraries used.")
     devices: list[str] = Field(default_factory=list, description="Devices TensorFlow saw.")
+    replicas: int = Field(
+        default=1,
+        description=(
+            "Replicas fine-tuning ran on: more than 1 with tf.distribute.MirroredStrategy over several GPUs, each "
+            "taking fineTune.batchSize samples of every mini-batch (the global batch is batchSize x replicas)."
+        ),
+    )
+    replica_devices: list[str] = Field(
+        default_factory=list, description="The devices of those replicas (empty: TensorFlow's default device)."
+    )
     timings_seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per phase and in total.")
     source: Source | None = Field(
         default=None, description="The CompressionJob that ran this, when run by the operator."

@@ -44,12 +44,16 @@ _OPERATIONAL_FIELDS = frozenset(
 )
 
 
-def fingerprint(spec: CompressionJobSpec, artifacts: dict[str, Artifact], versions: dict[str, str]) -> str:
-    """SHA-256 of what a checkpoint depends on: the spec's training fields, the inputs' bytes, the libraries."""
+def fingerprint(
+    spec: CompressionJobSpec, artifacts: dict[str, Artifact], versions: dict[str, str], *, replicas: int = 1
+) -> str:
+    """SHA-256 of what a checkpoint depends on: the spec's training fields, the inputs' bytes, the libraries and
+    the replicas (they set the global batch)."""
     document = {
         "spec": spec.model_dump(mode="json", by_alias=True, exclude=set(_OPERATIONAL_FIELDS)),
         "inputs": {role: artifact.sha256 for role, artifact in sorted(artifacts.items())},
         "versions": versions,
+        "replicas": replicas,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 

@@ -46,6 +46,7 @@ from edgecompress_contract.spec import (
 
 from .checkpoints import StepCheckpoint, TrainingState, disabled, epoch_order
 from .data import Arrays, samples, select, take
+from .distribute import replicas
 from .errors import InputError, UnsupportedLayerError
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
@@ -368,7 +369,8 @@ def fine_tune(
 
     Each epoch visits the samples in an order seeded by the checkpoint's seed and the epoch, and the
     position is checkpointed at every epoch end and every ``everyMinutes``: a restarted run goes on from
-    there with the same batches, and a finished step only gets its kept weights back.
+    there with the same batches, and a finished step only gets its kept weights back. In a tf.distribute
+    strategy's scope (several GPUs), each replica takes ``batchSize`` samples of every mini-batch.
     """
     saver = checkpoint if checkpoint is not None else disabled()
     if settings.freeze_batch_norm:
@@ -426,18 +428,18 @@ def fine_tune(
                 model.set_weights(start_weights)
                 judge(0)
                 model.set_weights(trained)
-    total = samples(targets.x)
+    total, batch_size = samples(targets.x), settings.batch_size * replicas()
     metrics: dict[str, float] = dict(state.metrics)
     for epoch in range(first_epoch, settings.epochs):
         position.update(epoch=epoch, first_batch=first_batch)
-        order = epoch_order(total, saver.seed, epoch)[first_batch * settings.batch_size :]
+        order = epoch_order(total, saver.seed, epoch)[first_batch * batch_size :]
         y = [values[order] for values in targets.y]
         history = model.fit(
             model_inputs(model, select(targets.x, order)),
             y[0] if targets.single_output else y,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            batch_size=settings.batch_size,
+            batch_size=batch_size,
             shuffle=False,
             verbose=0,
             callbacks=[
@@ -637,7 +639,7 @@ def prune(
 ) -> tuple[Any, PruneReport, PrunedWeights]:
     name = f"steps[{index}] prune"
     targets = training_targets(model, data, name, step.fine_tune)
-    per_epoch = steps_per_epoch(samples(targets.x), step.fine_tune.batch_size)
+    per_epoch = steps_per_epoch(samples(targets.x), step.fine_tune.batch_size * replicas())
     total = per_epoch * step.fine_tune.epochs
     begin, end, frequency = pruning_plan(step, total, index)
     if step.schedule == PruningSchedule.POLYNOMIAL_DECAY:

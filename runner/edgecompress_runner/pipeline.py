@@ -301,12 +301,22 @@ def _baseline(state: RunState) -> None:
         keras_model=loaded.keras_model,
         tasks=state.tasks,
         seed=spec.seed,
-        checkpoints=_checkpoints(state),
+        strategy=_training_strategy(state),
     )
+    state.step_context.checkpoints = _checkpoints(state, state.step_context.replicas)
     state.baseline_quality = evaluate.assess(signature, outputs, tasks=state.tasks, labels=state.labels)
 
 
-def _checkpoints(state: RunState) -> RunCheckpoints | None:
+def _training_strategy(state: RunState) -> Any:
+    """MirroredStrategy when a step trains and several GPUs are visible (see distribute.py), else None."""
+    if not any(step.epochs for step in state.steps):
+        return None
+    from .distribute import training_strategy
+
+    return training_strategy()
+
+
+def _checkpoints(state: RunState, replicas: int) -> RunCheckpoints | None:
     """The run's checkpoints, keyed by the spec's training fields and the inputs' sha256 (see checkpoints.py)."""
     spec = state.spec
     if not spec.checkpoints.enabled or not any(step.epochs for step in state.steps):
@@ -314,7 +324,7 @@ def _checkpoints(state: RunState) -> RunCheckpoints | None:
     return RunCheckpoints(
         state.storage(spec.output.uri),
         spec.output.uri,
-        fingerprint(spec, state.artifacts, versions()),
+        fingerprint(spec, state.artifacts, versions(), replicas=replicas),
         state.work_dir,
         every_minutes=spec.checkpoints.every_minutes,
     )
@@ -478,6 +488,8 @@ def _publish(state: RunState) -> None:
         gates_passed=all(gate.passed for gate in state.gates),
         versions=versions(),
         devices=[device.name for device in tf.config.list_physical_devices()],
+        replicas=context.replicas,
+        replica_devices=context.replica_devices,
         source=state.source,
         trusted_code=any(source.trust_code for source in _model_sources(spec)),
         resumption=context.checkpoints.resumption() if context.checkpoints is not None else None,

@@ -58,9 +58,11 @@ class StepContext:
     student_keras3: Keras3Load | None = None
     seed: int = 0
     checkpoints: RunCheckpoints | None = None
+    strategy: Any = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
-        """Applies ``step`` and adds what it contributes to the plan.
+        """Applies ``step`` and adds what it contributes to the plan; a step that trains runs in ``strategy``'s
+        scope when there is one (several GPUs: see distribute.py).
 
         A step that trains starts from a seed of its own (the run's seed and its index), so what it draws does
         not depend on what earlier steps drew, and a restarted run that reuses them draws the same.
@@ -69,9 +71,24 @@ class StepContext:
             from .tfcompat import seed_run
 
             seed_run(self.step_seed(step))
-        report = step.apply(self)
+        if step.epochs and self.strategy is not None:
+            from .distribute import copy_into_scope
+
+            with self.strategy.scope():
+                self.keras_model = copy_into_scope(self.model(step.phase))
+                report = step.apply(self)
+        else:
+            report = step.apply(self)
         self.plan = step.contribute(self.plan, report)
         return report
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync) if self.strategy is not None else 1
+
+    @property
+    def replica_devices(self) -> list[str]:
+        return list(self.strategy.extended.worker_devices) if self.strategy is not None else []
 
     def step_seed(self, step: CompressionStep[Any]) -> int:
         digest = hashlib.sha256(f"{self.seed}/{step.index}".encode()).digest()
