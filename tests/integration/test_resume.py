@@ -146,3 +146,25 @@ def test_a_killed_run_resumes_and_writes_the_same_bytes(
     assert report["steps"][1]["validation"] == uninterrupted["steps"][1]["validation"]
     assert "resumption" not in uninterrupted
     assert not (output / "checkpoints").exists(), "checkpoints are deleted after a finished run"
+
+
+def test_a_failure_no_retry_fixes_deletes_the_checkpoints(
+    blobs_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first step trains and checkpoints; the second is refused (exit 20, not retried): nothing is left."""
+    spec = document(blobs_model, tmp_path / "out")
+    spec["steps"] = [STEPS[0], {**STEPS[1], "skipLayers": ["no_such_layer"]}]
+    written: list[str] = []
+    from edgecompress_runner import checkpoints
+
+    save = checkpoints.RunCheckpoints.save
+
+    def recording(self: checkpoints.RunCheckpoints, index: int, state: checkpoints.TrainingState) -> None:
+        save(self, index, state)
+        written.append(f"{index}:{state.epoch}")
+
+    monkeypatch.setattr(checkpoints.RunCheckpoints, "save", recording)
+    run = run_job(spec, tmp_path)
+    assert run.exit_code == ExitCode.INVALID_INPUT and "no_such_layer" in run.summary["message"]
+    assert written[:3] == ["0:1", "0:2", "0:3"], "the first step checkpointed its epochs"
+    assert not (tmp_path / "out" / "checkpoints").exists() and not (tmp_path / "out" / "report.json").exists()
