@@ -728,6 +728,34 @@ class PromotionRecord(Record):
     promoted_at: str = Field(description="When it was promoted (RFC 3339).")
 
 
+class Resumption(Record):
+    """How a run restarted on the checkpoints of an earlier, interrupted attempt of the same job."""
+
+    checkpoints: str = Field(description="The folder the checkpoints were read from.")
+    fingerprint: str = Field(
+        description="SHA-256 of the spec's training fields, the inputs' sha256 and the library versions they match."
+    )
+    reused_steps: list[int] = Field(
+        default_factory=list, description="Indexes of the steps whose finished model was reused, not run again."
+    )
+    resumed_step: int | None = Field(default=None, description="Index of the step whose fine-tuning was resumed.")
+    resumed_from_epoch: int | None = Field(
+        default=None, description="Epochs of that step finished before the restart (training went on from there)."
+    )
+    resumed_from_batch: int | None = Field(
+        default=None,
+        description="Mini-batches of the next epoch done before the restart, when the checkpoint was within an epoch.",
+    )
+    random_layers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Layers drawing random numbers while training (Dropout, noise): their draws after the restart are not "
+            "those of an uninterrupted run, so the bytes may differ from one; empty: the same bytes as an "
+            "uninterrupted run."
+        ),
+    )
+
+
 class Report(Record):
     """report.json: what a run read, did, measured and decided."""
 
@@ -748,6 +776,16 @@ class Report(Record):
     gates_passed: bool = Field(description="Whether every gate passed.")
     versions: dict[str, str] = Field(default_factory=dict, description="Versions of Python and the libraries used.")
     devices: list[str] = Field(default_factory=list, description="Devices TensorFlow saw.")
+    replicas: int = Field(
+        default=1,
+        description=(
+            "Replicas fine-tuning ran on: more than 1 with tf.distribute.MirroredStrategy over several GPUs, each "
+            "taking fineTune.batchSize samples of every mini-batch (the global batch is batchSize x replicas)."
+        ),
+    )
+    replica_devices: list[str] = Field(
+        default_factory=list, description="The devices of those replicas (empty: TensorFlow's default device)."
+    )
     timings_seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per phase and in total.")
     source: Source | None = Field(
         default=None, description="The CompressionJob that ran this, when run by the operator."
@@ -757,6 +795,9 @@ class Report(Record):
     trusted_code: bool = Field(
         default=False,
         description="Whether Python code from the model files was allowed to run while loading (spec trustCode).",
+    )
+    resumption: Resumption | None = Field(
+        default=None, description="Set when the run resumed from an interrupted attempt's checkpoints."
     )
 
     def to_wire(self) -> dict[str, object]:

@@ -25,6 +25,11 @@ SOURCE_ENV = "EDGECOMPRESS_SOURCE_JOB"
 # Set to "true" on a runner pod only when the operator allows spec trustCode (operator allowTrustedCode).
 ALLOW_TRUSTED_CODE_ENV = "EDGECOMPRESS_ALLOW_TRUSTED_CODE"
 
+# The runner pod's scratch volume (emptyDir at /tmp) holds at most this many bytes (set by the operator).
+SCRATCH_LIMIT_ENV = "EDGECOMPRESS_SCRATCH_LIMIT_BYTES"
+SCRATCH_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+"""A Kubernetes quantity of bytes, e.g. 200Gi or 500M."""
+
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.*|file://.+|[^:]+)$"
 
 
@@ -624,6 +629,16 @@ class Execution(_Strict):
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Wall-clock limit of the whole Job in seconds."
     )
+    scratch_size_limit: str | None = Field(
+        default=None,
+        pattern=SCRATCH_SIZE_PATTERN,
+        max_length=32,
+        description=(
+            "Size limit of the runner's scratch volume (the emptyDir at /tmp that receives the model, the dataset "
+            "and the intermediate files), e.g. 200Gi (operator default 100Gi). The runner refuses the job before "
+            "downloading when the model and dataset would not fit."
+        ),
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the finished Job (not the artifacts) after this many seconds."
     )
@@ -646,6 +661,29 @@ class Promotion(_Strict):
             "Replace a promoted model.tflite whose sha256 differs. Without it such a run fails with "
             "PromotionConflict and the promoted model stays as it was."
         ),
+    )
+
+
+class Checkpoints(_Strict):
+    """Checkpoints of fine-tuning under <output>/checkpoints/, so a restarted run resumes instead of starting over."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Write checkpoints: the weights each finished fine-tuning step kept, and the running step's weights, "
+            "optimizer state and position at every epoch end and every everyMinutes. A run of the same spec on the "
+            "same inputs and output (a retried pod) reuses the finished steps and resumes the running one."
+        ),
+    )
+    every_minutes: float = Field(
+        default=10,
+        gt=0,
+        le=1440,
+        description="Also checkpoint within an epoch when this many minutes passed since the last checkpoint.",
+    )
+    keep: bool = Field(
+        default=False,
+        description="Leave the checkpoints after the run finished (default: deleted once report.json is written).",
     )
 
 
@@ -676,6 +714,9 @@ class CompressionJobSpec(_Strict):
     )
     gates: Gates = Field(default_factory=Gates, description="Pass/fail conditions.")
     output: Output = Field(description="Where the .tflite and report.json are written.")
+    checkpoints: Checkpoints = Field(
+        default_factory=Checkpoints, description="Checkpoints of fine-tuning, for resuming a restarted run."
+    )
     promotion: Promotion | None = Field(
         default=None, description="Copy the model to a stable location when every gate passes (GitOps)."
     )

@@ -11,6 +11,8 @@ import json
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from edgecompress_contract.spec import SCRATCH_SIZE_PATTERN
+
 
 class ConfigError(ValueError):
     """The operator's environment is invalid; it refuses to start."""
@@ -29,6 +31,14 @@ class Config(BaseSettings):
     default_cpu_request: str = Field(default="1", description="CPU request of a runner.")
     default_memory_request: str = Field(default="4Gi", description="Memory request of a runner.")
     default_memory_limit: str = Field(default="16Gi", description="Memory limit of a runner.")
+    default_scratch_size_limit: str = Field(
+        default="100Gi",
+        pattern=SCRATCH_SIZE_PATTERN,
+        description=(
+            "Size limit of a runner's scratch volume (the emptyDir at /tmp that receives the model and the "
+            "dataset) when the spec sets no execution.scratchSizeLimit."
+        ),
+    )
     default_backoff_limit: int = Field(default=2, ge=0, le=20, description="Job backoffLimit default.")
     default_active_deadline_seconds: int = Field(default=86400, ge=60, description="Job activeDeadlineSeconds default.")
     default_ttl_seconds_after_finished: int = Field(

@@ -16,6 +16,7 @@ from edgecompress_contract.spec import (
     API_VERSION,
     JOB_ENV,
     KIND,
+    SCRATCH_LIMIT_ENV,
     SOURCE_ENV,
     CompressionJobSpec,
 )
@@ -61,6 +62,14 @@ def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def scratch_size_limit(spec: CompressionJobSpec, config: Config) -> str:
+    """The size limit of the runner's scratch emptyDir: the spec's, else the operator's default."""
+    execution = spec.execution
+    if execution is not None and execution.scratch_size_limit is not None:
+        return execution.scratch_size_limit
+    return config.default_scratch_size_limit
+
+
 def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, config: Config) -> dict[str, Any]:
     """The batch/v1 Job that runs the runner for one CompressionJob.
 
@@ -83,6 +92,8 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
         {"name": SOURCE_ENV, "value": json.dumps({"namespace": namespace, "name": name, "uid": uid})},
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
+        # The runner cannot see an emptyDir's sizeLimit (statvfs shows the node's disk): it is told in bytes.
+        {"name": SCRATCH_LIMIT_ENV, "value": str(int(parse_quantity(scratch_size_limit(spec, config))))},
     ]
     if config.allow_trusted_code and trusted_code_fields(spec):
         # The runner trusts code in a model file only with this (see policy.py and model_io.py).
@@ -110,7 +121,7 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": scratch_size_limit(spec, config)}}],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNNER_UID,

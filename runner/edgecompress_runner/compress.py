@@ -44,7 +44,9 @@ from edgecompress_contract.spec import (
     QatStep,
 )
 
+from .checkpoints import StepCheckpoint, TrainingState, disabled, epoch_order
 from .data import Arrays, samples, select, take
+from .distribute import replicas
 from .errors import InputError, UnsupportedLayerError
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
@@ -62,6 +64,12 @@ SOFT_TARGET_TEMPERATURE = 1.0
 HARD_LABEL_WEIGHT = 0.5
 VALIDATION_SEED = 0
 _MIN_VALIDATION_SAMPLES = 10
+_RANDOM_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+)
 
 
 @dataclass(frozen=True)
@@ -351,66 +359,122 @@ def fine_tune(
     callbacks: Iterable[Any] = (),
     first_eligible_epoch: int = 0,
     start_weights: list[np.ndarray] | None = None,
+    checkpoint: StepCheckpoint | None = None,
 ) -> tuple[dict[str, float], Validation | None]:
     """Fits ``model`` to the targets; keeps the best held-out epoch from ``first_eligible_epoch`` on.
 
     Epoch 0 stands for the weights before fine-tuning, or ``start_weights`` when given (prune: the
     target sparsity reached at once, without training). An epoch before ``first_eligible_epoch`` is
     measured but never kept (pruning has not reached its target yet then).
+
+    Each epoch visits the samples in an order seeded by the checkpoint's seed and the epoch, and the
+    position is checkpointed at every epoch end and every ``everyMinutes``: a restarted run goes on from
+    there with the same batches, and a finished step only gets its kept weights back. In a tf.distribute
+    strategy's scope (several GPUs), each replica takes ``batchSize`` samples of every mini-batch.
     """
+    saver = checkpoint if checkpoint is not None else disabled()
     if settings.freeze_batch_norm:
         freeze_batch_norm(model)
     names = list(targets.classifier)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
-        loss=targets.losses[0] if targets.single_output else targets.losses,
-    )
+    optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
+    model.compile(optimizer=optimizer, loss=targets.losses[0] if targets.single_output else targets.losses)
+    saved = saver.load()
+    if saved is not None:
+        saver.resumed_from(saved, random_layers(model))
+        if saved.finished:
+            model.set_weights(saved.weights)
+            return saved.metrics, saved.validation
     validating = samples(targets.x_val) > 0
-    scores: list[tuple[float, float]] = []
-    best: dict[str, Any] = {}
+    state = TrainingState(epoch=0, batches=0, weights=[])
+    position = {"epoch": 0, "first_batch": 0}
 
     def judge(epoch: int) -> None:
         score = fidelity(predict_named(model, targets.x_val, names), targets.reference_val, targets)
-        scores.append(score)
-        if epoch >= first_eligible_epoch and ("score" not in best or score > best["score"]):
-            best.update(score=score, epoch=epoch, weights=model.get_weights())
+        state.scores.append(score)
+        if epoch >= first_eligible_epoch and (state.best_score is None or score > state.best_score):
+            state.best_score, state.best_epoch, state.best_weights = score, epoch, model.get_weights()
+
+    def snapshot(epoch: int, batches: int) -> None:
+        state.epoch, state.batches = epoch, batches
+        state.weights = model.get_weights()
+        state.optimizer = [variable.numpy() for variable in optimizer.variables]
+        saver.save(state)
 
     class _Validation(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             judge(epoch + 1)
             if logs is not None:
-                logs["val_fidelity"] = _reported(scores[-1], targets)
+                logs["val_fidelity"] = _reported(state.scores[-1], targets)
 
-    if validating:
-        if start_weights is None:
-            judge(0)
-        else:
-            trained = model.get_weights()
-            model.set_weights(start_weights)
-            judge(0)
-            model.set_weights(trained)
-    history = model.fit(
-        model_inputs(model, targets.x),
-        targets.y[0] if targets.single_output else targets.y,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        verbose=0,
-        callbacks=[*callbacks, *([_Validation()] if validating else []), progress.keras_callback()],
-    )
-    metrics = {key: float(values[-1]) for key, values in history.history.items()}
-    if not validating:
-        return metrics, None
-    if "weights" not in best:  # no eligible epoch: keep the last
-        best.update(score=scores[-1], epoch=settings.epochs)
-    elif best["epoch"] != settings.epochs:
-        model.set_weights(best["weights"])
+    class _TimedCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            if saver.due():
+                snapshot(position["epoch"], position["first_batch"] + batch + 1)
+
+    if saved is not None:
+        model.set_weights(saved.weights)
+        optimizer.build(model.trainable_variables)
+        for variable, value in zip(optimizer.variables, saved.optimizer, strict=True):
+            variable.assign(value)
+        state = saved
+        first_epoch, first_batch = saved.epoch, saved.batches
+    else:
+        first_epoch = first_batch = 0
+        if validating:
+            if start_weights is None:
+                judge(0)
+            else:
+                trained = model.get_weights()
+                model.set_weights(start_weights)
+                judge(0)
+                model.set_weights(trained)
+    total, batch_size = samples(targets.x), settings.batch_size * replicas()
+    metrics: dict[str, float] = dict(state.metrics)
+    for epoch in range(first_epoch, settings.epochs):
+        position.update(epoch=epoch, first_batch=first_batch)
+        order = epoch_order(total, saver.seed, epoch)[first_batch * batch_size :]
+        y = [values[order] for values in targets.y]
+        history = model.fit(
+            model_inputs(model, select(targets.x, order)),
+            y[0] if targets.single_output else y,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            batch_size=batch_size,
+            shuffle=False,
+            verbose=0,
+            callbacks=[
+                *callbacks,
+                *([_Validation()] if validating else []),
+                progress.keras_callback(),
+                _TimedCheckpoint(),
+            ],
+        )
+        metrics = {key: float(values[-1]) for key, values in history.history.items()}
+        first_batch = 0
+        state.metrics = metrics
+        snapshot(epoch + 1, 0)
+    validation = _kept_weights(model, state, targets, settings=settings, step=step) if validating else None
+    state.finished, state.validation, state.optimizer = True, validation, []
+    state.weights, state.best_weights = model.get_weights(), None
+    saver.save(state)
+    return metrics, validation
+
+
+def _kept_weights(
+    model: Any, state: TrainingState, targets: TrainingTargets, *, settings: FineTune, step: str
+) -> Validation:
+    """Sets the best eligible epoch's weights (the last when none is eligible) and says how faithful they are."""
+    if state.best_epoch is None or state.best_score is None:
+        state.best_score, state.best_epoch = state.scores[-1], settings.epochs
+    elif state.best_epoch != settings.epochs and state.best_weights is not None:
+        model.set_weights(state.best_weights)
     validation = Validation(
         metric=_validation_metric(targets),
         samples=samples(targets.x_val),
-        start=_reported(scores[0], targets),
-        end=_reported(best["score"], targets),
-        best_epoch=best["epoch"],
-        ended_worse=best["score"][0] < scores[0][0],
+        start=_reported(state.scores[0], targets),
+        end=_reported(state.best_score, targets),
+        best_epoch=state.best_epoch,
+        ended_worse=state.best_score[0] < state.scores[0][0],
     )
     if validation.ended_worse:
         logger.warning(
@@ -420,7 +484,18 @@ def fine_tune(
             validation.start,
             validation.end,
         )
-    return metrics, validation
+    return validation
+
+
+def random_layers(model: Any) -> list[str]:
+    """Layers that draw random numbers while training (Dropout, noise layers): after a restart their draws differ
+    from an uninterrupted run's (the random generators' state is not checkpointed)."""
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, _RANDOM_LAYERS):
+            found.append(layer.name)
+    return found
 
 
 def layers_to_skip(model: Any, skip_layers: list[str], skip_first_and_last: bool, step: str) -> set[str]:
@@ -560,10 +635,11 @@ def prune(
     index: int,
     data: TrainingData,
     progress: Progress,
+    checkpoint: StepCheckpoint | None = None,
 ) -> tuple[Any, PruneReport, PrunedWeights]:
     name = f"steps[{index}] prune"
     targets = training_targets(model, data, name, step.fine_tune)
-    per_epoch = steps_per_epoch(samples(targets.x), step.fine_tune.batch_size)
+    per_epoch = steps_per_epoch(samples(targets.x), step.fine_tune.batch_size * replicas())
     total = per_epoch * step.fine_tune.epochs
     begin, end, frequency = pruning_plan(step, total, index)
     if step.schedule == PruningSchedule.POLYNOMIAL_DECAY:
@@ -604,6 +680,7 @@ def prune(
         # The masks reach the target at optimizer step ``end``; an earlier epoch is not sparse enough to keep.
         first_eligible_epoch=math.ceil((end + 1) / per_epoch),
         start_weights=start,
+        checkpoint=checkpoint,
     )
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped_model)
     sparsity = kernel_sparsity(stripped, pruned)
@@ -648,6 +725,7 @@ def cluster(
     data: TrainingData,
     preserve_sparsity: bool,
     progress: Progress,
+    checkpoint: StepCheckpoint | None = None,
 ) -> tuple[Any, ClusterReport]:
     name = f"steps[{index}] cluster"
     targets = training_targets(model, data, name, step.fine_tune)
@@ -668,7 +746,9 @@ def cluster(
     )
     if not clustered:
         raise InputError(f"{name}: no layer left to cluster (all are skipped or have no weights)")
-    metrics, validation = fine_tune(wrapped_model, targets, settings=step.fine_tune, progress=progress, step=name)
+    metrics, validation = fine_tune(
+        wrapped_model, targets, settings=step.fine_tune, progress=progress, step=name, checkpoint=checkpoint
+    )
     stripped = tfmot.clustering.keras.strip_clustering(wrapped_model)
     return stripped, ClusterReport(
         number_of_clusters=step.number_of_clusters,
@@ -795,6 +875,7 @@ def qat(
     pruned_weights: PrunedWeights,
     clustered: bool,
     progress: Progress,
+    checkpoint: StepCheckpoint | None = None,
 ) -> tuple[Any, QatReport]:
     name = f"steps[{index}] qat"
     targets = training_targets(model, data, name, step.fine_tune)
@@ -804,7 +885,9 @@ def qat(
     if step.fine_tune.freeze_batch_norm:
         freeze_batch_norm(quantized_model)
     calibrate_activation_ranges(quantized_model, targets.x)
-    metrics, validation = fine_tune(quantized_model, targets, settings=step.fine_tune, progress=progress, step=name)
+    metrics, validation = fine_tune(
+        quantized_model, targets, settings=step.fine_tune, progress=progress, step=name, checkpoint=checkpoint
+    )
     return quantized_model, QatReport(
         scheme=type(scheme).__name__,
         quantized_layers=quantized,
@@ -828,6 +911,7 @@ def distill(
     *,
     data: TrainingData,
     progress: Progress,
+    checkpoint: StepCheckpoint | None = None,
 ) -> tuple[Any, DistillReport]:
     """Hinton-style distillation, per output of the teacher (``data.reference``: its outputs on x_train):
     alpha * hard-label loss + (1 - alpha) * T^2 * soft-target loss for classifier outputs, MSE (mixed with the
@@ -848,7 +932,7 @@ def distill(
     alpha = step.alpha if data.y else 0.0
     settings = step.fine_tune.model_copy(update={"validation_split": 0.0, "freeze_batch_norm": False})
     targets = training_targets(student, data, name, settings, temperature=step.temperature, hard_weight=alpha)
-    metrics, _ = fine_tune(student, targets, settings=settings, progress=progress, step=name)
+    metrics, _ = fine_tune(student, targets, settings=settings, progress=progress, step=name, checkpoint=checkpoint)
     outputs = predict_named(student, x, names)
     agreement, _ = fidelity(outputs, reference, targets)
     if targets.single_output and not targets.classifier[names[0]]:

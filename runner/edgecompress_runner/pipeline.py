@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
+from edgecompress_contract.exit_codes import NOT_RETRIED
 from edgecompress_contract.report import (
     Artifact,
     Comparison,
@@ -40,8 +41,10 @@ from edgecompress_contract.report import (
 from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
 from edgecompress_contract.summary import RunSummary
 
+from .checkpoints import RunCheckpoints, fingerprint
 from .data import Arrays, Dataset, samples, take
-from .errors import ExitCode, InputError, PromotionConflict
+from .disk import check_downloads_fit
+from .errors import ExitCode, InputError, PromotionConflict, RunnerError
 from .evaluate import Quality, Signature
 from .progress import Progress, Sink
 from .promotion import PROMOTED_MODEL, promote
@@ -201,9 +204,15 @@ def run(
     from .tfcompat import seed_run
 
     seed_run(spec.seed)
-    for name, epochs, phase in phases:
-        with state.clock.phase(name, epochs):
-            phase(state)
+    try:
+        for name, epochs, phase in phases:
+            with state.clock.phase(name, epochs):
+                phase(state)
+    except RunnerError as error:
+        checkpoints = state.step_context.checkpoints if state.step_context is not None else None
+        if checkpoints is not None and error.exit_code in NOT_RETRIED:
+            checkpoints.remove()  # no retry will resume from them
+        raise
     progress.finish()
     return _ready(state.outcome)
 
@@ -234,12 +243,16 @@ def _fetch(state: RunState) -> None:
 
     spec = state.spec
     state.work_dir.mkdir(parents=True, exist_ok=True)
-    _download(state, "model", spec.model.uri, state.work_dir / ("input-" + _input_name(spec.model.uri, "model")))
+    downloads = [("spec.model.uri", "model", spec.model.uri, "input-" + _input_name(spec.model.uri, "model"))]
     for step in state.steps:
         for role, uri in step.inputs().items():
-            _download(state, role, uri, state.work_dir / f"{role}-{_input_name(uri, role)}")
+            downloads.append((f"spec.steps[{step.index}].{role}.uri", role, uri, f"{role}-{_input_name(uri, role)}"))
     if spec.dataset is not None:
-        _download(state, "dataset", spec.dataset.uri, state.work_dir / "dataset.npz")
+        downloads.append(("spec.dataset.uri", "dataset", spec.dataset.uri, "dataset.npz"))
+    check_downloads_fit({field: state.storage(uri).size(uri) for field, _, uri, _ in downloads}, state.work_dir)
+    for _, role, uri, name in downloads:
+        _download(state, role, uri, state.work_dir / name)
+    if spec.dataset is not None:
         state.dataset = load_dataset(state.files["dataset"], spec.dataset.uri)
         for step in state.steps:
             step.check(state.dataset)
@@ -302,7 +315,10 @@ def _baseline(state: RunState) -> None:
         progress=state.progress,
         keras_model=loaded.keras_model,
         tasks=state.tasks,
+        seed=spec.seed,
+        strategy=_training_strategy(state),
     )
+    state.step_context.checkpoints = _checkpoints(state, state.step_context.replicas)
     state.baseline_quality = evaluate.assess(signature, outputs, tasks=state.tasks, labels=state.labels)
     state.step_context.search_inputs = SearchInputs(
         baseline=state.baseline_tflite,
@@ -316,6 +332,29 @@ def _baseline(state: RunState) -> None:
         cache=TrialCache(
             join_uri(spec.output.uri, TRIALS_FOLDER), state.storage(spec.output.uri), state.work_dir / TRIALS_FOLDER
         ),
+    )
+
+
+def _training_strategy(state: RunState) -> Any:
+    """MirroredStrategy when a step trains and several GPUs are visible (see distribute.py), else None."""
+    if not any(step.epochs for step in state.steps):
+        return None
+    from .distribute import training_strategy
+
+    return training_strategy()
+
+
+def _checkpoints(state: RunState, replicas: int) -> RunCheckpoints | None:
+    """The run's checkpoints, keyed by the spec's training fields and the inputs' sha256 (see checkpoints.py)."""
+    spec = state.spec
+    if not spec.checkpoints.enabled or not any(step.epochs for step in state.steps):
+        return None
+    return RunCheckpoints(
+        state.storage(spec.output.uri),
+        spec.output.uri,
+        fingerprint(spec, state.artifacts, versions(), replicas=replicas),
+        state.work_dir,
+        every_minutes=spec.checkpoints.every_minutes,
     )
 
 
@@ -545,9 +584,12 @@ def _publish(state: RunState) -> None:
         gates_passed=all(gate.passed for gate in state.gates),
         versions=versions(),
         devices=[device.name for device in tf.config.list_physical_devices()],
+        replicas=context.replicas,
+        replica_devices=context.replica_devices,
         source=state.source,
         trusted_code=any(source.trust_code for source in _model_sources(spec)),
         split=state.split.report if state.split is not None else None,
+        resumption=context.checkpoints.resumption() if context.checkpoints is not None else None,
     )
     if spec.output.overwrite:
         output.delete(report_uri)
@@ -563,6 +605,8 @@ def _publish(state: RunState) -> None:
     report_file = state.work_dir / REPORT_NAME
     report_file.write_text(json.dumps(report.to_wire(), indent=2) + "\n")
     output.upload(report_file, report_uri)
+    if context.checkpoints is not None and not spec.checkpoints.keep:
+        context.checkpoints.remove()
     summary = RunSummary.from_report(report, report_uri=report_uri, report_sha256=sha256_of(report_file))
     state.outcome = RunOutcome(report=report, summary=summary)
 

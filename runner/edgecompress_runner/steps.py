@@ -9,6 +9,7 @@ converter applies it. A new step type is a new class here plus its spec and repo
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from .planning import ConversionPlan
 from .progress import Progress
 
 if TYPE_CHECKING:
+    from .checkpoints import RunCheckpoints, StepCheckpoint
     from .compress import TrainingData
     from .model_io import LoadedModel
     from .search import SearchInputs
@@ -71,12 +73,49 @@ class StepContext:
     student_keras3: Keras3Load | None = None
     search_inputs: SearchInputs | None = None
     """The baseline and the evaluation the run judges its result on (set once the baseline is measured)."""
+    seed: int = 0
+    checkpoints: RunCheckpoints | None = None
+    strategy: Any = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
-        """Applies ``step`` and adds what it contributes to the plan."""
-        report = step.apply(self)
+        """Applies ``step`` and adds what it contributes to the plan; a step that trains runs in ``strategy``'s
+        scope when there is one (several GPUs: see distribute.py).
+
+        A step that trains starts from a seed of its own (the run's seed and its index), so what it draws does
+        not depend on what earlier steps drew, and a restarted run that reuses them draws the same.
+        """
+        if step.epochs:
+            from .tfcompat import seed_run
+
+            seed_run(self.step_seed(step))
+        if step.epochs and self.strategy is not None:
+            from .distribute import copy_into_scope
+
+            with self.strategy.scope():
+                self.keras_model = copy_into_scope(self.model(step.phase))
+                report = step.apply(self)
+        else:
+            report = step.apply(self)
         self.plan = step.contribute(self.plan, report)
         return report
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync) if self.strategy is not None else 1
+
+    @property
+    def replica_devices(self) -> list[str]:
+        return list(self.strategy.extended.worker_devices) if self.strategy is not None else []
+
+    def step_seed(self, step: CompressionStep[Any]) -> int:
+        digest = hashlib.sha256(f"{self.seed}/{step.index}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % 2**31
+
+    def checkpoint(self, step: CompressionStep[Any]) -> StepCheckpoint:
+        """Where ``step`` checkpoints its fine-tuning (nowhere when checkpoints are off)."""
+        from .checkpoints import StepCheckpoint
+
+        return StepCheckpoint(self.checkpoints, step.index, self.step_seed(step))
 
     def model(self, phase: str) -> Any:
         """The model the next step works on (the input model until a step replaces it)."""
@@ -191,6 +230,7 @@ class Prune(CompressionStep[PruneStep]):
             index=self.index,
             data=data,
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
@@ -231,6 +271,7 @@ class Cluster(CompressionStep[ClusterStep]):
             data=data,
             preserve_sparsity=bool(context.plan.pruned_layers),
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
@@ -253,6 +294,7 @@ class Qat(CompressionStep[QatStep]):
             pruned_weights=dict(context.plan.pruned_weights),
             clustered=context.plan.clustered,
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 
@@ -309,6 +351,7 @@ class Distill(CompressionStep[DistillStep]):
             self.spec,
             data=data,
             progress=context.progress,
+            checkpoint=context.checkpoint(self),
         )
         return report
 

@@ -57,6 +57,10 @@ class Storage(Protocol):
 
     def exists(self, uri: str) -> bool: ...
 
+    def size(self, uri: str) -> int:
+        """Bytes of the file at ``uri``; InputError naming it when there is none."""
+        ...
+
     def delete(self, uri: str) -> None: ...
 
 
@@ -112,6 +116,12 @@ class LocalStorage:
 
     def exists(self, uri: str) -> bool:
         return local_path(uri).exists()
+
+    def size(self, uri: str) -> int:
+        source = local_path(uri)
+        if not source.is_file():
+            raise InputError(f"{uri}: no such file")
+        return source.stat().st_size
 
     def delete(self, uri: str) -> None:
         local_path(uri).unlink(missing_ok=True)
@@ -197,6 +207,16 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def size(self, uri: str) -> int:
+        bucket, key = split_s3_uri(uri)
+        try:
+            with _s3_errors(uri):
+                return int(self._client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except InputError as error:
+            if _is_missing(error):
+                self._require_bucket(bucket, uri)
+            raise
 
     def delete(self, uri: str) -> None:
         bucket, key = split_s3_uri(uri)

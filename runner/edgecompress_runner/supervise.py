@@ -127,7 +127,7 @@ def _during(event: ProgressEvent | None) -> str:
 def _uploads(event: ProgressEvent | None) -> str:
     if event is not None and event.phase in ("upload", "finished"):
         return "; the upload may be incomplete (without report.json the run did not finish)"
-    return "; nothing was uploaded"
+    return "; model.tflite and report.json were not uploaded (fine-tuning checkpoints, if any, stay for a retry)"
 
 
 def _kill(pid: int | None, signum: int) -> None:

@@ -146,3 +146,29 @@ def two_input_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     model.save(folder / "two.keras")
     np.savez(folder / "two.npz", **arrays)  # float64 on purpose: the runner makes it float32
     return folder / "two.keras", folder / "two.npz"
+
+
+@pytest.fixture(scope="session")
+def blobs_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small dense classifier of four Gaussian blobs in 16 dimensions, with its dataset."""
+    from edgecompress_runner.tfcompat import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (4, 16))
+
+    def blobs(count: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 4, count)
+        return (centres[labels] + rng.normal(0, 0.8, (count, 16))).astype(np.float32), labels
+
+    x_train, y_train = blobs(512)
+    x_eval, y_eval = blobs(128)
+    inputs = keras.Input((16,), name="features")
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="classes")(hidden))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
+    folder = tmp_path_factory.mktemp("blobs")
+    model.save(folder / "blobs.keras")
+    np.savez(folder / "blobs.npz", x_train=x_train, y_train=y_train, x_eval=x_eval, y_eval=y_eval)
+    return folder / "blobs.keras", folder / "blobs.npz"

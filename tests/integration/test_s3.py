@@ -182,3 +182,23 @@ def test_a_conditional_create_never_replaces_an_object(s3_env: MinioServer, buck
     assert storage.create(second, uri) is False
     stored = s3_env.client().get_object(Bucket=bucket, Key="stable/model.tflite")
     assert stored["Body"].read() == b"first model" and stored["Metadata"] == {"edgecompress-sha256": "1"}
+
+
+def test_downloads_beyond_the_scratch_limit_are_refused_before_any_download(
+    s3_env: MinioServer, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object sizes come from S3 (HEAD); the limit is what the operator passes for the pod's emptyDir."""
+    (tmp_path / "model.keras").write_bytes(b"m" * 300_000)
+    (tmp_path / "data.npz").write_bytes(b"d" * 900_000)
+    model_uri = upload(s3_env, tmp_path / "model.keras", bucket, "models/model.keras")
+    data_uri = upload(s3_env, tmp_path / "data.npz", bucket, "data/data.npz")
+    monkeypatch.setenv("EDGECOMPRESS_SCRATCH_LIMIT_BYTES", str(1_000_000))
+    run = run_job(s3_job(model_uri, data_uri, f"s3://{bucket}/out/", [{"type": "ptq", "mode": "dynamic"}]), tmp_path)
+    assert run.exit_code == ExitCode.INVALID_INPUT, run.summary
+    assert run.summary["message"] == (
+        "spec.execution.scratchSizeLimit: the downloads (spec.model.uri 293.0 KiB, spec.dataset.uri 878.9 KiB) "
+        "need 1.1 MiB but the scratch volume (976.6 KiB) has 976.6 KiB left; raise spec.execution.scratchSizeLimit "
+        "(the operator's default is its defaultScratchSizeLimit setting)"
+    )
+    assert list((tmp_path / "work").iterdir()) == [], "nothing was downloaded"
+    assert keys(s3_env, bucket, "out/") == []

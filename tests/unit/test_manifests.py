@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edgecompress_contract.spec import parse_spec
+from edgecompress_contract.spec import SCRATCH_LIMIT_ENV, SpecError, parse_spec
 from edgecompress_operator.config import Config, ConfigError, load_config
 from edgecompress_operator.manifests import JOB_ENV, build_job, job_name
 from edgecompress_operator.status import KUEUE_QUEUE_LABEL
@@ -159,3 +159,24 @@ def test_config_reads_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> Non
     loaded = load_config()
     assert loaded.max_concurrent_jobs == 2 and loaded.default_gpus == 1
     assert loaded.runner_command == ["python", "-m", "edgecompress_runner.cli"]
+
+
+def test_the_scratch_volume_has_a_size_limit_the_runner_is_told() -> None:
+    [default] = job()["spec"]["template"]["spec"]["volumes"]
+    assert default == {"name": "scratch", "emptyDir": {"sizeLimit": "100Gi"}}
+    assert {"name": SCRATCH_LIMIT_ENV, "value": str(100 << 30)} in container(job())["env"]
+    chosen = job(execution={"scratchSizeLimit": "250G"})
+    assert chosen["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "250G"}
+    assert {"name": SCRATCH_LIMIT_ENV, "value": str(250 * 10**9)} in container(chosen)["env"]
+    operator_default = build_job(
+        "digits", "ml", UID, parse_spec(SPEC), config=config(default_scratch_size_limit="20Gi")
+    )
+    assert operator_default["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "20Gi"}
+
+
+@pytest.mark.parametrize("size", ["lots", "10 Gi", "-5Gi", "1.5.0Gi"])
+def test_a_scratch_size_that_is_no_quantity_is_refused(size: str) -> None:
+    with pytest.raises(SpecError, match=r"spec.execution.scratchSizeLimit: String should match pattern"):
+        parse_spec({**SPEC, "execution": {"scratchSizeLimit": size}})
+    with pytest.raises(ValueError, match=r"default_scratch_size_limit"):
+        config(default_scratch_size_limit=size)

@@ -263,6 +263,7 @@ def test_schema_uses_camel_case_and_describes_fields() -> None:
         "seed",
         "gates",
         "output",
+        "checkpoints",
         "promotion",
         "credentials",
         "execution",

@@ -61,3 +61,10 @@ def test_local_round_trip_is_atomic_and_readable(tmp_path: Path) -> None:
 def test_missing_local_file_names_the_uri(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"missing\.keras: no such file"):
         LocalStorage().download(str(tmp_path / "missing.keras"), tmp_path / "x")
+
+
+def test_local_size_is_the_file_size_and_a_missing_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data.npz").write_bytes(b"x" * 1234)
+    assert LocalStorage().size(str(tmp_path / "data.npz")) == 1234
+    with pytest.raises(InputError, match=r"absent.npz: no such file"):
+        LocalStorage().size(str(tmp_path / "absent.npz"))
