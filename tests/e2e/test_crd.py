@@ -184,7 +184,17 @@ MISTAKES = [
     (
         "auto-without-quality-gate",
         changed("auto-without-quality-gate", steps=[{"type": "auto"}], gates={"minSizeReduction": 0.5}),
-        "an auto step needs a quality gate (maxAccuracyDrop)",
+        "an auto step needs a quality gate (maxAccuracyDrop, minFidelity, minSnrDb)",
+    ),
+    (
+        "split-after-auto",
+        changed(
+            "split-after-auto",
+            steps=[{"type": "auto"}],
+            gates={"minFidelity": 0.99},
+            output={"uri": "s3://models/out/", "split": {"after": ["block1"]}},
+        ),
+        "an auto step's pick is a per-layer litert-quantizer recipe the parts would not carry",
     ),
     (
         "auto-unknown-precision",
