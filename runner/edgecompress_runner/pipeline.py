@@ -24,6 +24,7 @@ from edgecompress_contract.report import (
     Artifact,
     Comparison,
     ConversionReport,
+    DatasetShards,
     GateResult,
     Inputs,
     Metrics,
@@ -36,7 +37,16 @@ from edgecompress_contract.report import (
     Source,
     StepReport,
 )
-from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
+from edgecompress_contract.spec import (
+    TRAINING_STEP_TYPES,
+    ClusterStep,
+    CompressionJobSpec,
+    DistillStep,
+    ModelSource,
+    PruneStep,
+    PtqStep,
+    QatStep,
+)
 from edgecompress_contract.summary import RunSummary
 
 from .data import Arrays, Dataset, samples, take
@@ -49,6 +59,7 @@ from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
 from .tasks import label_targets, output_tasks
 
+KERAS_TRAINING_STEPS = (PruneStep, ClusterStep, QatStep)
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
 UNLABELED_EVAL_SAMPLES = 100
@@ -132,6 +143,7 @@ class RunState:
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     dataset: Dataset | None = None
+    dataset_shards: DatasetShards | None = None
     metric: Literal["accuracy", "fidelity"] = "fidelity"
     # baseline
     step_context: StepContext | None = None
@@ -220,6 +232,7 @@ def _input_name(uri: str, fallback: str) -> str:
 def _fetch(state: RunState) -> None:
     """Downloads the model, the files steps ask for and the dataset; checks the data fits the plan."""
     from .data import load_dataset
+    from .streaming import is_sharded
 
     spec = state.spec
     state.work_dir.mkdir(parents=True, exist_ok=True)
@@ -227,9 +240,12 @@ def _fetch(state: RunState) -> None:
     for step in state.steps:
         for role, uri in step.inputs().items():
             _download(state, role, uri, state.work_dir / f"{role}-{_input_name(uri, role)}")
-    if spec.dataset is not None:
+    if spec.dataset is not None and is_sharded(spec.dataset.uri):
+        _scan_shards(state, spec.dataset.uri)
+    elif spec.dataset is not None:
         _download(state, "dataset", spec.dataset.uri, state.work_dir / "dataset.npz")
         state.dataset = load_dataset(state.files["dataset"], spec.dataset.uri)
+    if state.dataset is not None:
         for step in state.steps:
             step.check(state.dataset)
     labelled = state.dataset is not None and state.dataset.has_labels
@@ -239,6 +255,26 @@ def _fetch(state: RunState) -> None:
     if metric == "accuracy" and not labelled:
         raise InputError("spec.evaluation.metric: accuracy needs labels (y_eval) in the dataset")
     state.metric = "accuracy" if metric == "accuracy" else "fidelity"
+
+
+def _scan_shards(state: RunState, uri: str) -> None:
+    """Checks a sharded dataset and keeps its evaluation, calibration and held-out slices (see ``streaming``)."""
+    from .compress import CALIBRATION_SAMPLES
+    from .streaming import scan
+
+    steps = state.spec.steps
+    state.dataset, state.dataset_shards = scan(
+        uri,
+        state.storage(uri),
+        state.work_dir,
+        eval_samples=state.spec.evaluation.samples,
+        calibration_samples=max(
+            [CALIBRATION_SAMPLES, *(step.representative_samples for step in steps if isinstance(step, PtqStep))]
+        ),
+        held_out_shares=[step.fine_tune.validation_split for step in steps if isinstance(step, KERAS_TRAINING_STEPS)],
+    )
+    shards = state.dataset_shards
+    state.artifacts["dataset"] = Artifact(uri=uri, sha256=shards.sha256, bytes=shards.bytes)
 
 
 def _baseline(state: RunState) -> None:
@@ -434,7 +470,12 @@ def _publish(state: RunState) -> None:
     report = Report(
         spec=spec,
         inputs=Inputs.model_validate(
-            {**state.artifacts, "model_keras3": context.loaded.keras3, "student_keras3": context.student_keras3}
+            {
+                **state.artifacts,
+                "dataset_shards": state.dataset_shards,
+                "model_keras3": context.loaded.keras3,
+                "student_keras3": context.student_keras3,
+            }
         ),
         outputs=Outputs(tflite=tflite),
         metric=state.metric,

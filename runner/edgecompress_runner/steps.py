@@ -54,10 +54,15 @@ class StepContext:
     tasks: dict[str, str] = field(default_factory=dict)
     reference: dict[str, np.ndarray] | None = None
     student_keras3: Keras3Load | None = None
+    teacher: Any = None
+    training: TrainingData | None = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
-        """Applies ``step`` and adds what it contributes to the plan."""
+        """Applies ``step`` and adds what it contributes to the plan (and, for a sharded dataset, what it streamed)."""
+        self.training = None
         report = step.apply(self)
+        if self.training is not None and self.training.streams and report is not None:
+            report = report.model_copy(update={"streaming": self.training.streams[-1].report(step.epochs)})
         self.plan = step.contribute(self.plan, report)
         return report
 
@@ -72,13 +77,26 @@ class StepContext:
         if self.dataset is None:
             raise InputError(f"{phase}: fine-tuning needs a dataset")
         x, y = training_arrays(self.dataset, phase)
-        return TrainingData(x=x, y=y, reference=self.reference_outputs(phase, x), tasks=self.tasks)
+        if self.dataset.shards is None:
+            return TrainingData(x=x, y=y, reference=self.reference_outputs(phase, x), tasks=self.tasks)
+        reference = self.reference_outputs(phase, x)
+        if self.teacher is None:
+            from .tfcompat import keras
+
+            model = self.loaded.require_keras(phase)
+            self.teacher = keras.models.clone_model(model)
+            self.teacher.set_weights(model.get_weights())
+        self.training = TrainingData(
+            x=x, y=y, reference=reference, tasks=self.tasks, shards=self.dataset.shards, teacher=self.teacher
+        )
+        return self.training
 
     def reference_outputs(self, phase: str, x: Arrays) -> dict[str, np.ndarray]:
         """The input (float) model's outputs on x_train by output name, which fine-tuning distills from.
 
         Computed once, by the first step that fine-tunes and before it trains: tfmot's wrappers reuse the
-        input model's layer objects, so its weights change as soon as a step trains.
+        input model's layer objects, so its weights change as soon as a step trains. (For a sharded dataset,
+        ``x`` is the first samples, and an untouched copy of the model, ``teacher``, serves the stream.)
         """
         from .compress import output_names, predict_named
 
