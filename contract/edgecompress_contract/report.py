@@ -51,12 +51,34 @@ class Keras3Load(Record):
     )
 
 
+class ShardFile(Record):
+    """One shard of a sharded dataset."""
+
+    uri: str = Field(description="Where the shard is.")
+    sha256: str = Field(description="SHA-256 of its bytes, hex.")
+    bytes: int = Field(description="Its size in bytes.")
+    train_samples: int = Field(description="Its x_train samples.")
+
+
+class DatasetShards(Record):
+    """A dataset given as a prefix of .npz shards: what the run found there."""
+
+    count: int = Field(description="Shards under the prefix.")
+    train_samples: int = Field(description="x_train samples over all shards.")
+    bytes: int = Field(description="Size of all shards in bytes.")
+    sha256: str = Field(default="", description="SHA-256 of the lines '<uri> <sha256>' of every shard, in order.")
+    files: list[ShardFile] = Field(default_factory=list, description="Each shard, in name order.")
+
+
 class Inputs(Record):
     """The files the run read, with their checksums."""
 
     model: Artifact = Field(description="The input model as downloaded.")
     student: Artifact | None = Field(default=None, description="The distillation student, if any.")
     dataset: Artifact | None = Field(default=None, description="The dataset, if any.")
+    dataset_shards: DatasetShards | None = Field(
+        default=None, description="The shards, when the dataset is a prefix of .npz shards (streamed)."
+    )
     model_keras3: Keras3Load | None = Field(
         default=None, description="How the input model was used, when Keras 3 saved it."
     )
@@ -360,6 +382,17 @@ class Validation(Record):
     ended_worse: bool = Field(description="Whether the kept weights are less faithful than before fine-tuning.")
 
 
+class Streaming(Record):
+    """How a fine-tuning step read a sharded dataset: streamed through tf.data, shard by shard."""
+
+    shards: int = Field(description="Shards of the dataset.")
+    shards_read: int = Field(description="Shards read to the end over all epochs (shards x epochs when complete).")
+    samples_per_epoch: int = Field(description="Training samples per epoch (x_train less the held-out slice).")
+    samples_seen: int = Field(description="Training samples read over all epochs.")
+    held_out: int = Field(description="Samples held out for validation (kept in memory, not trained on).")
+    epochs: int = Field(description="Epochs streamed.")
+
+
 class _TrainingStepReport(_StepReportBase):
     """Common to the steps that fine-tune."""
 
@@ -367,6 +400,9 @@ class _TrainingStepReport(_StepReportBase):
     final_metrics: dict[str, float] = Field(default_factory=dict, description="Training metrics after the last epoch.")
     validation: Validation | None = Field(
         default=None, description="Held-out fidelity before and after fine-tuning (prune, cluster, qat)."
+    )
+    streaming: Streaming | None = Field(
+        default=None, description="What the step streamed, when the dataset is a prefix of shards."
     )
 
 

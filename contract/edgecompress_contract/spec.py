@@ -91,7 +91,10 @@ class DatasetSource(_Strict):
             "several inputs or outputs, x_train/<input>, x_eval/<input>, y_train/<output>, y_eval/<output> named "
             "as in the .tflite signature. The y_* labels are optional (per output): without them, fine-tuning of "
             "prune, cluster and qat steps distills from the input model's outputs (soft targets), with them it "
-            "mixes labels and soft targets; evaluation reports fidelity instead of accuracy without them."
+            "mixes labels and soft targets; evaluation reports fidelity instead of accuracy without them. A URI "
+            "ending in / (or a local folder) is a prefix of .npz shards with those arrays (every shard the same "
+            "names, per-sample shapes and dtypes; x_eval/y_eval in any of them): fine-tuning streams the shards "
+            "in bounded memory and only the evaluation, calibration and held-out slices are kept in memory."
         ),
     )
 

@@ -20,8 +20,8 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from .progress import Progress
 from .tasks import decisions, snr_db
 from .tfcompat import keras, tf, tfmot
 
+if TYPE_CHECKING:
+    from .streaming import Shards, ShardStream
+
 logger = logging.getLogger("edgecompress")
 
 
@@ -75,12 +78,20 @@ _RANDOM_LAYERS = (
 @dataclass(frozen=True)
 class TrainingData:
     """What a fine-tuning step trains on: x_train and its labels by input and output name, the float input
-    model's outputs on it (``reference``, by output name) and each output's task."""
+    model's outputs on it (``reference``, by output name) and each output's task.
+
+    For a sharded dataset, ``x`` / ``y`` are only its first samples (what QAT calibrates on), ``shards`` are
+    streamed, and ``teacher`` (an untouched copy of the float input model) computes the reference outputs
+    batch by batch; ``streams`` collects each stream a step made, for its report.
+    """
 
     x: Arrays
     y: Arrays
     reference: dict[str, np.ndarray]
     tasks: dict[str, str]
+    shards: Shards | None = None
+    teacher: Any = None
+    streams: list[ShardStream] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,10 +112,17 @@ class TrainingTargets:
     tasks: dict[str, str]
     x_val: Arrays
     reference_val: dict[str, np.ndarray]
+    batches: Any = None
+    """A sharded dataset's tf.data stream of (inputs, targets) batches, fitted instead of ``x`` / ``y``."""
+    samples_per_epoch: int = 0
 
     @property
     def single_output(self) -> bool:
-        return len(self.y) == 1
+        return len(self.losses) == 1
+
+    @property
+    def train_samples(self) -> int:
+        return self.samples_per_epoch if self.batches is not None else samples(self.x)
 
 
 def outputs_are_probabilities(predictions: np.ndarray) -> bool:
@@ -214,6 +232,17 @@ def predict_named(model: Any, x: Arrays, ordered_names: list[str]) -> dict[str, 
     return {name: np.asarray(values) for name, values in zip(ordered_names, listed, strict=True)}
 
 
+@dataclass(frozen=True)
+class OutputTarget:
+    """How one output is fitted: its loss, whether it is judged by agreement, whether it has labels and, for
+    class-id labels, how many classes they are one-hot encoded into."""
+
+    loss: Any
+    classifier: bool
+    labelled: bool
+    one_hot_classes: int = 0
+
+
 def _output_target(
     reference: np.ndarray,
     labels: np.ndarray | None,
@@ -222,8 +251,12 @@ def _output_target(
     where: str,
     temperature: float,
     hard_weight: float,
-) -> tuple[np.ndarray, Any, bool]:
-    """(packed targets, loss, judged by agreement) of one output."""
+    label_range: tuple[float, float] | None = None,
+) -> OutputTarget:
+    """How one output is fitted, judged from the reference's outputs and the labels on the same samples.
+
+    ``label_range`` is the labels' (min, max) over all training samples when ``labels`` are only some of them.
+    """
     probabilities = outputs_are_probabilities(reference)
     class_scores = reference.ndim == 2 and reference.shape[-1] >= 2
     classes = reference.shape[-1] if reference.ndim >= 2 else 1
@@ -231,16 +264,13 @@ def _output_target(
     # Unlabelled logits are matched by MSE (logit matching), like any other output.
     classifier = probabilities and task == OutputTask.MULTICLASS
     sigmoid = task in (OutputTask.BINARY, OutputTask.MULTILABEL) and bool(reference.min() >= 0 and reference.max() <= 1)
-    flat_labels: np.ndarray | None = None
+    one_hot = 0
     if labels is not None:
         if labels.dtype.kind in "iu" and labels.ndim == 1 and class_scores and not sigmoid:
-            if labels.min() < 0 or labels.max() >= classes:
-                raise InputError(
-                    f"{where}: labels range {int(labels.min())}..{int(labels.max())} "
-                    f"but the model has {classes} outputs"
-                )
-            flat_labels = np.eye(classes, dtype=np.float32)[labels]
-            classifier = True
+            low, high = label_range or (labels.min(), labels.max())
+            if low < 0 or high >= classes:
+                raise InputError(f"{where}: labels range {int(low)}..{int(high)} but the model has {classes} outputs")
+            one_hot, classifier = classes, True
         elif labels.size != reference.size:
             raise InputError(
                 f"{where}: labels have shape {labels.shape[1:]} but the model outputs {reference.shape[1:]}"
@@ -248,20 +278,43 @@ def _output_target(
         else:
             flat_labels = labels.astype(np.float32).reshape(len(labels), -1)
             classifier = classifier or (class_scores and not sigmoid and outputs_are_probabilities(flat_labels))
-    flat_reference = reference.astype(np.float32).reshape(len(reference), -1)
-    packed = flat_reference if flat_labels is None else np.concatenate([flat_reference, flat_labels], axis=-1)
-    labelled = flat_labels is not None
+    labelled = labels is not None
+    size = int(np.prod(reference.shape[1:]))
     if sigmoid:
-        sigmoid_loss = sigmoid_distillation_loss(
-            flat_reference.shape[-1], labelled=labelled, temperature=temperature, hard_weight=hard_weight
-        )
-        return packed, sigmoid_loss, True
+        loss = sigmoid_distillation_loss(size, labelled=labelled, temperature=temperature, hard_weight=hard_weight)
+        return OutputTarget(loss=loss, classifier=True, labelled=labelled, one_hot_classes=one_hot)
     if classifier:
         loss = distillation_loss(
             classes, probabilities=probabilities, labelled=labelled, temperature=temperature, hard_weight=hard_weight
         )
-        return packed, loss, True
-    return packed, regression_loss(flat_reference.shape[-1], labelled=labelled, hard_weight=hard_weight), False
+        return OutputTarget(loss=loss, classifier=True, labelled=labelled, one_hot_classes=one_hot)
+    loss = regression_loss(size, labelled=labelled, hard_weight=hard_weight)
+    return OutputTarget(loss=loss, classifier=False, labelled=labelled, one_hot_classes=one_hot)
+
+
+def packed_targets(target: OutputTarget, reference: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """The reference's outputs, flattened per sample, with the labels (one-hot for class ids) after them."""
+    flat_reference = reference.astype(np.float32).reshape(len(reference), -1)
+    if labels is None:
+        return flat_reference
+    if target.one_hot_classes:
+        flat_labels = np.eye(target.one_hot_classes, dtype=np.float32)[labels]
+    else:
+        flat_labels = labels.astype(np.float32).reshape(len(labels), -1)
+    return np.concatenate([flat_reference, flat_labels], axis=-1)
+
+
+def packed_batch(target: OutputTarget, reference: Any, labels: Any) -> Any:
+    """``packed_targets`` of one batch of tensors, inside a tf.data pipeline."""
+    count = tf.shape(reference)[0]
+    flat_reference = tf.reshape(tf.cast(reference, tf.float32), (count, -1))
+    if labels is None:
+        return flat_reference
+    if target.one_hot_classes:
+        flat_labels = tf.one_hot(tf.cast(labels, tf.int32), target.one_hot_classes, dtype=tf.float32)
+    else:
+        flat_labels = tf.reshape(tf.cast(labels, tf.float32), (count, -1))
+    return tf.concat([flat_reference, flat_labels], axis=-1)
 
 
 def training_targets(
@@ -276,12 +329,14 @@ def training_targets(
     """Distillation targets from ``data.reference`` (the float model's outputs on ``data.x`` by output name), per
     output: soft targets with a temperature for classifier outputs, MSE for the others, mixed with the labels of
     the outputs that have them."""
+    if data.shards is not None:
+        return _streamed_targets(model, data, step, settings, temperature=temperature, hard_weight=hard_weight)
     x, y, reference, tasks = data.x, data.y, data.reference, data.tasks
     names = output_names(model, list(reference), step)
     packed, losses, classifier = [], [], {}
     for name in names:
         where = step if len(names) == 1 else f"{step}: output {name!r}"
-        targets, loss, judged_by_agreement = _output_target(
+        target = _output_target(
             reference[name],
             y.get(name),
             task=tasks.get(name, OutputTask.REGRESSION),
@@ -289,9 +344,9 @@ def training_targets(
             temperature=temperature,
             hard_weight=hard_weight,
         )
-        packed.append(targets)
-        losses.append(loss)
-        classifier[name] = judged_by_agreement
+        packed.append(packed_targets(target, reference[name], y.get(name)))
+        losses.append(target.loss)
+        classifier[name] = target.classifier
     train, held_out = validation_split(len(packed[0]), settings.validation_split)
     return TrainingTargets(
         x=select(x, train),
@@ -301,6 +356,59 @@ def training_targets(
         tasks={name: tasks.get(name, OutputTask.REGRESSION) for name in names},
         x_val=select(x, held_out),
         reference_val={name: values[held_out] for name, values in reference.items()},
+    )
+
+
+def _streamed_targets(
+    model: Any, data: TrainingData, step: str, settings: FineTune, *, temperature: float, hard_weight: float
+) -> TrainingTargets:
+    """Targets for a sharded dataset: the teacher's outputs are computed per streamed batch; how each output is
+    fitted is judged on the held-out slice (else the first samples), label ranges over every shard."""
+    from .streaming import ShardStream
+
+    shards, teacher, tasks = data.shards, data.teacher, data.tasks
+    assert shards is not None and teacher is not None
+    names = output_names(model, list(data.reference), step)
+    teacher_names = output_names(teacher, list(data.reference), step)
+    x_val, y_val = shards.held_out_arrays(settings.validation_split)
+    if x_val and samples(x_val) >= _MIN_VALIDATION_SAMPLES:
+        reference_val = predict_named(teacher, x_val, teacher_names)
+        probe, probe_labels = reference_val, y_val
+    else:
+        x_val, reference_val = {}, {}
+        probe, probe_labels = data.reference, data.y
+    targets = {
+        name: _output_target(
+            probe[name],
+            probe_labels.get(name),
+            task=tasks.get(name, OutputTask.REGRESSION),
+            where=step if len(names) == 1 else f"{step}: output {name!r}",
+            temperature=temperature,
+            hard_weight=hard_weight,
+            label_range=shards.label_range(name),
+        )
+        for name in names
+    }
+
+    def fitted(x: dict[str, Any], y: dict[str, Any]) -> Any:
+        outputs = teacher(model_inputs(teacher, x), training=False)
+        by_name = dict(zip(teacher_names, outputs if isinstance(outputs, (list, tuple)) else [outputs], strict=True))
+        packed = tuple(packed_batch(targets[name], by_name[name], y.get(name)) for name in names)
+        inputs = model_inputs(model, x)
+        return (inputs if not isinstance(inputs, list) else tuple(inputs)), (packed[0] if len(packed) == 1 else packed)
+
+    stream = ShardStream(shards=shards, held_out_share=settings.validation_split, batch_size=settings.batch_size)
+    data.streams.append(stream)
+    return TrainingTargets(
+        x=data.x,
+        y=[],
+        losses=[targets[name].loss for name in names],
+        classifier={name: target.classifier for name, target in targets.items()},
+        tasks={name: tasks.get(name, OutputTask.REGRESSION) for name in names},
+        x_val=x_val,
+        reference_val=reference_val,
+        batches=stream.dataset(fitted),
+        samples_per_epoch=stream.samples_per_epoch,
     )
 
 
@@ -384,7 +492,7 @@ def fine_tune(
         if saved.finished:
             model.set_weights(saved.weights)
             return saved.metrics, saved.validation
-    validating = samples(targets.x_val) > 0
+    validating = bool(targets.x_val) and samples(targets.x_val) > 0
     state = TrainingState(epoch=0, batches=0, weights=[])
     position = {"epoch": 0, "first_batch": 0}
 
@@ -428,19 +536,26 @@ def fine_tune(
                 model.set_weights(start_weights)
                 judge(0)
                 model.set_weights(trained)
-    total, batch_size = samples(targets.x), settings.batch_size * replicas()
+    total, batch_size = targets.train_samples, settings.batch_size * replicas()
     metrics: dict[str, float] = dict(state.metrics)
     for epoch in range(first_epoch, settings.epochs):
         position.update(epoch=epoch, first_batch=first_batch)
-        order = epoch_order(total, saver.seed, epoch)[first_batch * batch_size :]
-        y = [values[order] for values in targets.y]
+        data: dict[str, Any]
+        if targets.batches is not None:
+            data = {"x": targets.batches.skip(first_batch)}
+        else:
+            order = epoch_order(total, saver.seed, epoch)[first_batch * batch_size :]
+            y = [values[order] for values in targets.y]
+            data = {
+                "x": model_inputs(model, select(targets.x, order)),
+                "y": y[0] if targets.single_output else y,
+                "batch_size": batch_size,
+                "shuffle": False,
+            }
         history = model.fit(
-            model_inputs(model, select(targets.x, order)),
-            y[0] if targets.single_output else y,
+            **data,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            batch_size=batch_size,
-            shuffle=False,
             verbose=0,
             callbacks=[
                 *callbacks,
@@ -639,7 +754,7 @@ def prune(
 ) -> tuple[Any, PruneReport, PrunedWeights]:
     name = f"steps[{index}] prune"
     targets = training_targets(model, data, name, step.fine_tune)
-    per_epoch = steps_per_epoch(samples(targets.x), step.fine_tune.batch_size * replicas())
+    per_epoch = steps_per_epoch(targets.train_samples, step.fine_tune.batch_size * replicas())
     total = per_epoch * step.fine_tune.epochs
     begin, end, frequency = pruning_plan(step, total, index)
     if step.schedule == PruningSchedule.POLYNOMIAL_DECAY:
@@ -855,13 +970,13 @@ def _ranges_from_each_batch() -> Iterator[None]:
         quant_ops.MovingAvgQuantize = original
 
 
-_CALIBRATION_SAMPLES = 256
+CALIBRATION_SAMPLES = 256
 
 
 def calibrate_activation_ranges(quantized_model: Any, x: Arrays) -> None:
     """Sets the activation quantization ranges from the min and max over some training samples, as
     post-training quantization does, so QAT starts from (and converts with) ranges that fit."""
-    batch = model_inputs(quantized_model, take(x, _CALIBRATION_SAMPLES))
+    batch = model_inputs(quantized_model, take(x, CALIBRATION_SAMPLES))
     with _ranges_from_each_batch():
         quantized_model(tf.nest.map_structure(tf.constant, batch), training=True)
 

@@ -16,10 +16,14 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .streaming import Shards
 
 KNOWN_ARRAYS = ("x_train", "y_train", "x_eval", "y_eval")
 SINGLE = ""
@@ -45,6 +49,9 @@ class Dataset:
     x_eval: Arrays
     y_eval: Arrays
     source: str = ""
+    shards: Shards | None = None
+    """A sharded dataset's training shards, streamed when fine-tuning; ``x_train`` / ``y_train`` then hold only
+    its first samples (calibration)."""
 
     @property
     def has_labels(self) -> bool:
@@ -57,14 +64,15 @@ class Dataset:
         samples do not fit the input's shape, or when the values cannot be the input's type.
         """
         input_names = [tensor.name for tensor in inputs]
-        x_train = None if self.x_train is None else _named(self.x_train, "x_train", input_names, self.source)
-        x_eval = _named(self.x_eval, "x_eval", input_names, self.source)
+        x_train = None if self.x_train is None else rename(self.x_train, "x_train", input_names, self.source)
+        x_eval = rename(self.x_eval, "x_eval", input_names, self.source)
         return replace(
             self,
             x_train=None if x_train is None else check_inputs(x_train, inputs, "x_train", self.source),
             x_eval=check_inputs(x_eval, inputs, "x_eval", self.source),
-            y_train=_named(self.y_train, "y_train", list(outputs), self.source),
-            y_eval=_named(self.y_eval, "y_eval", list(outputs), self.source),
+            y_train=rename(self.y_train, "y_train", list(outputs), self.source),
+            y_eval=rename(self.y_eval, "y_eval", list(outputs), self.source),
+            shards=None if self.shards is None else self.shards.bind(inputs, outputs),
         )
 
 
@@ -87,7 +95,11 @@ def _shown(split: str, name: str, tensors: Sequence[object]) -> str:
     return split if len(tensors) == 1 else f"{split}/{name}"
 
 
-def _named(arrays: Arrays, split: str, names: list[str], source: str) -> Arrays:
+_V = TypeVar("_V")
+
+
+def rename(arrays: dict[str, _V], split: str, names: list[str], source: str) -> dict[str, _V]:
+    """A split's entries keyed by the model's input or output names (an unnamed single array: the only one)."""
     if SINGLE in arrays:
         if len(names) != 1:
             role = "inputs" if split.startswith("x") else "outputs"
@@ -122,8 +134,9 @@ def _fitted(array: np.ndarray, tensor: ModelTensor, shown: str, source: str) -> 
     return array.astype(tensor.dtype, copy=False)
 
 
-def load_dataset(path: Path, source: str) -> Dataset:
-    """Read and check a dataset file; every problem names the array and the URI."""
+def read_splits(path: Path, source: str) -> dict[str, Arrays]:
+    """The arrays of one .npz by split (``x_train``...) and name (``SINGLE`` for an unnamed array), checked:
+    known names, numbers, non-empty inputs, one form per split, as many samples in a split's arrays."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -146,8 +159,6 @@ def load_dataset(path: Path, source: str) -> Dataset:
         if SINGLE in named and len(named) > 1:
             others = sorted(f"{split}/{name}" for name in named if name)
             raise InputError(f"{source}: give either {split} or arrays named {split}/<name>, not both ({others})")
-    if not splits["x_eval"]:
-        raise InputError(f"{source}: the dataset has no x_eval array")
     for split in ("train", "eval"):
         x, y = splits[f"x_{split}"], splits[f"y_{split}"]
         if y and not x:
@@ -158,6 +169,14 @@ def load_dataset(path: Path, source: str) -> Dataset:
             (first, first_count), *rest = counts.items()
             other, other_count = next((key, count) for key, count in rest if count != first_count)
             raise InputError(f"{source}: {first} has {first_count} samples but {other} has {other_count}")
+    return splits
+
+
+def load_dataset(path: Path, source: str) -> Dataset:
+    """Read and check a dataset file; every problem names the array and the URI."""
+    splits = read_splits(path, source)
+    if not splits["x_eval"]:
+        raise InputError(f"{source}: the dataset has no x_eval array")
     if splits["x_train"] and set(splits["y_train"]) != set(splits["y_eval"]):
         train_only = sorted(set(splits["y_train"]) ^ set(splits["y_eval"]))
         shown = [name or "(the single array)" for name in train_only]

@@ -25,6 +25,7 @@ from edgecompress_contract.report import (
     Artifact,
     Comparison,
     ConversionReport,
+    DatasetShards,
     GateResult,
     Inputs,
     Metrics,
@@ -38,7 +39,16 @@ from edgecompress_contract.report import (
     Source,
     StepReport,
 )
-from edgecompress_contract.spec import TRAINING_STEP_TYPES, CompressionJobSpec, DistillStep, ModelSource
+from edgecompress_contract.spec import (
+    TRAINING_STEP_TYPES,
+    ClusterStep,
+    CompressionJobSpec,
+    DistillStep,
+    ModelSource,
+    PruneStep,
+    PtqStep,
+    QatStep,
+)
 from edgecompress_contract.summary import RunSummary
 
 from .checkpoints import RunCheckpoints, fingerprint
@@ -58,6 +68,7 @@ from .trial_cache import TrialCache
 if TYPE_CHECKING:
     from .split import SplitResult
 
+KERAS_TRAINING_STEPS = (PruneStep, ClusterStep, QatStep)
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
 TRIALS_FOLDER = "trials"
@@ -144,6 +155,7 @@ class RunState:
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     dataset: Dataset | None = None
+    dataset_shards: DatasetShards | None = None
     metric: Literal["accuracy", "fidelity"] = "fidelity"
     # baseline
     step_context: StepContext | None = None
@@ -240,6 +252,7 @@ def _input_name(uri: str, fallback: str) -> str:
 def _fetch(state: RunState) -> None:
     """Downloads the model, the files steps ask for and the dataset; checks the data fits the plan."""
     from .data import load_dataset
+    from .streaming import is_sharded
 
     spec = state.spec
     state.work_dir.mkdir(parents=True, exist_ok=True)
@@ -247,13 +260,17 @@ def _fetch(state: RunState) -> None:
     for step in state.steps:
         for role, uri in step.inputs().items():
             downloads.append((f"spec.steps[{step.index}].{role}.uri", role, uri, f"{role}-{_input_name(uri, role)}"))
-    if spec.dataset is not None:
+    sharded = spec.dataset is not None and is_sharded(spec.dataset.uri)
+    if spec.dataset is not None and not sharded:
         downloads.append(("spec.dataset.uri", "dataset", spec.dataset.uri, "dataset.npz"))
     check_downloads_fit({field: state.storage(uri).size(uri) for field, _, uri, _ in downloads}, state.work_dir)
     for _, role, uri, name in downloads:
         _download(state, role, uri, state.work_dir / name)
-    if spec.dataset is not None:
+    if spec.dataset is not None and sharded:
+        _scan_shards(state, spec.dataset.uri)
+    elif spec.dataset is not None:
         state.dataset = load_dataset(state.files["dataset"], spec.dataset.uri)
+    if state.dataset is not None:
         for step in state.steps:
             step.check(state.dataset)
     labelled = state.dataset is not None and state.dataset.has_labels
@@ -263,6 +280,26 @@ def _fetch(state: RunState) -> None:
     if metric == "accuracy" and not labelled:
         raise InputError("spec.evaluation.metric: accuracy needs labels (y_eval) in the dataset")
     state.metric = "accuracy" if metric == "accuracy" else "fidelity"
+
+
+def _scan_shards(state: RunState, uri: str) -> None:
+    """Checks a sharded dataset and keeps its evaluation, calibration and held-out slices (see ``streaming``)."""
+    from .compress import CALIBRATION_SAMPLES
+    from .streaming import scan
+
+    steps = state.spec.steps
+    state.dataset, state.dataset_shards = scan(
+        uri,
+        state.storage(uri),
+        state.work_dir,
+        eval_samples=state.spec.evaluation.samples,
+        calibration_samples=max(
+            [CALIBRATION_SAMPLES, *(step.representative_samples for step in steps if isinstance(step, PtqStep))]
+        ),
+        held_out_shares=[step.fine_tune.validation_split for step in steps if isinstance(step, KERAS_TRAINING_STEPS)],
+    )
+    shards = state.dataset_shards
+    state.artifacts["dataset"] = Artifact(uri=uri, sha256=shards.sha256, bytes=shards.bytes)
 
 
 def _baseline(state: RunState) -> None:
@@ -567,7 +604,12 @@ def _publish(state: RunState) -> None:
     report = Report(
         spec=spec,
         inputs=Inputs.model_validate(
-            {**state.artifacts, "model_keras3": context.loaded.keras3, "student_keras3": context.student_keras3}
+            {
+                **state.artifacts,
+                "dataset_shards": state.dataset_shards,
+                "model_keras3": context.loaded.keras3,
+                "student_keras3": context.student_keras3,
+            }
         ),
         outputs=Outputs(
             tflite=tflite, parts=split_artifacts[:-1], manifest=split_artifacts[-1] if split_artifacts else None

@@ -76,14 +76,18 @@ class StepContext:
     seed: int = 0
     checkpoints: RunCheckpoints | None = None
     strategy: Any = None
+    teacher: Any = None
+    training: TrainingData | None = None
 
     def run(self, step: CompressionStep[Any]) -> StepReport | None:
-        """Applies ``step`` and adds what it contributes to the plan; a step that trains runs in ``strategy``'s
-        scope when there is one (several GPUs: see distribute.py).
+        """Applies ``step`` and adds what it contributes to the plan (and, for a sharded dataset, what it
+        streamed); a step that trains runs in ``strategy``'s scope when there is one (several GPUs: see
+        distribute.py).
 
         A step that trains starts from a seed of its own (the run's seed and its index), so what it draws does
         not depend on what earlier steps drew, and a restarted run that reuses them draws the same.
         """
+        self.training = None
         if step.epochs:
             from .tfcompat import seed_run
 
@@ -96,6 +100,8 @@ class StepContext:
                 report = step.apply(self)
         else:
             report = step.apply(self)
+        if self.training is not None and self.training.streams and report is not None:
+            report = report.model_copy(update={"streaming": self.training.streams[-1].report(step.epochs)})
         self.plan = step.contribute(self.plan, report)
         return report
 
@@ -128,13 +134,26 @@ class StepContext:
         if self.dataset is None:
             raise InputError(f"{phase}: fine-tuning needs a dataset")
         x, y = training_arrays(self.dataset, phase)
-        return TrainingData(x=x, y=y, reference=self.reference_outputs(phase, x), tasks=self.tasks)
+        if self.dataset.shards is None:
+            return TrainingData(x=x, y=y, reference=self.reference_outputs(phase, x), tasks=self.tasks)
+        reference = self.reference_outputs(phase, x)
+        if self.teacher is None:
+            from .tfcompat import keras
+
+            model = self.loaded.require_keras(phase)
+            self.teacher = keras.models.clone_model(model)
+            self.teacher.set_weights(model.get_weights())
+        self.training = TrainingData(
+            x=x, y=y, reference=reference, tasks=self.tasks, shards=self.dataset.shards, teacher=self.teacher
+        )
+        return self.training
 
     def reference_outputs(self, phase: str, x: Arrays) -> dict[str, np.ndarray]:
         """The input (float) model's outputs on x_train by output name, which fine-tuning distills from.
 
         Computed once, by the first step that fine-tunes and before it trains: tfmot's wrappers reuse the
-        input model's layer objects, so its weights change as soon as a step trains.
+        input model's layer objects, so its weights change as soon as a step trains. (For a sharded dataset,
+        ``x`` is the first samples, and an untouched copy of the model, ``teacher``, serves the stream.)
         """
         from .compress import output_names, predict_named
 

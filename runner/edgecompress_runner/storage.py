@@ -63,6 +63,10 @@ class Storage(Protocol):
 
     def delete(self, uri: str) -> None: ...
 
+    def list(self, prefix: str) -> list[str]:
+        """The URIs of the files directly under a folder or prefix, in name order."""
+        ...
+
 
 def local_path(uri: str) -> Path:
     if uri.startswith("file://"):
@@ -125,6 +129,12 @@ class LocalStorage:
 
     def delete(self, uri: str) -> None:
         local_path(uri).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        folder = local_path(prefix)
+        if not folder.is_dir():
+            raise InputError(f"{prefix}: no such folder")
+        return [join_uri(prefix, entry.name) for entry in sorted(folder.iterdir()) if entry.is_file()]
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -222,6 +232,16 @@ class S3Storage:
         bucket, key = split_s3_uri(uri)
         with _s3_errors(uri):
             self._client.delete_object(Bucket=bucket, Key=key)
+
+    def list(self, prefix: str) -> list[str]:
+        bucket, key = split_s3_uri(prefix)
+        folder = key if not key or key.endswith("/") else key + "/"
+        keys: list[str] = []
+        with _s3_errors(prefix):
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder, Delimiter="/")
+            for page in pages:
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        return [f"s3://{bucket}/{name}" for name in sorted(keys)]
 
 
 def _is_missing(error: InputError) -> bool:
