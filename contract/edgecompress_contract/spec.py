@@ -643,7 +643,12 @@ class Execution(_Strict):
         ),
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the finished Job (not the artifacts) after this many seconds."
+        default=None,
+        ge=0,
+        description=(
+            "Delete the finished runner Job (not the artifacts) this many seconds after its outcome is recorded in "
+            "the status (operator default 7 days). The operator deletes it, so the outcome is never lost to it."
+        ),
     )
 
 

@@ -42,7 +42,7 @@ class Config(BaseSettings):
     default_backoff_limit: int = Field(default=2, ge=0, le=20, description="Job backoffLimit default.")
     default_active_deadline_seconds: int = Field(default=86400, ge=60, description="Job activeDeadlineSeconds default.")
     default_ttl_seconds_after_finished: int = Field(
-        default=7 * 86400, ge=0, description="Job ttlSecondsAfterFinished default."
+        default=7 * 86400, ge=0, description="Default spec.execution.ttlSecondsAfterFinished."
     )
     default_service_account_name: str | None = Field(default=None, description="Runner ServiceAccount default.")
     allowed_runner_images: list[str] = Field(

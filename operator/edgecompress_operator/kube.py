@@ -76,6 +76,15 @@ def read_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+def delete_job(namespace: str, name: str) -> None:
+    """Deletes the Job, its pods in the background (garbage collection); a Job already gone is success."""
+    try:
+        client.BatchV1Api(_client()).delete_namespaced_job(name, namespace, propagation_policy="Background", **_limit())
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
 def list_job_pods(namespace: str, job: str) -> list[dict[str, Any]]:
     """The pods of one Job, read directly (to confirm what the cache shows when its Job has finished)."""
     response = client.CoreV1Api(_client()).list_namespaced_pod(namespace, label_selector=f"job-name={job}", **_limit())

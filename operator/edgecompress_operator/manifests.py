@@ -162,9 +162,6 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
             "activeDeadlineSeconds": pick(
                 execution.active_deadline_seconds if execution else None, config.default_active_deadline_seconds
             ),
-            "ttlSecondsAfterFinished": pick(
-                execution.ttl_seconds_after_finished if execution else None, config.default_ttl_seconds_after_finished
-            ),
             "podFailurePolicy": {
                 "rules": [
                     {

@@ -15,8 +15,13 @@ from tests.conftest import MinioServer, run_job
 
 pytestmark = pytest.mark.tf
 
-MEMORY_BUDGET = 96 << 20
-"""How much more the runner's peak RSS may grow for a dataset of 20 shards than for one of 2."""
+MEMORY_BUDGET = 224 << 20
+"""How much more the runner's peak RSS may grow for a dataset of 24 shards (487 MiB) than for one of 2.
+
+Peak RSS differs between runs by itself (allocator arenas, threads): the growth measured 36, 61, 74 and
+90 MiB here (20 shards) and 127 MiB on CI, while a runner holding the dataset in memory would grow by at least the
+dataset's stored bytes, more than twice this budget."""
+BIG_SHARDS = 24
 SHARD_BYTES = 20 << 20
 SIDE = 192
 """Large images: few samples per byte, so streaming 400 MiB stays quick."""
@@ -40,10 +45,10 @@ def large_image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_peak_memory_does_not_grow_with_the_dataset(large_image_model: Path, tmp_path: Path) -> None:
     per_shard = shard_samples(SHARD_BYTES, side=SIDE)
-    big = write_shards(tmp_path / "big", shards=20, samples_per_shard=per_shard, side=SIDE)
+    big = write_shards(tmp_path / "big", shards=BIG_SHARDS, samples_per_shard=per_shard, side=SIDE)
     small = write_shards(tmp_path / "small", shards=2, samples_per_shard=per_shard, side=SIDE)
     big_bytes = sum(path.stat().st_size for path in big.iterdir())
-    assert big_bytes >= 4 * MEMORY_BUDGET
+    assert big_bytes >= 2 * MEMORY_BUDGET
 
     runs = {
         name: run_measured(
@@ -55,7 +60,8 @@ def test_peak_memory_does_not_grow_with_the_dataset(large_image_model: Path, tmp
         assert run.exit_code == ExitCode.SUCCEEDED, (run.summary, run.stderr[-3000:])
     growth = runs["big"].peak_rss_bytes - runs["small"].peak_rss_bytes
     print(
-        f"peak RSS: 2 shards {runs['small'].peak_rss_bytes >> 20} MiB, 20 shards {runs['big'].peak_rss_bytes >> 20} MiB"
+        f"peak RSS: 2 shards {runs['small'].peak_rss_bytes >> 20} MiB, "
+        f"{BIG_SHARDS} shards {runs['big'].peak_rss_bytes >> 20} MiB"
     )
     assert growth < MEMORY_BUDGET, (
         f"peak RSS grew by {growth / 2**20:.0f} MiB for {big_bytes / 2**20:.0f} MiB of shards"
@@ -64,14 +70,15 @@ def test_peak_memory_does_not_grow_with_the_dataset(large_image_model: Path, tmp
     report = runs["big"].report
     assert report is not None
     shards = report["inputs"]["datasetShards"]
-    assert shards["count"] == 20 and shards["trainSamples"] == 20 * per_shard and shards["bytes"] == big_bytes
+    assert shards["count"] == BIG_SHARDS and shards["trainSamples"] == BIG_SHARDS * per_shard
+    assert shards["bytes"] == big_bytes
     assert [file["sha256"] for file in shards["files"]] == [
         hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(big.iterdir())
     ]
     for step in report["steps"][:2]:
         streaming = step["streaming"]
-        assert streaming["shardsRead"] == 20 * FINE_TUNE["epochs"]
-        assert streaming["samplesPerEpoch"] + streaming["heldOut"] == 20 * per_shard
+        assert streaming["shardsRead"] == BIG_SHARDS * FINE_TUNE["epochs"]
+        assert streaming["samplesPerEpoch"] + streaming["heldOut"] == BIG_SHARDS * per_shard
         assert streaming["samplesSeen"] == streaming["samplesPerEpoch"] * FINE_TUNE["epochs"]
         assert step["validation"]["samples"] == streaming["heldOut"] > 0
     assert report["steps"][0]["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)

@@ -19,6 +19,7 @@ CLIENT_CALLS = {
     "list_namespaced_job": ("batch", "jobs", "list"),
     "list_job_for_all_namespaces": ("batch", "jobs", "list"),
     "patch_namespaced_job": ("batch", "jobs", "patch"),
+    "delete_namespaced_job": ("batch", "jobs", "delete"),
     "list_namespaced_pod": ("", "pods", "list"),
     "list_pod_for_all_namespaces": ("", "pods", "list"),
     "read_namespaced_pod_log": ("", "pods/log", "get"),

@@ -101,6 +101,7 @@ class FakeApi:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str]] = []
         self.created: list[str] = []
+        self.deleted: list[str] = []
         self.failing: set[str] = set()
         monkeypatch.setattr(kube, "pod_log_tail", lambda namespace, pod, container, lines: self.log)
         monkeypatch.setattr(kube, "read_job", lambda namespace, name: self.find(self.jobs, name))
@@ -114,6 +115,7 @@ class FakeApi:
         )
         monkeypatch.setattr(kube, "patch_status", self.patch_status)
         monkeypatch.setattr(kube, "create_job", self.create_job)
+        monkeypatch.setattr(kube, "delete_job", self.delete_job)
         monkeypatch.setattr(
             kube, "create_event", lambda event: self.events.append((event["involvedObject"]["name"], event["reason"]))
         )
@@ -145,6 +147,11 @@ class FakeApi:
         self.created.append(name)
         self.jobs.append(runner_job(name))
         return runner_job(name)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+        self.jobs = [job for job in self.jobs if job["metadata"]["name"] != name]
+        self.pods = [pod for pod in self.pods if pod["metadata"]["labels"]["job-name"] != name]
 
     def status(self, name: str) -> dict[str, Any]:
         return next(item["status"] for item in self.resources if item["metadata"]["name"] == name)  # type: ignore[no-any-return]
@@ -325,6 +332,25 @@ def test_a_job_that_vanished_before_its_result_was_recorded_is_never_created_aga
     status = api.status("digits")
     assert (status["phase"], status["reason"]) == ("Failed", "JobLost")
     assert "s3://bucket/out/" in status["message"]
+
+
+@pytest.mark.parametrize(("ttl", "deleted"), [(0, True), (None, False)], ids=["ttl-0", "default-7-days"])
+def test_a_finished_job_is_deleted_only_after_its_outcome_was_recorded(
+    monkeypatch: pytest.MonkeyPatch, ttl: int | None, deleted: bool
+) -> None:
+    api = finished_job_fixture(monkeypatch)
+    if ttl is not None:
+        api.resources[0]["spec"]["execution"] = {"ttlSecondsAfterFinished": ttl}
+    reconcile_pass(CONFIG, api.view)
+    assert api.status("digits")["phase"] == "Succeeded" and api.deleted == [], "recorded first, deleted after"
+    assert api.status("digits")["result"]["artifacts"]["tflite"]["uri"] == "s3://bucket/out/model.tflite"
+    reconcile_pass(CONFIG, api.view)
+    job = job_name("digits", "uid-digits")
+    assert api.deleted == ([job] if deleted else [])
+    assert (api.jobs == []) is deleted
+    reconcile_pass(CONFIG, api.view)
+    assert api.deleted == ([job] if deleted else []), "deleted once"
+    assert api.status("digits")["phase"] == "Succeeded"
 
 
 def finished_job_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeApi:

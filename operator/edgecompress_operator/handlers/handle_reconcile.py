@@ -51,6 +51,7 @@ from ..policy import Refusal, spec_refusal
 from ..status import (
     now_timestamp,
     parse_status,
+    parse_time,
     runner_summary,
     status_from_job,
     status_patch,
@@ -65,6 +66,7 @@ ACTION_TEXT = {
     "suspend": "suspending the runner Job",
     "resume": "resuming the runner Job",
     "status": "writing the status",
+    "delete": "deleting the finished runner Job",
 }
 SUSPENDED_MESSAGE = "spec.suspend is true; the runner Job is created when it is set to false"
 
@@ -177,8 +179,8 @@ JOB_LOST = "JobLost"
 
 def _job_lost_message(job: str, spec: CompressionJobSpec) -> str:
     return (
-        f"the runner Job {job} disappeared before its result was recorded (deleted, or removed by a short "
-        "ttlSecondsAfterFinished); it is not started again, so the model is never compressed or promoted twice. "
+        f"the runner Job {job} disappeared before its result was recorded (deleted by hand or by another "
+        "controller); it is not started again, so the model is never compressed or promoted twice. "
         f"Its report.json may be in {spec.output.uri}; create a new CompressionJob to run again"
     )
 
@@ -197,6 +199,19 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body or "")["message"])
     except (ValueError, KeyError, TypeError):
         return str(error.reason)
+
+
+def ttl_expired(status: CompressionJobStatus, *, ttl_seconds: int, now: float) -> bool:
+    """Whether ``ttl_seconds`` have passed since the finished CompressionJob's outcome was recorded.
+
+    The operator deletes runner Jobs itself rather than through the Job's own ``ttlSecondsAfterFinished``:
+    the TTL controller can delete a Job (and its pod, which holds the runner's summary) as soon as it
+    finishes, before the operator read the outcome, and the CompressionJob would end JobLost.
+    """
+    recorded = status.completion_time or next(
+        (condition.last_transition_time for condition in status.conditions if condition.type == "Ready"), None
+    )
+    return recorded is not None and parse_time(recorded).timestamp() + ttl_seconds <= now
 
 
 def _key(resource: dict[str, Any]) -> tuple[str, str]:
@@ -429,10 +444,15 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
     resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]] = {}
     refused: dict[tuple[str, str], tuple[dict[str, Any], str, str]] = {}
     observed: dict[tuple[str, str], CompressionJobStatus] = {}
+    expired: dict[tuple[str, str], dict[str, Any]] = {}
     result = PassResult(plan=AdmissionPlan())
     for resource in compression_jobs:
         meta = resource["metadata"]
         status = memory.status(resource)
+        finished_job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"]))) if status.finished else None
+        if finished_job is not None and not meta.get("deletionTimestamp"):
+            if ttl_expired(status, ttl_seconds=_ttl_seconds(resource, memory, config), now=time.time()):
+                expired[_key(resource)] = finished_job
         if status.finished or meta.get("deletionTimestamp"):
             continue
         observed[_key(resource)] = status
@@ -510,10 +530,29 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
     changed = {key: item for key, item in wanted.items() if status_patch(observed[key], item[1].status)}
     for key in inputs.keys() & (wanted.keys() - changed.keys()):
         memory.settled(wanted[key][0], inputs[key])
+
+    def delete(key: tuple[str, str], job: dict[str, Any]) -> Callable[[], None]:
+        def task() -> None:
+            with _guarded(result, key, "delete"):
+                kube.delete_job(job["metadata"]["namespace"], job["metadata"]["name"])
+
+        return task
+
     run_parallel(
-        [write(key, resource, desired) for key, (resource, desired) in changed.items()], config.max_parallel_writes
+        [write(key, resource, desired) for key, (resource, desired) in changed.items()]
+        + [delete(key, job) for key, job in expired.items()],
+        config.max_parallel_writes,
     )
     return result
+
+
+def _ttl_seconds(resource: dict[str, Any], memory: PassMemory, config: Config) -> int:
+    try:
+        execution = memory.spec(resource).execution
+    except SpecError:
+        return config.default_ttl_seconds_after_finished
+    configured = execution.ttl_seconds_after_finished if execution else None
+    return config.default_ttl_seconds_after_finished if configured is None else configured
 
 
 def _admit(
