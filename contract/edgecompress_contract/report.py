@@ -568,9 +568,14 @@ class RecipeLine(Record):
 class SearchCandidate(Record):
     """One recipe the auto step quantized and measured."""
 
-    name: str = Field(description="e.g. dynamic, float16, int8, mixed-3.")
-    kind: Literal["wholeModel", "mixed"] = Field(description="One precision for every op, or one per layer.")
-    recipe: list[RecipeLine] = Field(description="The litert-quantizer recipe.")
+    name: str = Field(description="e.g. dynamic, float16, int8, converterDynamic, mixed-3.")
+    kind: Literal["wholeModel", "mixed", "converter"] = Field(
+        description=(
+            "One precision for every op, one per layer (both by litert-quantizer), or the LiteRT converter's own "
+            "post-training quantization of the Keras model or SavedModel."
+        )
+    )
+    recipe: list[RecipeLine] = Field(description="The litert-quantizer recipe (empty for converter candidates).")
     precisions: dict[str, int] = Field(
         default_factory=dict, description="Mixed candidates: how many analysed layers got each precision."
     )

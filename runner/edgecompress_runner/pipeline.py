@@ -46,6 +46,7 @@ from edgecompress_contract.spec import (
     DistillStep,
     ModelSource,
     PruneStep,
+    PtqMode,
     PtqStep,
     QatStep,
 )
@@ -369,7 +370,25 @@ def _baseline(state: RunState) -> None:
         cache=TrialCache(
             join_uri(spec.output.uri, TRIALS_FOLDER), state.storage(spec.output.uri), state.work_dir / TRIALS_FOLDER
         ),
+        convert=None if loaded.tflite is not None else _converter_ptq(loaded, dataset),
     )
+
+
+def _converter_ptq(loaded: Any, dataset: Dataset | None) -> Callable[[PtqMode, int], bytes]:
+    """The LiteRT converter's PTQ of the loaded model, for the auto step's converter candidates."""
+
+    def quantized(mode: PtqMode, representative_samples: int) -> bytes:
+        from . import convert
+        from .planning import ConversionPlan
+
+        ptq = PtqStep.model_validate(
+            {"type": "ptq", "mode": mode.value, "representativeSamples": representative_samples}
+        )
+        calibration = dataset.x_train if dataset is not None and mode != PtqMode.DYNAMIC else None
+        model, _ = convert.convert(loaded.converter(), plan=ConversionPlan(ptq=ptq), x_calibration=calibration)
+        return model
+
+    return quantized
 
 
 def _training_strategy(state: RunState) -> Any:

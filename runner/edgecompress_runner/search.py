@@ -10,7 +10,10 @@ litert-quantizer does not apply to an op (the file does not shrink by at least a
 on a depthwise conv) leaves that op's ladder.
 
 *Candidates*: whole-model recipes (dynamic, weight-only int8, float16, and int8 and int16x8 when the
-dataset has ``x_train`` to calibrate on), then mixed recipes found by ``raise_until_passing``: every
+dataset has ``x_train`` to calibrate on), the LiteRT converter's own dynamic-range and int8 quantization of
+the Keras model or SavedModel (``converterDynamic``, ``converterInt8``: the converter quantizes some models
+differently, e.g. an Embedding's gather, and the search must never lose to one converter call), then mixed
+recipes found by ``raise_until_passing``: every
 analysed layer starts at the lowest precision of its ladder (smaller layers stay float) and, while a
 quality gate fails, the layer whose next precision removes the most output noise per added byte
 (``noise_removed_per_byte``) moves up one precision. Each
@@ -45,7 +48,7 @@ from edgecompress_contract.report import (
     SearchCandidate,
 )
 from edgecompress_contract.rules import QUALITY_GATES
-from edgecompress_contract.spec import AutoStep, Gates, Latency, SearchObjective
+from edgecompress_contract.spec import AutoStep, Gates, Latency, PtqMode, SearchObjective
 
 from . import evaluate
 from .data import Arrays, take
@@ -92,6 +95,9 @@ PRECISION_RANK = {
     Precision.FLOAT: 4,
 }
 """Bytes per weight, in order: a layer's ladder goes up this way (int4 blocks carry more scales than channels)."""
+
+CONVERTER_CANDIDATES = (("converterDynamic", PtqMode.DYNAMIC), ("converterInt8", PtqMode.INT8))
+"""The converter's own post-training quantizations the search measures beside litert-quantizer's recipes."""
 
 WHOLE_MODEL_CANDIDATES = (
     ("dynamic", Precision.DYNAMIC_INT8),
@@ -308,6 +314,9 @@ class SearchInputs:
     x_train: Arrays | None
     """Training samples by input name: the sensitivity samples and the int8/int16x8 calibration."""
     cache: TrialCache | None = None
+    convert: Callable[[PtqMode, int], bytes] | None = None
+    """The LiteRT converter's quantization of the model in a PTQ mode (dynamic, or int8 calibrated on that many
+    x_train samples); None for a .tflite input, which has no model to convert."""
 
 
 @dataclass(frozen=True)
@@ -366,20 +375,53 @@ class _Measurer:
         recipe: Sequence[RecipeEntry],
         precisions: Mapping[str, int] | None = None,
     ) -> _Trial:
-        started = self.clock()
-        inputs = self.inputs
+        """Quantizes the baseline with a litert-quantizer recipe and measures the result."""
         calibrated = any(entry.precision in CALIBRATED for entry in recipe)
         key = content_key(
             self.data_key,
             self.calibration_key if calibrated else "",
             quantizer_recipe(recipe),
-            inputs.latency.model_dump(mode="json"),
+            self.inputs.latency.model_dump(mode="json"),
         )
+        calibration = self.calibration if calibrated else ()
+        return self._trial(
+            name,
+            kind,
+            key,
+            lambda: quantize(self.inputs.baseline, recipe, calibration=calibration),
+            recipe=recipe,
+            precisions=precisions,
+        )
+
+    def measure_converted(self, name: str, mode: PtqMode, convert: Callable[[PtqMode, int], bytes]) -> _Trial:
+        """The LiteRT converter's quantization of the model in ``mode``, measured like any candidate."""
+        samples = self.step.representative_samples
+        key = content_key(
+            self.data_key,
+            "converter",
+            mode.value,
+            self.calibration_key if mode == PtqMode.INT8 else "",
+            self.inputs.latency.model_dump(mode="json"),
+        )
+        return self._trial(name, "converter", key, lambda: convert(mode, samples), recipe=(), precisions=None)
+
+    def _trial(
+        self,
+        name: str,
+        kind: Literal["wholeModel", "mixed", "converter"],
+        key: str,
+        make: Callable[[], bytes],
+        *,
+        recipe: Sequence[RecipeEntry],
+        precisions: Mapping[str, int] | None,
+    ) -> _Trial:
+        started = self.clock()
+        inputs = self.inputs
         cached = inputs.cache.trial(key) if inputs.cache is not None else None
         if cached is not None:
             record, model = cached
         else:
-            model = quantize(inputs.baseline, recipe, calibration=self.calibration if calibrated else ())
+            model = make()
             record = self._measured(key, model, started)
             if inputs.cache is not None:
                 inputs.cache.keep_trial(record, model)
@@ -498,6 +540,16 @@ def run_search(
                 measurer.measure(name, "wholeModel", [RecipeEntry(".*", precision)])
             except ValueError as refused:  # litert-quantizer refuses some models at some precisions
                 unavailable[name] = _refusal(refused)
+    for name, mode in CONVERTER_CANDIDATES:
+        if inputs.convert is None:
+            unavailable[name] = "the model is a .tflite: there is no Keras model or SavedModel to convert"
+        elif mode == PtqMode.INT8 and not measurer.calibration:
+            unavailable[name] = "needs x_train in the dataset to calibrate"
+        elif measurer.budget_left():
+            try:
+                measurer.measure_converted(name, mode, inputs.convert)
+            except InputError as refused:  # the converter refuses some models in some modes
+                unavailable[name] = str(refused)
     unavailable_mixed: dict[str, str] = {}
     ladders = layer_ladders(table)
     rows_by_key = {(row.layer, Precision(row.precision)): row for row in table if row.applies}

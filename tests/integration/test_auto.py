@@ -207,15 +207,17 @@ def test_raising_moves_one_layer_up_one_precision_per_mixed_candidate(
 def test_keras_model_without_dataset_is_searched_on_its_float_conversion(digits_model: Path, tmp_path: Path) -> None:
     """A Keras input's baseline is its plain float conversion; without data, calibrated candidates are left out."""
     output = tmp_path / "out"
-    document = job(digits_model, None, output, [{"type": "auto", "maxTrials": 4}], gates={"maxAccuracyDrop": 0.05})
+    document = job(digits_model, None, output, [{"type": "auto", "maxTrials": 5}], gates={"maxAccuracyDrop": 0.05})
     run = run_job(document, tmp_path / "work")
     assert run.exit_code == ExitCode.SUCCEEDED, run.summary
     report = run.report
     (auto,) = report["steps"]
-    assert set(auto["unavailable"]) == {"int8", "int16x8"}
+    assert set(auto["unavailable"]) == {"int8", "int16x8", "converterInt8"}
     assert all("x_train" in reason for reason in auto["unavailable"].values())
     names = [candidate["name"] for candidate in auto["candidates"]]
-    assert names[:3] == ["dynamic", "weightOnlyInt8", "float16"] and len(names) == 4
+    assert names[:4] == ["dynamic", "weightOnlyInt8", "float16", "converterDynamic"] and len(names) == 5
+    converted = next(candidate for candidate in auto["candidates"] if candidate["name"] == "converterDynamic")
+    assert converted["kind"] == "converter" and converted["recipe"] == []
     assert report["evaluationData"].startswith("random") and report["conversion"]["mode"] == "auto"
     (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
     assert (output / "model.tflite").stat().st_size == chosen["sizeBytes"] < report["baseline"]["sizeBytes"] / 3
@@ -340,3 +342,27 @@ def test_min_snr_db_on_every_output_picks_no_larger_than_any_passing_single_reci
     assert set(singles) == {"dynamic", "float16", "int8", "int16x8", "weightOnlyInt8"}, sorted(singles)
     sizes = {mode: len(model) for mode, model in singles.items()}
     assert all(len(picked) <= size for size in sizes.values()), (len(picked), sizes)
+
+
+def test_the_converter_quantizations_are_candidates_so_the_pick_never_loses_to_them(
+    text_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A Keras token-id classifier: here the converter's int8 file is smaller than litert-quantizer's (2,776 vs
+    2,848 bytes, both lossless), so one converter call would beat a search without converter candidates."""
+    model, dataset = text_model
+    gates = {"minFidelity": 0.99}
+    output = tmp_path / "auto"
+    run = run_job(job(model, dataset, output, [{"type": "auto"}], gates=gates), tmp_path / "auto-work")
+    assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+    (auto,) = run.report["steps"]
+    by_name = {candidate["name"]: candidate for candidate in auto["candidates"]}
+    assert {"converterDynamic", "converterInt8"} <= set(by_name)
+    picked = (output / "model.tflite").read_bytes()
+    for mode in ("dynamic", "int8"):
+        single = tmp_path / mode
+        document = job(model, dataset, single, [{"type": "ptq", "mode": mode}], gates=gates)
+        assert run_job(document, tmp_path / f"{mode}-work").exit_code == ExitCode.SUCCEEDED, mode
+        converted = (single / "model.tflite").read_bytes()
+        candidate = by_name["converterDynamic" if mode == "dynamic" else "converterInt8"]
+        assert candidate["sizeBytes"] == len(converted) and candidate["passed"], candidate
+        assert len(picked) <= len(converted), (len(picked), mode, len(converted))
