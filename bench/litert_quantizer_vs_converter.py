@@ -63,7 +63,7 @@ def main() -> None:
           "float / converter / litert-quantizer accuracy |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, build in (("digits_cnn", digits_cnn), ("conv_bn", conv_bn_softmax)):
-        model = train_classifier(build(), data, epochs=6)
+        model = train_classifier(build, data, epochs=6)
         float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
         float_outputs = outputs(float_model, x_eval)
         reference = float_outputs.argmax(-1)

@@ -88,7 +88,7 @@ def main() -> None:
     data = digits_arrays()
     work = Path(tempfile.mkdtemp(prefix="ec-bench-"))
     model_path, data_path = work / "model.keras", work / "digits.npz"
-    train_classifier(digits_cnn(), data).save(model_path)
+    train_classifier(digits_cnn, data).save(model_path)
     np.savez(data_path, **data)
 
     document = example_job(model_path.as_uri(), data_path.as_uri(), str(work / "runner-out"))

@@ -83,7 +83,7 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, np.
     from edgecompress_runner.example import digits_cnn, train_classifier
 
     path = tmp_path_factory.mktemp("models") / "digits.keras"
-    train_classifier(digits_cnn(), digits, epochs=6).save(path)
+    train_classifier(digits_cnn, digits, epochs=6).save(path)
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,13 @@ def digits_cnn(width: int = 16) -> Any:
     )
 
 
-def train_classifier(model: Any, arrays: dict[str, np.ndarray], epochs: int = 8, seed: int = 0) -> Any:
-    from .tfcompat import keras, tf
+def train_classifier(build: Callable[[], Any], arrays: dict[str, np.ndarray], epochs: int = 8, seed: int = 0) -> Any:
+    """Builds the model and trains it seeded, with deterministic ops: its initial weights and training are the same
+    every run, so the example's model and result are too."""
+    from .tfcompat import keras, seed_run
 
-    tf.keras.utils.set_random_seed(seed)
+    seed_run(seed)
+    model = build()
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -66,7 +70,7 @@ def write_example_inputs(folder: Path) -> tuple[Path, Path]:
     arrays = digits_arrays()
     model_path, dataset_path = folder / "model.keras", folder / "digits.npz"
     if not model_path.exists():
-        train_classifier(digits_cnn(), arrays).save(model_path)
+        train_classifier(digits_cnn, arrays).save(model_path)
     np.savez(dataset_path, **arrays)  # type: ignore[arg-type]
     return model_path, dataset_path
 
