@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,6 +22,14 @@ import yaml
 from tests.processes import stop_process
 
 MINIO_MODULE = "github.com/minio/minio@latest"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that need the control plane share one (and one operator, node agent and MinIO): under
+    pytest-xdist (``-n 2 --dist loadgroup``) they all run in order on one worker, the others on both."""
+    for item in items:
+        if item.get_closest_marker("k8s") is not None:
+            item.add_marker(pytest.mark.xdist_group("k8s"))
 
 
 @dataclass(frozen=True)
@@ -110,8 +119,12 @@ def minio_binary() -> Path:
     """The MinIO server, built from Go modules once and kept in the Go bin folder."""
     gopath = subprocess.run(["go", "env", "GOPATH"], check=True, capture_output=True, text=True).stdout.strip()
     binary = Path(gopath) / "bin" / "minio"
-    if not binary.exists():
-        subprocess.run(["go", "install", MINIO_MODULE], check=True, timeout=1800)
+    lock = Path.home() / ".cache" / "edgecompress" / "minio-build.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # pytest-xdist workers: one builds, the others wait for its binary
+        if not binary.exists():
+            subprocess.run(["go", "install", MINIO_MODULE], check=True, timeout=1800)
     return binary
 
 
@@ -175,7 +188,7 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
     try:
         yield MinioServer(endpoint, "edgecompress", "edgecompress-secret")
     finally:
-        stop_process(process)
+        stop_process(process, timeout=3)  # a throwaway server: its graceful shutdown only costs time
         log.close()
         shutil.rmtree(data, ignore_errors=True)
 

@@ -9,6 +9,7 @@ the watches), and read the apiserver's JSON as plain dicts, as the watch-fed cac
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -160,7 +161,7 @@ def list_objects(kind: str, namespace: str | None, selectors: Selectors) -> tupl
 def watch_objects(
     kind: str, namespace: str | None, selectors: Selectors, resource_version: str, seconds: int
 ) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
-    """Watch events after ``resource_version`` (with bookmarks) and a function that closes the stream.
+    """Watch events after ``resource_version`` (with bookmarks) and a function that ends the stream at once.
 
     The apiserver ends the watch after ``seconds``; the client gives up when nothing (not even a
     bookmark) arrives for ``seconds`` plus the API time limit, so a dead connection does not stay open.
@@ -183,7 +184,18 @@ def watch_objects(
         finally:
             response.release_conn()
 
-    return events(), response.close
+    def end() -> None:
+        """Shuts the connection's socket down, which ends a read blocked on it in another thread at once; closing
+        the response from another thread would wait for that read (up to the watch's length: a slow shutdown)."""
+        connection = response.connection
+        sock = getattr(connection, "sock", None) if connection is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+    return events(), end
 
 
 def set_job_suspended(namespace: str, name: str, suspended: bool) -> None:

@@ -22,6 +22,9 @@ from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3, pytest.mark.tf]
 
+FAKE_RUNNER = Path(__file__).resolve().parents[1] / "k8s" / "fake_runner.py"
+"""A runner that does no work (one progress line, a succeeded summary): for tests of the operator alone."""
+
 
 def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
     return json.loads(plane.kubectl("get", *args, "-o", "json").stdout)  # type: ignore[no-any-return]
@@ -71,38 +74,56 @@ def test_invalid_job_settings_fail_their_compression_job_and_the_next_one_still_
 
 
 def test_jobs_deleted_at_once_after_finishing_run_exactly_once_and_keep_their_outcome_across_an_operator_kill(
-    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any
+    control_plane: ControlPlane, node_agent: NodeAgent, operator_process: Any, demo_bucket: Any, tmp_path: Path
 ) -> None:
-    """ttlSecondsAfterFinished 0: each runner Job is deleted, but only once its outcome is in the status."""
+    """ttlSecondsAfterFinished 0: each runner Job is deleted, but only once its outcome is in the status.
+
+    The runner is the fake one (a summary after 0.2 s): what is tested is the operator, across a kill -9.
+    """
+    from tests.e2e.conftest import OperatorProcess
+
     names = [f"once-{index}" for index in range(10)]
-    for name in names:
-        control_plane.kubectl("apply", "-f", "-", stdin=document(name, execution={"ttlSecondsAfterFinished": 0}))
+    operator_process.stop()
+    killed = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
+    killed.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
+    killed.env["EDGECOMPRESS_DEFAULT_GPUS"] = "0"
+    killed.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "5"  # two rounds: some Jobs finish while no operator runs
+    try:
+        killed.start()
+        for name in names:
+            control_plane.kubectl("apply", "-f", "-", stdin=document(name, execution={"ttlSecondsAfterFinished": 0}))
 
-    def some_finished() -> bool:
-        return any(
-            (get(control_plane, "compressionjob", name).get("status") or {}).get("phase") in ("Succeeded", "Failed")
-            for name in names
+        def some_finished() -> bool:
+            items = get(control_plane, "compressionjobs")["items"]
+            return any(
+                (item.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+                for item in items
+                if item["metadata"]["name"] in names
+            )
+
+        wait_until(some_finished, "a first CompressionJob to finish", timeout=300)
+        assert killed.process is not None
+        killed.process.kill()
+        killed.process.wait(timeout=30)
+        time.sleep(5)  # Jobs finish while no operator watches
+        killed.start()
+        statuses = {name: phase_of(control_plane, name, {"Succeeded", "Failed"}, timeout=600) for name in names}
+        runs = [labels["edgecompress.io/compressionjob"] for labels in node_agent.launched
+                if labels.get("edgecompress.io/compressionjob") in names]  # fmt: skip
+        assert sorted(runs) == sorted(names), "every CompressionJob ran exactly once"
+        for name, status in statuses.items():
+            assert status["phase"] == "Succeeded", (name, status)
+            assert status["result"]["artifacts"]["tflite"]["sha256"], "the runner's result was read before the delete"
+        selector = f"edgecompress.io/compressionjob in ({','.join(names)})"
+        wait_until(
+            lambda: not get(control_plane, "jobs", "-l", selector)["items"],
+            "the finished runner Jobs to be deleted",
+            timeout=60,
         )
-
-    wait_until(some_finished, "a first CompressionJob to finish", timeout=300)
-    assert operator_process.process is not None
-    operator_process.process.kill()
-    operator_process.process.wait(timeout=30)
-    time.sleep(5)  # Jobs finish while no operator watches
-    operator_process.start()
-    statuses = {name: phase_of(control_plane, name, {"Succeeded", "Failed"}, timeout=600) for name in names}
-    runs = [labels["edgecompress.io/compressionjob"] for labels in node_agent.launched
-            if labels.get("edgecompress.io/compressionjob") in names]  # fmt: skip
-    assert sorted(runs) == sorted(names), "every CompressionJob ran exactly once"
-    for name, status in statuses.items():
-        assert status["phase"] == "Succeeded", (name, status)
-        assert status["result"]["artifacts"]["tflite"]["uri"].startswith(f"s3://edgecompress-demo/compressed/{name}/")
-    wait_until(
-        lambda: not get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob in ({','.join(names)})")["items"],
-        "the finished runner Jobs to be deleted",
-        timeout=60,
-    )
-    control_plane.kubectl("delete", "compressionjob", *names)
+        control_plane.kubectl("delete", "compressionjob", *names)
+    finally:
+        killed.stop()
+        operator_process.start()
 
 
 def test_a_runner_that_cannot_start_shows_why_and_gives_up_its_slot(
@@ -181,10 +202,9 @@ def test_many_jobs_at_a_limit_of_4_cost_few_status_writes_each_and_are_counted_o
     from tests.e2e.conftest import API_TIMEOUT_SECONDS, OperatorProcess
 
     names = [f"load-{index:03d}" for index in range(LOAD_JOBS)]
-    fake = Path(__file__).resolve().parents[1] / "k8s" / "fake_runner.py"
     operator_process.stop()
     loaded = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
-    loaded.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(fake)])
+    loaded.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
     loaded.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "4"
     # The test node has 2 GPUs: with GPU runners, half the started ones would wait for the scheduler
     # (reason Unschedulable, a real transition, two writes more), which is not what this test measures.

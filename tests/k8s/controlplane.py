@@ -166,5 +166,6 @@ class ControlPlane:
         )
 
     def stop(self) -> None:
+        """Stops the throwaway control plane; kube-apiserver's graceful shutdown (draining watches) is cut short."""
         for process in reversed(self.processes):
-            stop_process(process)
+            stop_process(process, timeout=5)
