@@ -95,6 +95,21 @@ class Outputs(Record):
         default_factory=list, description="With output.split: the parts model.part0.tflite, ... in run order."
     )
     manifest: Artifact | None = Field(default=None, description="With output.split: split.json, the parts' manifest.")
+    html: Artifact | None = Field(
+        default=None,
+        description=(
+            "report.html: this report as one self-contained page (inline CSS, the plots embedded, no script), "
+            "written before report.json; left out when it could not be drawn (the run does not fail for it)."
+        ),
+    )
+    plots: dict[str, Artifact] = Field(
+        default_factory=dict,
+        description=(
+            "The page's plots as PNG files in plots/, by name: paretoSize and paretoLatency (every auto candidate's "
+            "size or latency ratio against its fidelity, with the Pareto front) and sensitivity (the per-layer "
+            "sensitivity table as a heat map); only those with data (none without an auto step)."
+        ),
+    )
 
 
 class TensorInfo(Record):

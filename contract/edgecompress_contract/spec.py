@@ -550,8 +550,8 @@ class Output(_Strict):
         pattern=URI_PATTERN,
         max_length=2048,
         description=(
-            "A folder: s3://bucket/prefix/ or a local path. It receives model.tflite, "
-            "then report.json (written last: its presence means the run finished)."
+            "A folder: s3://bucket/prefix/ or a local path. It receives model.tflite, then report.html with "
+            "its plots in plots/, then report.json (written last: its presence means the run finished)."
         ),
     )
     overwrite: bool = Field(

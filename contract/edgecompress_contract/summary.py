@@ -39,6 +39,7 @@ class Artifacts(Record):
 
     tflite: Artifact = Field(description="The compressed model.")
     report: ReportArtifact = Field(description="The full report (report.json).")
+    html: Artifact | None = Field(default=None, description="The report as a page (report.html), when it was drawn.")
 
 
 class PromotionSummary(Record):
@@ -99,7 +100,9 @@ class RunSummary(Record):
             gates=[GateSummary(name=gate.name, passed=gate.passed, actual=gate.actual) for gate in report.gates],
             gates_passed=report.gates_passed,
             artifacts=Artifacts(
-                tflite=report.outputs.tflite, report=ReportArtifact(uri=report_uri, sha256=report_sha256)
+                tflite=report.outputs.tflite,
+                report=ReportArtifact(uri=report_uri, sha256=report_sha256),
+                html=report.outputs.html,
             ),
             promotion=None
             if promotion is None

@@ -1,7 +1,8 @@
 """One compression run: download, baseline, steps, convert, evaluate, gates, upload.
 
-All computing happens before the first upload. The .tflite is uploaded first, then (when every
-gate passed and the spec asks) promoted, and report.json last, so a report's presence means the
+All computing happens before the first upload (only report.html's text is written after the
+promotion it shows). The .tflite is uploaded first, then (when every gate passed and the spec asks)
+promoted, then report.html and its plots, and report.json last, so a report's presence means the
 run finished.
 
 The run is a list of phases (fetch, baseline, one per step, convert, evaluate, publish) that read
@@ -57,9 +58,10 @@ from .data import Arrays, Dataset, samples, take
 from .disk import check_downloads_fit
 from .errors import ExitCode, InputError, PromotionConflict, RunnerError
 from .evaluate import Quality, Signature
-from .progress import Progress, Sink
+from .progress import Progress, Sink, logger
 from .promotion import PROMOTED_MODEL, promote
 from .report import versions
+from .report_html import HTML_NAME, PLOT_FILES
 from .search import SearchInputs
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, sha256_of, storage_for
@@ -610,7 +612,8 @@ def _artifact(path: Path, uri: str) -> Artifact:
 
 
 def _publish(state: RunState) -> None:
-    """Uploads the .tflite (and its split parts), promotes it when every gate passed, and writes report.json last."""
+    """Uploads the .tflite (and its split parts), promotes it when every gate passed, then report.html and its
+    plots, and report.json last."""
     from .tfcompat import tf
 
     spec, tflite_file, context = state.spec, _ready(state.tflite_file), _ready(state.step_context)
@@ -652,8 +655,11 @@ def _publish(state: RunState) -> None:
         split=state.split.report if state.split is not None else None,
         resumption=context.checkpoints.resumption() if context.checkpoints is not None else None,
     )
+    plots = _draw_plots(report)
     if spec.output.overwrite:
         output.delete(report_uri)
+        for name in (HTML_NAME, *PLOT_FILES.values()):
+            output.delete(join_uri(spec.output.uri, name))
     for step in state.steps:
         step.publish()
     output.upload(tflite_file, tflite_uri)
@@ -663,6 +669,7 @@ def _publish(state: RunState) -> None:
     if report.gates_passed and spec.promotion is not None:
         promotion = _promote(state, report)
     report = report.model_copy(update={"promotion": promotion, "timings_seconds": state.clock.seconds()})
+    report = _publish_page(state, report, plots)
     report_file = state.work_dir / REPORT_NAME
     report_file.write_text(json.dumps(report.to_wire(), indent=2) + "\n")
     output.upload(report_file, report_uri)
@@ -670,6 +677,49 @@ def _publish(state: RunState) -> None:
         context.checkpoints.remove()
     summary = RunSummary.from_report(report, report_uri=report_uri, report_sha256=sha256_of(report_file))
     state.outcome = RunOutcome(report=report, summary=summary)
+
+
+def _draw_plots(report: Report) -> dict[str, bytes]:
+    """The page's plots, drawn before the first upload; a plot that cannot be drawn costs the page, never the run."""
+    from .report_html import plot_pngs
+
+    try:
+        return plot_pngs(report)
+    except Exception as error:
+        logger.warning("the plots of %s could not be drawn, left out: %r", HTML_NAME, error)
+        return {}
+
+
+def _publish_page(state: RunState, report: Report, plots: dict[str, bytes]) -> Report:
+    """Writes and uploads the plots, then report.html (before report.json); the report with them as outputs.
+
+    The page shows this report as it is before they are added (its own checksum cannot be in it).
+    """
+    from .report_html import render_report_html
+
+    folder = state.spec.output.uri
+    try:
+        page = render_report_html(report, plots)
+    except Exception as error:
+        logger.warning("%s could not be drawn, left out: %r", HTML_NAME, error)
+        return report
+    files = {PLOT_FILES[name]: png for name, png in plots.items()} | {HTML_NAME: page.encode()}
+    artifacts: dict[str, Artifact] = {}
+    for name, content in files.items():
+        path = state.work_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        artifacts[name] = _artifact(path, join_uri(folder, name))
+    output = state.storage(folder)
+    for name, artifact in artifacts.items():
+        output.upload(state.work_dir / name, artifact.uri)
+    outputs = report.outputs.model_copy(
+        update={
+            "html": artifacts[HTML_NAME],
+            "plots": {name: artifacts[PLOT_FILES[name]] for name in plots},
+        }
+    )
+    return report.model_copy(update={"outputs": outputs})
 
 
 def _promote(state: RunState, report: Report) -> PromotionOutcome:

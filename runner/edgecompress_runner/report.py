@@ -52,8 +52,8 @@ def _output_rows(report: Report) -> list[tuple[str, str, str]]:
     return rows
 
 
-def summary_table(report: Report) -> str:
-    """A short human-readable table printed at the end of a run."""
+def summary_rows(report: Report) -> list[tuple[str, str, str]]:
+    """The baseline against the result, as text: a header row, then one row per number (the table and the page)."""
     base, result = report.baseline, report.result
     rows = [("", "baseline (float)", f"result ({report.conversion.mode})")]
     rows.append(("size", f"{base.size_bytes:,} B", f"{result.size_bytes:,} B"))
@@ -63,6 +63,12 @@ def summary_table(report: Report) -> str:
     rows.append(("latency p95", f"{base.latency_p95_ms:.3f} ms", f"{result.latency_p95_ms:.3f} ms"))
     if base.peak_memory_bytes is not None and result.peak_memory_bytes is not None:
         rows.append(("peak memory", f"{base.peak_memory_bytes:,} B", f"{result.peak_memory_bytes:,} B"))
+    return rows
+
+
+def summary_table(report: Report) -> str:
+    """A short human-readable table printed at the end of a run."""
+    rows = summary_rows(report)
     width = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = ["  ".join(cell.ljust(width[column]) for column, cell in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in width))

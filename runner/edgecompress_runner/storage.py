@@ -21,6 +21,8 @@ from .errors import InfrastructureError, InputError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json"}
+"""Content types of the files a run writes that a browser shows (the rest are stored without one)."""
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _EXISTS_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 """A conditional write refused because the key exists (or another such write is under way)."""
@@ -186,11 +188,15 @@ class S3Storage:
             raise
 
     def upload(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> None:
-        """``metadata`` becomes the object's user metadata (x-amz-meta-*)."""
+        """``metadata`` becomes the object's user metadata (x-amz-meta-*). The content type follows the name
+        (report.html is served as a page, its plots as images), when the name has a known one."""
         bucket, key = split_s3_uri(uri)
-        extra = {"ExtraArgs": {"Metadata": dict(metadata)}} if metadata else {}
+        extra: dict[str, object] = {"Metadata": dict(metadata)} if metadata else {}
+        content_type = CONTENT_TYPES.get(Path(key).suffix)
+        if content_type is not None:
+            extra["ContentType"] = content_type
         with _s3_errors(uri):
-            self._client.upload_file(str(source), bucket, key, **extra)  # type: ignore[arg-type]
+            self._client.upload_file(str(source), bucket, key, ExtraArgs=extra or None)
 
     def create(self, source: Path, uri: str, metadata: Mapping[str, str] | None = None) -> bool:
         """A conditional PUT (If-None-Match: *): the store refuses it when the key exists."""

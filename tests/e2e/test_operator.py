@@ -70,9 +70,10 @@ def test_example_job_succeeds_end_to_end(
     keys = sorted(
         item["Key"] for item in s3.list_objects_v2(Bucket="edgecompress-demo", Prefix="compressed/digits/")["Contents"]
     )
-    assert keys == ["compressed/digits/model.tflite", "compressed/digits/report.json"]
+    assert keys == ["compressed/digits/model.tflite", "compressed/digits/report.html", "compressed/digits/report.json"]
     report = json.loads(s3.get_object(Bucket="edgecompress-demo", Key="compressed/digits/report.json")["Body"].read())
     assert report["outputs"]["tflite"]["sha256"] == result["artifacts"]["tflite"]["sha256"]
+    assert report["outputs"]["html"]["sha256"] == result["artifacts"]["html"]["sha256"]
     jobs = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=digits")["items"]
     assert len(jobs) == 1
     wait_until(lambda: {"JobCreated", "Succeeded"} <= event_reasons(control_plane, "digits"), "the Events", 30)

@@ -1,5 +1,6 @@
 """Models with several inputs or outputs, token-id inputs, unknown input sizes and binary or regression outputs,
-built and briefly trained here with tf-keras (seeded, tiny) for test_multi_io and test_multi_io_training."""
+built and briefly trained here with tf-keras (seeded, tiny) for test_multi_io and test_multi_io_training; the
+residual CNN as a float .tflite and its images for the auto step's tests (test_auto, test_report_browser)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.conftest import job
 
 
 def seeded_keras() -> Any:
@@ -172,3 +175,34 @@ def blobs_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model.save(folder / "blobs.keras")
     np.savez(folder / "blobs.npz", x_train=x_train, y_train=y_train, x_eval=x_eval, y_eval=y_eval)
     return folder / "blobs.keras", folder / "blobs.npz"
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, np.ndarray]:
+    from edgecompress_runner.example import synthetic_images
+
+    return synthetic_images(0)
+
+
+@pytest.fixture(scope="module")
+def residual_tflite(tmp_path_factory: pytest.TempPathFactory, images: dict[str, np.ndarray]) -> Path:
+    from edgecompress_runner.example import trained_residual_cnn_tflite
+
+    path = tmp_path_factory.mktemp("auto") / "residual.tflite"
+    path.write_bytes(trained_residual_cnn_tflite(images))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images_npz(tmp_path_factory: pytest.TempPathFactory, images: dict[str, np.ndarray]) -> Path:
+    """Unlabelled, so the gate judges fidelity (1 - top-1 agreement with the float model)."""
+    path = tmp_path_factory.mktemp("auto-data") / "images.npz"
+    np.savez(path, x_train=images["x_train"][:300], x_eval=images["x_eval"])
+    return path
+
+
+def auto_job(model: Path, dataset: Path, output: Path, gates: dict[str, Any], **step: Any) -> dict[str, Any]:
+    document = job(model, dataset, output, [{"type": "auto", **step}], gates=gates)
+    document["model"]["format"] = "tflite"
+    document["evaluation"]["samples"] = 400
+    return document

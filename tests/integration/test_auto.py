@@ -12,6 +12,7 @@ import pytest
 
 from edgecompress_runner.errors import ExitCode
 from tests.conftest import job, run_job
+from tests.integration.conftest import auto_job
 from tests.integration.tflite_inspect import stored_weight_dtypes
 
 pytestmark = pytest.mark.tf
@@ -19,37 +20,6 @@ pytestmark = pytest.mark.tf
 GATES = {"minFidelity": 0.97}
 """Top-1 agreement with the float model of at least 97 % on the 400 evaluation samples (int4 weights in every
 large layer measured 98.0 %, float16 and dynamic 100 %)."""
-
-
-@pytest.fixture(scope="module")
-def images() -> dict[str, np.ndarray]:
-    from edgecompress_runner.example import synthetic_images
-
-    return synthetic_images(0)
-
-
-@pytest.fixture(scope="module")
-def residual_tflite(tmp_path_factory: pytest.TempPathFactory, images: dict[str, np.ndarray]) -> Path:
-    from edgecompress_runner.example import trained_residual_cnn_tflite
-
-    path = tmp_path_factory.mktemp("auto") / "residual.tflite"
-    path.write_bytes(trained_residual_cnn_tflite(images))
-    return path
-
-
-@pytest.fixture(scope="module")
-def images_npz(tmp_path_factory: pytest.TempPathFactory, images: dict[str, np.ndarray]) -> Path:
-    """Unlabelled, so the gate judges fidelity (1 - top-1 agreement with the float model)."""
-    path = tmp_path_factory.mktemp("auto-data") / "images.npz"
-    np.savez(path, x_train=images["x_train"][:300], x_eval=images["x_eval"])
-    return path
-
-
-def auto_job(model: Path, dataset: Path, output: Path, gates: dict[str, Any], **step: Any) -> dict[str, Any]:
-    document = job(model, dataset, output, [{"type": "auto", **step}], gates=gates)
-    document["model"]["format"] = "tflite"
-    document["evaluation"]["samples"] = 400
-    return document
 
 
 def outputs_of(model: bytes, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ def test_example_command_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     result = tmp_path / "result"
-    assert sorted(p.name for p in result.iterdir()) == ["model.tflite", "report.json"]
+    assert sorted(p.name for p in result.iterdir()) == ["model.tflite", "report.html", "report.json"]
     report = json.loads((result / "report.json").read_text())
     assert [step["type"] for step in report["steps"]] == ["prune", "qat", "ptq"]
     assert report["steps"][0]["sparsity"]["overall"] == pytest.approx(0.8, abs=0.02)

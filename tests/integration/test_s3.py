@@ -74,14 +74,23 @@ def test_cli_run_writes_artifacts_to_s3(
         timeout=600,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert keys(s3_env, bucket, "out/") == ["out/digits/model.tflite", "out/digits/report.json"]
+    assert keys(s3_env, bucket, "out/") == [
+        "out/digits/model.tflite",
+        "out/digits/report.html",
+        "out/digits/report.json",
+    ]
     client = s3_env.client()
     tflite = client.get_object(Bucket=bucket, Key="out/digits/model.tflite")
+    page = client.get_object(Bucket=bucket, Key="out/digits/report.html")
     report_object = client.get_object(Bucket=bucket, Key="out/digits/report.json")
     tflite_bytes, report_bytes = tflite["Body"].read(), report_object["Body"].read()
     report = json.loads(report_bytes)
     summary = json.loads(summary_file.read_text())
     assert hashlib.sha256(tflite_bytes).hexdigest() == report["outputs"]["tflite"]["sha256"]
+    assert hashlib.sha256(page["Body"].read()).hexdigest() == report["outputs"]["html"]["sha256"]
+    assert page["ContentType"] == "text/html; charset=utf-8" and report_object["ContentType"] == "application/json"
+    assert summary["artifacts"]["html"]["uri"] == f"s3://{bucket}/out/digits/report.html"
+    assert tflite["LastModified"] <= page["LastModified"] <= report_object["LastModified"]
     assert summary["artifacts"]["tflite"]["sha256"] == report["outputs"]["tflite"]["sha256"]
     assert summary["artifacts"]["report"]["sha256"] == hashlib.sha256(report_bytes).hexdigest()
     assert report["inputs"]["model"]["sha256"] == hashlib.sha256(digits_model.read_bytes()).hexdigest()
