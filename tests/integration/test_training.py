@@ -143,9 +143,15 @@ def test_prune_and_qat_keep_up_with_int8_ptq_without_labels(
         assert_fidelity_reported(step)
         assert not step["validation"]["endedWorse"]
     assert trained["steps"][0]["sparsity"]["overall"] >= 0.48
-    # int8 PTQ is lossless on this small model (top-1 agreement 1.0 over runs), so pruning half of its
-    # 5k weights is what costs agreement: 0.975-0.995 over runs after distillation (one sample of 200 is
-    # 0.005); the margin below covers that spread.
+    # int8 PTQ is (nearly) lossless on this small model, so pruning half of its 5k weights is what costs
+    # agreement. Over seed variants (keras seed 0/2/3, gratings seeds shifted by 0/20/30), int8 PTQ vs this
+    # recipe: 1.0 vs 0.975, 0.995 vs 0.99, 0.995 vs 0.97 (one sample of 200 is 0.005). The pruned student
+    # agrees 1.0 with the float model on its own training samples: the gap is generalisation from 540
+    # unlabelled samples, which neither a higher learning rate (1e-3), constantSparsity, skipFirstAndLast,
+    # temperature 3, mixup or input-noise augmentation of the distillation inputs, 1200 training samples
+    # at equal optimizer steps, nor wider models closed (0.95-0.995, below PTQ on at least one variant;
+    # three blocks, 16k weights: 0.985, 0.97, 0.965; four blocks, 55k: 0.95, 0.985, 0.97, and slower).
+    # The margin covers the widest gap, 0.025.
     assert trained["result"]["top1Agreement"] >= ptq["result"]["top1Agreement"] - 0.03
 
 
