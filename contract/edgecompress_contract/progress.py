@@ -12,14 +12,23 @@ from .wire import Record
 
 
 class ProgressEvent(Record):
-    """A phase started (``phase``) or a fine-tuning epoch ended (``epoch``)."""
+    """A phase started (``phase``), a fine-tuning epoch ended (``epoch``) or the auto step measured a candidate
+    (``trial``)."""
 
-    event: Literal["phase", "epoch"] = Field(description="phase: a phase started; epoch: an epoch ended.")
+    event: Literal["phase", "epoch", "trial"] = Field(
+        description="phase: a phase started; epoch: an epoch ended; trial: the auto step measured a candidate."
+    )
     phase: str = Field(description="download, baseline, steps[i] <type>, convert, evaluate, upload or finished.")
     epoch: int | None = Field(default=None, description="The epoch that ended (epoch events).")
     epochs: int | None = Field(default=None, description="Epochs of this phase, when it fine-tunes.")
     percent: float = Field(description="Share of the run done, 0-100.")
     metrics: dict[str, float] | None = Field(default=None, description="Training metrics of the epoch (loss, ...).")
+    trial: int | None = Field(default=None, description="Candidates the auto step has measured (trial events).")
+    trials: int | None = Field(default=None, description="At most this many (the step's maxTrials).")
+    best: str | None = Field(
+        default=None,
+        description="The best candidate so far by the step's objective (the closest one while none passes).",
+    )
 
     @classmethod
     def from_log_line(cls, line: str) -> ProgressEvent | None:
@@ -31,7 +40,7 @@ class ProgressEvent(Record):
             entry = json.loads(line)
         except json.JSONDecodeError:
             return None
-        if not isinstance(entry, dict) or entry.get("event") not in ("phase", "epoch"):
+        if not isinstance(entry, dict) or entry.get("event") not in ("phase", "epoch", "trial"):
             return None
         try:
             return cls.model_validate(entry)

@@ -613,7 +613,14 @@ class Execution(_Strict):
 
     image: str | None = Field(default=None, max_length=512, description="Runner image.")
     gpus: int | None = Field(
-        default=None, ge=0, le=16, description="nvidia.com/gpu to request (operator default 1; 0 runs on CPU)."
+        default=None,
+        ge=0,
+        le=16,
+        description=(
+            "nvidia.com/gpu to request; 0 runs on CPU. Unset: the operator's default (1) when a step trains "
+            "(prune, cluster, qat, distill, reduceFilters), else 0: post-training quantization and the auto search "
+            "run on the CPU."
+        ),
     )
     resources: Resources | None = Field(default=None, description="CPU / memory requests and limits.")
     node_selector: dict[str, str] = Field(

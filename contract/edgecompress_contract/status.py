@@ -34,12 +34,24 @@ class StatusProgress(Record):
     epoch: int | None = Field(default=None, description="The last finished fine-tuning epoch of this phase.")
     epochs: int | None = Field(default=None, description="Fine-tuning epochs of this phase.")
     percent: float = Field(description="Share of the run done, 0-100.")
+    trial: int | None = Field(default=None, description="Candidates the auto step has measured so far.")
+    trials: int | None = Field(default=None, description="At most this many (the step's maxTrials).")
+    best: str | None = Field(
+        default=None, description="The auto step's best candidate so far, e.g. 'mixed-2: 0.312x size, passed'."
+    )
     update_time: str | None = Field(default=None, description="When the operator read it (RFC 3339).")
 
     @classmethod
     def of(cls, event: ProgressEvent, now: str) -> StatusProgress:
         return cls(
-            phase=event.phase, epoch=event.epoch, epochs=event.epochs or None, percent=event.percent, update_time=now
+            phase=event.phase,
+            epoch=event.epoch,
+            epochs=event.epochs or None,
+            percent=event.percent,
+            trial=event.trial,
+            trials=event.trials,
+            best=event.best,
+            update_time=now,
         )
 
     def same_as(self, other: StatusProgress | None) -> bool:

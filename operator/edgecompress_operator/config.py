@@ -27,7 +27,12 @@ class Config(BaseSettings):
         description="Command of the runner container, as a JSON list.",
     )
     gpu_resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource name of a GPU.")
-    default_gpus: int = Field(default=1, ge=0, le=16, description="GPUs per runner when the spec sets none.")
+    default_gpus: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="GPUs per runner whose job trains when the spec sets none (others request 0).",
+    )
     default_cpu_request: str = Field(default="1", description="CPU request of a runner.")
     default_memory_request: str = Field(default="4Gi", description="Memory request of a runner.")
     default_memory_limit: str = Field(default="16Gi", description="Memory limit of a runner.")

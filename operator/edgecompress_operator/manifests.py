@@ -18,6 +18,7 @@ from edgecompress_contract.spec import (
     KIND,
     SCRATCH_LIMIT_ENV,
     SOURCE_ENV,
+    TRAINING_STEP_TYPES,
     CompressionJobSpec,
 )
 
@@ -48,6 +49,16 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
     }
 
 
+def default_gpus(spec: CompressionJobSpec, config: Config) -> int:
+    """GPUs for a spec that sets none: the operator's default when a step trains, else none.
+
+    Post-training quantization and the auto search run on the CPU (the result is timed on it, too), so
+    such a job never holds a scarce GPU.
+    """
+    trains = any(step.type in TRAINING_STEP_TYPES for step in spec.steps)
+    return config.default_gpus if trains else 0
+
+
 def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
     execution = spec.execution
     requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
@@ -55,7 +66,7 @@ def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
     if execution is not None and execution.resources is not None:
         requests.update(execution.resources.requests)
         limits.update(execution.resources.limits)
-    gpus = execution.gpus if execution is not None and execution.gpus is not None else config.default_gpus
+    gpus = execution.gpus if execution is not None and execution.gpus is not None else default_gpus(spec, config)
     if gpus:
         requests[config.gpu_resource_name] = str(gpus)
         limits[config.gpu_resource_name] = str(gpus)

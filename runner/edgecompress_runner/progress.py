@@ -80,6 +80,18 @@ class Progress:
         )
         self._emit(f"{self.phase} epoch {epoch}/{self.epochs}", event)
 
+    def trial(self, trial: int, trials: int, best: str | None) -> None:
+        """The auto step measured its ``trial``-th candidate of at most ``trials``; ``best`` is its pick so far."""
+        event = ProgressEvent(
+            event="trial",
+            phase=self.phase,
+            percent=self.percent(min(trial / max(trials, 1), 1.0)),
+            trial=trial,
+            trials=trials,
+            best=best,
+        )
+        self._emit(f"{self.phase} trial {trial} of at most {trials}", event)
+
     def finish(self) -> None:
         self.phase_index = len(self.phases)
         self._emit("finished", ProgressEvent(event="phase", phase="finished", percent=100.0))

@@ -314,6 +314,8 @@ class SearchInputs:
     x_train: Arrays | None
     """Training samples by input name: the sensitivity samples and the int8/int16x8 calibration."""
     cache: TrialCache | None = None
+    on_trial: Callable[[int, int, str], None] | None = None
+    """Told after each candidate: candidates measured, the step's maxTrials, and the best so far (progress)."""
     convert: Callable[[PtqMode, int], bytes] | None = None
     """The LiteRT converter's quantization of the model in a PTQ mode (dynamic, or int8 calibrated on that many
     x_train samples); None for a .tflite input, which has no model to convert."""
@@ -453,9 +455,19 @@ class _Measurer:
         }
         logger.info(
             f"trial {len(self.trials)} of at most {self.step.max_trials}: {name}",
-            extra={"fields": {"event": "trial", **summary, "cached": candidate.cached}},
+            extra={"fields": {"event": "candidate", **summary, "cached": candidate.cached}},
         )
+        if inputs.on_trial is not None:
+            inputs.on_trial(len(self.trials), self.step.max_trials, self._best_so_far())
         return trial
+
+    def _best_so_far(self) -> str:
+        """The pick the step would make now, as the status shows it: name, size ratio, passed or not."""
+        candidates = [trial.candidate for trial in self.trials]
+        _, index = decide(candidates, SearchObjective(self.step.objective))
+        best = candidates[index]
+        verdict = "passed" if best.passed else "none passed yet"
+        return f"{best.name}: {best.size_ratio:.3f}x size, {best.latency_ratio:.2f}x latency, {verdict}"
 
     def _measured(self, key: str, model: bytes, started: float) -> CachedTrial:
         """The candidate's quality on the evaluation samples and its latency interleaved with the baseline."""

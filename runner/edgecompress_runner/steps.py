@@ -408,6 +408,7 @@ class Auto(CompressionStep[AutoStep]):
 
         inputs = context.search_inputs
         assert inputs is not None, "the baseline phase sets the search inputs"
+        inputs = replace(inputs, on_trial=context.progress.trial)
         if self.spec.cache_uri is not None:
             cache = TrialCache(self.spec.cache_uri, storage_for(self.spec.cache_uri), context.work_dir / "trials")
             inputs = replace(inputs, cache=cache)

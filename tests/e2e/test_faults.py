@@ -70,6 +70,9 @@ def test_invalid_job_settings_fail_their_compression_job_and_the_next_one_still_
         assert get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"] == []
     for name in ("after-the-bad-ones", long_name):
         assert phase_of(control_plane, name, {"Failed", "Succeeded"})["phase"] == "Succeeded", name
+    [job] = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=after-the-bad-ones")["items"]
+    [runner] = job["spec"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in runner["resources"]["limits"], "PTQ alone runs on a CPU pod"
     control_plane.kubectl("delete", "compressionjob", long_name, "after-the-bad-ones", *(case[0] for case in cases))
 
 
@@ -86,7 +89,6 @@ def test_jobs_deleted_at_once_after_finishing_run_exactly_once_and_keep_their_ou
     operator_process.stop()
     killed = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
     killed.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
-    killed.env["EDGECOMPRESS_DEFAULT_GPUS"] = "0"
     killed.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "5"  # two rounds: some Jobs finish while no operator runs
     try:
         killed.start()
@@ -206,9 +208,6 @@ def test_many_jobs_at_a_limit_of_4_cost_few_status_writes_each_and_are_counted_o
     loaded = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
     loaded.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
     loaded.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "4"
-    # The test node has 2 GPUs: with GPU runners, half the started ones would wait for the scheduler
-    # (reason Unschedulable, a real transition, two writes more), which is not what this test measures.
-    loaded.env["EDGECOMPRESS_DEFAULT_GPUS"] = "0"
     writes: dict[str, int] = dict.fromkeys(names, 0)
     api_client = config.new_client_from_config(str(control_plane.kubeconfig))
     stream = watch.Watch()

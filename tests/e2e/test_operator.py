@@ -76,6 +76,8 @@ def test_example_job_succeeds_end_to_end(
     assert report["outputs"]["html"]["sha256"] == result["artifacts"]["html"]["sha256"]
     jobs = get(control_plane, "jobs", "-l", "edgecompress.io/compressionjob=digits")["items"]
     assert len(jobs) == 1
+    [runner] = jobs[0]["spec"]["template"]["spec"]["containers"]
+    assert runner["resources"]["limits"]["nvidia.com/gpu"] == "1", "the example trains: the default GPU"
     wait_until(lambda: {"JobCreated", "Succeeded"} <= event_reasons(control_plane, "digits"), "the Events", 30)
     assert status["progress"]["percent"] == 100.0
     metrics = metric_samples(operator_process)

@@ -84,17 +84,27 @@ def test_auto_pick_is_smaller_than_every_passing_single_recipe(
 
 
 def test_impossible_gate_fails_with_the_closest_candidate(
-    residual_tflite: Path, images_npz: Path, tmp_path: Path
+    residual_tflite: Path, images_npz: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    from edgecompress_contract.progress import ProgressEvent
+
     output = tmp_path / "out"
     gates = {**GATES, "minSizeReduction": 0.99}
+    capfd.readouterr()
     run = run_job(auto_job(residual_tflite, images_npz, output, gates, maxTrials=4), tmp_path / "work")
     assert run.exit_code == ExitCode.GATES_FAILED, run.summary
+    # The progress log (what the operator copies into status.progress) counts the trials and names the best so far.
+    logged = (ProgressEvent.from_log_line(line) for line in capfd.readouterr().err.splitlines())
+    trials = [event for event in logged if event is not None and event.event == "trial"]
     report = run.report
     (auto,) = report["steps"]
     assert not auto["passed"] and len(auto["candidates"]) <= 4
     (closest,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
     assert closest["lostBecause"].startswith("no candidate passed")
+    assert [event.trial for event in trials] == list(range(1, len(auto["candidates"]) + 1))
+    assert {event.trials for event in trials} == {4} and {event.phase for event in trials} == {"steps[0] auto"}
+    assert trials[-1].best is not None and trials[-1].best.startswith(f"{closest['name']}: ")
+    assert trials[-1].best.endswith("none passed yet")
     assert report["result"]["sizeBytes"] == closest["sizeBytes"] == (output / "model.tflite").stat().st_size
     assert closest["sizeBytes"] == min(candidate["sizeBytes"] for candidate in auto["candidates"])
     failed = {gate["name"] for gate in report["gates"] if not gate["passed"]}

@@ -74,14 +74,33 @@ def test_spec_reaches_the_runner_unchanged() -> None:
     assert container(job())["args"] == ["run", "--summary-file", "/dev/termination-log", "--progress", "log"]
 
 
+PTQ_ONLY = [{"type": "ptq", "mode": "int8"}]
+AUTO_ONLY = [{"type": "auto"}]
+
+
 @pytest.mark.parametrize(
-    ("execution", "gpu"),
-    [(None, "1"), ({"gpus": 0}, None), ({"gpus": 2}, "2")],
+    ("steps", "execution", "gpu"),
+    [
+        (None, None, "1"),
+        (None, {"gpus": 0}, None),
+        (None, {"gpus": 2}, "2"),
+        (PTQ_ONLY, None, None),
+        (AUTO_ONLY, None, None),
+        (PTQ_ONLY, {"gpus": 1}, "1"),
+    ],
+    ids=["trains-default", "trains-cpu", "trains-2", "ptq-cpu", "auto-cpu", "ptq-asks-a-gpu"],
 )
-def test_gpus_default_and_override(execution: dict[str, Any] | None, gpu: str | None) -> None:
-    manifest = job(execution=execution) if execution else job()
+def test_gpus_default_to_one_for_training_and_none_after_training(
+    steps: list[dict[str, Any]] | None, execution: dict[str, Any] | None, gpu: str | None
+) -> None:
+    """Only jobs that train get the default GPU: post-training steps never hold one unless the spec asks."""
+    changes: dict[str, Any] = {"steps": steps} if steps else {}
+    if steps == AUTO_ONLY:
+        changes["gates"] = {"minFidelity": 0.99}
+    manifest = job(**changes, execution=execution) if execution else job(**changes)
     resources = container(manifest)["resources"]
     assert resources["limits"].get("nvidia.com/gpu") == gpu
+    assert resources["requests"].get("nvidia.com/gpu") == gpu
     assert resources["requests"]["memory"] == "4Gi"
 
 

@@ -49,8 +49,17 @@ def line(**fields: object) -> str:
             "{not json\n" + line(event="phase", phase="convert", epochs=0, percent=71.4) + "\n{broken",
             {"phase": "convert", "percent": 71.4},
         ),
+        (
+            "\n".join(
+                [
+                    line(event="trial", phase="steps[0] auto", percent=31.0, trial=3, trials=20, best="int8: 0.3x"),
+                    line(event="candidate", name="mixed-1", sizeBytes=1000, passed=False),
+                ]
+            ),
+            {"phase": "steps[0] auto", "percent": 31.0, "trial": 3, "trials": 20, "best": "int8: 0.3x"},
+        ),
     ],
-    ids=["empty", "no-json", "phase", "newest-epoch-wins", "skips-broken-lines"],
+    ids=["empty", "no-json", "phase", "newest-epoch-wins", "skips-broken-lines", "auto-trials"],
 )
 def test_progress_from_log(log: str, expected: dict[str, object] | None) -> None:
     assert progress_from_log(log) == expected
