@@ -556,7 +556,10 @@ class Output(_Strict):
     )
     overwrite: bool = Field(
         default=False,
-        description="Replace the result of an earlier run found at this location.",
+        description=(
+            "Replace the result of an earlier run found at this location: its report, page, plots and split parts "
+            "are removed first (a run with fewer parts, or none, leaves no stale ones)."
+        ),
     )
     split: Split | None = Field(
         default=None,

@@ -64,7 +64,7 @@ from .report import versions
 from .report_html import HTML_NAME, PLOT_FILES
 from .search import SearchInputs
 from .steps import CompressionStep, StepContext, build_steps
-from .storage import Storage, join_uri, sha256_of, storage_for
+from .storage import Storage, join_uri, local_path, sha256_of, storage_for
 from .tasks import label_targets, output_tasks
 from .trial_cache import TrialCache
 
@@ -660,6 +660,8 @@ def _publish(state: RunState) -> None:
         output.delete(report_uri)
         for name in (HTML_NAME, *PLOT_FILES.values()):
             output.delete(join_uri(spec.output.uri, name))
+        for uri in _earlier_split_files(output, spec.output.uri):
+            output.delete(uri)
     for step in state.steps:
         step.publish()
     output.upload(tflite_file, tflite_uri)
@@ -677,6 +679,16 @@ def _publish(state: RunState) -> None:
         context.checkpoints.remove()
     summary = RunSummary.from_report(report, report_uri=report_uri, report_sha256=sha256_of(report_file))
     state.outcome = RunOutcome(report=report, summary=summary)
+
+
+def _earlier_split_files(output: Storage, folder: str) -> list[str]:
+    """The parts and manifest an earlier split left in the output folder: a new run may make fewer parts, or
+    none, and stale ones beside its model would be read as its own."""
+    from .split import is_split_file
+
+    if not folder.startswith("s3://") and not local_path(folder).is_dir():
+        return []  # a first run: nothing was written there yet
+    return [uri for uri in output.list(folder) if is_split_file(uri.rsplit("/", 1)[-1])]
 
 
 def _draw_plots(report: Report) -> dict[str, bytes]:

@@ -11,6 +11,7 @@ boundaries in float32.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ WHERE = "spec.output.split"
 
 def part_file(index: int) -> str:
     return f"model.part{index}.tflite"
+
+
+def is_split_file(name: str) -> bool:
+    """Whether a file name in the output folder is one a split writes: a part or the manifest."""
+    return name == MANIFEST_NAME or re.fullmatch(r"model\.part\d+\.tflite", name) is not None
 
 
 @dataclass(frozen=True)

@@ -349,3 +349,22 @@ def test_unknown_layer_names_fail_with_exit_20(
     assert run.exit_code == ExitCode.INVALID_INPUT
     assert re.search(named, run.summary["message"]), run.summary
     assert not (tmp_path / "out").exists()
+
+
+def test_an_overwrite_removes_the_parts_an_earlier_split_left(
+    digits_model: Path, small_digits_npz: Path, tmp_path: Path
+) -> None:
+    """Three parts, then an overwrite with two, then one without a split: no stale part or manifest remains."""
+    output = tmp_path / "out"
+    document = job(digits_model, small_digits_npz, output, [{"type": "ptq", "mode": "float16"}])
+    for index, after in enumerate((["conv1", "pool"], ["conv2"], None)):
+        document["output"] = {"uri": str(output), "overwrite": True}
+        if after is not None:
+            document["output"]["split"] = {"after": after}
+        run = run_job(document, tmp_path / f"run-{index}")
+        assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+        written = sorted(path.name for path in output.iterdir() if path.name.startswith("model."))
+        parts = [f"model.part{part}.tflite" for part in range(len(after) + 1)] if after else []
+        assert written == sorted(["model.tflite", *parts]), (index, written)
+        assert (output / "split.json").exists() == (after is not None)
+        assert [Path(part["uri"]).name for part in run.report["outputs"]["parts"]] == parts
