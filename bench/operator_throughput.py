@@ -7,9 +7,12 @@ built from Go modules, cached in ~/.cache/edgecompress/k8s), in one run:
    built by the operator's own ``build_job``, in namespace ``bench-loop``;
 2. the operator runs as a subprocess (its RSS is its own) with the concurrency limit at N, and a
    tight loop creates N CompressionJobs in ``bench-operator``; the time runs from the first
-   CompressionJob's create to the N-th runner Job existing (seen by a watch).
+   CompressionJob's create to the N-th runner Job existing (seen by a watch);
+3. (between the two) the same tight loop creates N CompressionJobs in ``bench-unwatched``, where no operator
+   watches: what the CompressionJobs' own creates cost the apiserver (schema and CEL validation).
 
-It prints both times, their ratio (goal <= 1.3) and the operator's peak RSS (VmHWM; goal <= 200 MiB).
+It prints the times, the ratio of 2 to 1 (goal <= 1.3), the ratio of 2 to 3 (what the operator adds to the
+creates themselves) and the operator's peak RSS (VmHWM; goal <= 200 MiB).
 No node runs the pods (there is no scheduler either): this measures admission only.
 
     python bench/operator_throughput.py [--jobs 1000] [--parallel-writes 16]
@@ -44,7 +47,7 @@ from edgecompress_operator.config import Config  # noqa: E402
 from edgecompress_operator.manifests import build_job  # noqa: E402
 
 CRD = ROOT / "crds" / "compressionjobs.edgecompress.io.yaml"
-LOOP_NAMESPACE, OPERATOR_NAMESPACE = "bench-loop", "bench-operator"
+LOOP_NAMESPACE, OPERATOR_NAMESPACE, UNWATCHED_NAMESPACE = "bench-loop", "bench-operator", "bench-unwatched"
 RUNNER_IMAGE = "edgecompress-runner:bench"
 SPEC = {
     "model": {"uri": "s3://bench/models/digits.keras", "format": "keras"},
@@ -60,6 +63,17 @@ def compression_job(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": SPEC,
     }
+
+
+def create_compression_jobs(custom: client.CustomObjectsApi, namespace: str, count: int, prefix: str) -> float:
+    """Seconds to create ``count`` CompressionJobs one after the other."""
+    started = time.monotonic()
+    for index in range(count):
+        custom.create_namespaced_custom_object(
+            "edgecompress.io", "v1alpha1", namespace, "compressionjobs",
+            compression_job(f"{prefix}-{index:04d}"), _preload_content=False, _request_timeout=30,
+        )  # fmt: skip
+    return time.monotonic() - started
 
 
 def tight_job_loop(api: client.BatchV1Api, count: int) -> float:
@@ -207,7 +221,7 @@ def main() -> None:
         plane.start()
         plane.kubectl("apply", "-f", str(CRD))
         plane.kubectl("wait", "--for=condition=Established", "crd/compressionjobs.edgecompress.io", "--timeout=60s")
-        for namespace in (LOOP_NAMESPACE, OPERATOR_NAMESPACE):
+        for namespace in (LOOP_NAMESPACE, OPERATOR_NAMESPACE, UNWATCHED_NAMESPACE):
             plane.kubectl("create", "namespace", namespace)
         api_client = config.new_client_from_config(str(plane.kubeconfig))
         batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
@@ -225,18 +239,18 @@ def main() -> None:
         settle(core, LOOP_NAMESPACE, count)
         loop_requests = requests_made(requests_before, requests_by_kind(plane), count // 10)
 
+        # The same creates with no operator: what the CompressionJobs' own admission (schema, CEL rules) costs.
+        alone_seconds = create_compression_jobs(custom, UNWATCHED_NAMESPACE, count, "alone")
+        print(f"tight loop: {count} CompressionJobs, no operator, in {alone_seconds:.2f} s", flush=True)
+        time.sleep(3)
+
         operator = start_operator(plane, count, args.parallel_writes, root / "operator.log")
         counter = JobCounter(batch, OPERATOR_NAMESPACE, count)
         counter.thread.start()
         time.sleep(1)
         cpu_before, requests_before = cpu_by_process(plane, operator), requests_by_kind(plane)
         started = time.monotonic()
-        for index in range(count):
-            custom.create_namespaced_custom_object(
-                "edgecompress.io", "v1alpha1", OPERATOR_NAMESPACE, "compressionjobs",
-                compression_job(f"burst-{index:04d}"), _preload_content=False, _request_timeout=30,
-            )  # fmt: skip
-        created_seconds = time.monotonic() - started
+        created_seconds = create_compression_jobs(custom, OPERATOR_NAMESPACE, count, "burst")
         if not counter.done.wait(timeout=max(600, 60 * loop_seconds)):
             raise RuntimeError(f"only {len(counter.seen)} of {count} Jobs after 600 s; see {root / 'operator.log'}")
         assert counter.reached is not None
@@ -255,6 +269,8 @@ def main() -> None:
                     "compressionjob_creates_seconds": round(created_seconds, 2),
                     "operator_first_cr_to_last_job_seconds": round(operator_seconds, 2),
                     "ratio": round(operator_seconds / loop_seconds, 2),
+                    "compressionjob_creates_without_operator_seconds": round(alone_seconds, 2),
+                    "ratio_to_compressionjob_creates_without_operator": round(operator_seconds / alone_seconds, 2),
                     "operator_peak_rss_mib": round(rss, 1),
                     "cpu_seconds_during_tight_loop": loop_cpu,
                     "cpu_seconds_during_operator_run": operator_cpu,
