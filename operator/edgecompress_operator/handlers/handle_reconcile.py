@@ -7,7 +7,9 @@ what it found: its Job, the Job's newest pod (the runner's summary in the termin
 and the running pod's log tail (the runner's progress). Only the fields that differ from the stored
 status are patched, so a pass over an unchanged cluster writes nothing, and a write that failed (an
 apiserver outage, missing RBAC) is made by the next pass without waiting for another event. Job
-creates and status writes run in parallel, at most ``max_parallel_writes`` at once.
+creates and status writes run in parallel, at most ``max_parallel_writes`` at once. A finished
+CompressionJob's runner Job is deleted by the pass ``ttlSecondsAfterFinished`` after its outcome
+was recorded (``ttl_expired``), never before.
 
 Each status write is conditional on the resourceVersion the pass read, so a phase change is
 recorded in the apiserver exactly once; its Event and, for a finished job, the completion metric
