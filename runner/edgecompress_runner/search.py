@@ -11,9 +11,9 @@ on a depthwise conv) leaves that op's ladder.
 
 *Candidates*: whole-model recipes (dynamic, weight-only int8, float16, and int8 and int16x8 when the
 dataset has ``x_train`` to calibrate on), the LiteRT converter's own dynamic-range and int8 quantization of
-the Keras model or SavedModel (``converterDynamic``, ``converterInt8``: the converter quantizes some models
-differently, e.g. an Embedding's gather, and the search must never lose to one converter call), then mixed
-recipes found by ``raise_until_passing``: every
+the Keras model or SavedModel (``converterDynamic``, ``converterInt8``: the converter makes smaller files for
+some models, e.g. int8 2,776 bytes against litert-quantizer's 2,848 on the tests' token-id classifier, and the
+search must never lose to one converter call), then mixed recipes found by ``raise_until_passing``: every
 analysed layer starts at the lowest precision of its ladder (smaller layers stay float) and, while a
 quality gate fails, the layer whose next precision removes the most output noise per added byte
 (``noise_removed_per_byte``) moves up one precision. Each
