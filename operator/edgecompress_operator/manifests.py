@@ -73,6 +73,14 @@ def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def ttl_seconds_after_finished(spec: CompressionJobSpec, config: Config) -> int:
+    """How long the operator keeps a finished runner Job after recording its outcome: the spec's, else its default."""
+    execution = spec.execution
+    if execution is not None and execution.ttl_seconds_after_finished is not None:
+        return execution.ttl_seconds_after_finished
+    return config.default_ttl_seconds_after_finished
+
+
 def scratch_size_limit(spec: CompressionJobSpec, config: Config) -> str:
     """The size limit of the runner's scratch emptyDir: the spec's, else the operator's default."""
     execution = spec.execution

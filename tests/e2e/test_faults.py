@@ -43,6 +43,20 @@ def document(name: str, **spec_changes: Any) -> str:
     )
 
 
+def fake_runner_operator(plane: ControlPlane, operator_process: Any, log_dir: Path, *, max_concurrent_jobs: int) -> Any:
+    """Stops the session's operator and returns another, not started, whose runner is ``FAKE_RUNNER``.
+
+    The caller starts the session's operator again when it is done.
+    """
+    from tests.e2e.conftest import OperatorProcess
+
+    operator_process.stop()
+    replacement = OperatorProcess(plane, log_dir, operator_process.proxy)
+    replacement.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
+    replacement.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = str(max_concurrent_jobs)
+    return replacement
+
+
 def phase_of(plane: ControlPlane, name: str, phases: set[str], timeout: float = 300) -> dict[str, Any]:
     return wait_until(  # type: ignore[no-any-return]
         lambda: (s := get(plane, "compressionjob", name).get("status") or {}).get("phase") in phases and s,
@@ -83,13 +97,9 @@ def test_jobs_deleted_at_once_after_finishing_run_exactly_once_and_keep_their_ou
 
     The runner is the fake one (a summary after 0.2 s): what is tested is the operator, across a kill -9.
     """
-    from tests.e2e.conftest import OperatorProcess
-
     names = [f"once-{index}" for index in range(10)]
-    operator_process.stop()
-    killed = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
-    killed.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
-    killed.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "5"  # two rounds: some Jobs finish while no operator runs
+    # Two rounds of 5: some Jobs finish while no operator runs.
+    killed = fake_runner_operator(control_plane, operator_process, tmp_path, max_concurrent_jobs=5)
     try:
         killed.start()
         for name in names:
@@ -201,13 +211,10 @@ def test_many_jobs_at_a_limit_of_4_cost_few_status_writes_each_and_are_counted_o
     """
     from kubernetes import client, config, watch
 
-    from tests.e2e.conftest import API_TIMEOUT_SECONDS, OperatorProcess
+    from tests.e2e.conftest import API_TIMEOUT_SECONDS
 
     names = [f"load-{index:03d}" for index in range(LOAD_JOBS)]
-    operator_process.stop()
-    loaded = OperatorProcess(control_plane, tmp_path, operator_process.proxy)
-    loaded.env["EDGECOMPRESS_RUNNER_COMMAND"] = json.dumps([sys.executable, str(FAKE_RUNNER)])
-    loaded.env["EDGECOMPRESS_MAX_CONCURRENT_JOBS"] = "4"
+    loaded = fake_runner_operator(control_plane, operator_process, tmp_path, max_concurrent_jobs=4)
     writes: dict[str, int] = dict.fromkeys(names, 0)
     api_client = config.new_client_from_config(str(control_plane.kubeconfig))
     stream = watch.Watch()

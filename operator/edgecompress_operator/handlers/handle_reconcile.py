@@ -47,7 +47,7 @@ from ..admission import AdmissionPlan, Candidate, job_finished, job_suspended, p
 from ..config import Config
 from ..events import post_event
 from ..informer import resource_version
-from ..manifests import RUNNER_CONTAINER, build_job, job_name, job_problems
+from ..manifests import RUNNER_CONTAINER, build_job, job_name, job_problems, ttl_seconds_after_finished
 from ..metrics import METRICS
 from ..policy import Refusal, spec_refusal
 from ..status import (
@@ -210,9 +210,8 @@ def ttl_expired(status: CompressionJobStatus, *, ttl_seconds: int, now: float) -
     the TTL controller can delete a Job (and its pod, which holds the runner's summary) as soon as it
     finishes, before the operator read the outcome, and the CompressionJob would end JobLost.
     """
-    recorded = status.completion_time or next(
-        (condition.last_transition_time for condition in status.conditions if condition.type == "Ready"), None
-    )
+    ready = status.condition("Ready")
+    recorded = status.completion_time or (ready.last_transition_time if ready is not None else None)
     return recorded is not None and parse_time(recorded).timestamp() + ttl_seconds <= now
 
 
@@ -550,11 +549,9 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
 
 def _ttl_seconds(resource: dict[str, Any], memory: PassMemory, config: Config) -> int:
     try:
-        execution = memory.spec(resource).execution
+        return ttl_seconds_after_finished(memory.spec(resource), config)
     except SpecError:
         return config.default_ttl_seconds_after_finished
-    configured = execution.ttl_seconds_after_finished if execution else None
-    return config.default_ttl_seconds_after_finished if configured is None else configured
 
 
 def _admit(
