@@ -21,6 +21,7 @@ from .spec import (
     KERAS_ONLY_STEP_TYPES,
     TRAINABLE_FORMATS,
     TRAINING_STEP_TYPES,
+    AutoStep,
     CompressionJobSpec,
     DistillStep,
     ModelFormat,
@@ -227,6 +228,27 @@ def _auto_needs_quality_gate(spec: CompressionJobSpec) -> list[Violation]:
     return [Violation("spec.gates")]
 
 
+HAS_TRIALS = "self.steps.exists(s, s.type == 'auto' && has(s.trials) && size(s.trials) > 0)"
+
+
+def _trial_steps(spec: CompressionJobSpec) -> list[int]:
+    return [index for index, step in enumerate(spec.steps) if isinstance(step, AutoStep) and step.trials]
+
+
+def _trials_need_dataset(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.dataset is not None:
+        return []
+    return [Violation(f"spec.steps[{index}].trials") for index in _trial_steps(spec)]
+
+
+def _trials_need_keras(spec: CompressionJobSpec) -> list[Violation]:
+    if spec.model.format in TRAINABLE_FORMATS:
+        return []
+    return [
+        Violation(f"spec.steps[{index}].trials", f"found format {spec.model.format}") for index in _trial_steps(spec)
+    ]
+
+
 def same_folder(first: str, second: str) -> bool:
     """Two URIs name the same folder when they differ at most by one trailing slash."""
     return first == second or first + "/" == second or second + "/" == first
@@ -398,6 +420,20 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         ),
         field_path=".evaluation.outputs",
         violations=_duplicate_outputs,
+    ),
+    SpecRule(
+        name="trials-need-dataset",
+        message="the auto step's trials fine-tune the model and need spec.dataset",
+        cel=f"has(self.dataset) || !{HAS_TRIALS}",
+        field_path=".dataset",
+        violations=_trials_need_dataset,
+    ),
+    SpecRule(
+        name="trials-need-keras",
+        message="the auto step's trials fine-tune the model and need a Keras model (spec.model.format keras or h5)",
+        cel=f"self.model.format in {_cel_list(TRAINABLE_FORMATS)} || !{HAS_TRIALS}",
+        field_path=".model.format",
+        violations=_trials_need_keras,
     ),
     SpecRule(
         name="promotion-elsewhere",

@@ -21,6 +21,8 @@ API_VERSION = "v1alpha1"
 KIND = "CompressionJob"
 # The runner pod receives its job in this environment variable (set by the operator).
 JOB_ENV = "EDGECOMPRESS_JOB"
+TRIAL_INDEX_ENV = "JOB_COMPLETION_INDEX"
+"""Which trial a trial pod runs: Kubernetes sets it in every pod of an Indexed Job."""
 SOURCE_ENV = "EDGECOMPRESS_SOURCE_JOB"
 # Set to "true" on a runner pod only when the operator allows spec trustCode (operator allowTrustedCode).
 ALLOW_TRUSTED_CODE_ENV = "EDGECOMPRESS_ALLOW_TRUSTED_CODE"
@@ -326,6 +328,31 @@ class LayerPrecision(str, Enum):
     FLOAT16 = "float16"
 
 
+class TrainingPreset(str, Enum):
+    """A training recipe the auto step can try as a trial (see ``edgecompress_contract.trials.preset_steps``)."""
+
+    QAT = "qat"
+    PRUNE30_QAT = "prune30Qat"
+    PRUNE50_QAT = "prune50Qat"
+    CLUSTER16_QAT = "cluster16Qat"
+    PRUNE50_INT8 = "prune50Int8"
+
+
+class TrainingTrial(_Strict):
+    """A fine-tuning recipe the auto step tries beside its post-training candidates."""
+
+    preset: TrainingPreset = Field(
+        description=(
+            "The recipe: qat (int8 quantization-aware training), prune30Qat / prune50Qat (magnitude pruning to 30 % / "
+            "50 % sparsity, then QAT that keeps the sparsity), cluster16Qat (16 weight clusters per layer, then QAT "
+            "that keeps them) or prune50Int8 (pruning to 50 %, then int8 post-training quantization)."
+        )
+    )
+    fine_tune: FineTune = Field(
+        default_factory=FineTune, description="Fine-tuning settings of every step of the recipe."
+    )
+
+
 class AutoStep(_Strict):
     """Searches quantization recipes on the float .tflite and keeps the best one that passes spec.gates.
 
@@ -333,7 +360,8 @@ class AutoStep(_Strict):
     dataset has x_train) and per-layer mixed recipes: every layer starts at its lowest precision and the
     most sensitive layers are raised one precision at a time until the gates pass. Each candidate is
     quantized by litert-quantizer and measured (bytes, fidelity, latency interleaved with the baseline);
-    the report lists every candidate and why it lost. Always the only step.
+    the report lists every candidate and why it lost. Training recipes (``trials``) are fine-tuned as jobs of
+    their own and their .tflite files measured as candidates too. Always the only step.
     """
 
     type: Literal["auto"] = Field(description="Step type.")
@@ -395,6 +423,23 @@ class AutoStep(_Strict):
             "this many times the baseline's (1.0: not slower than float). Candidates over it lose, and the result "
             "is judged on it like on spec.gates (gate maxLatencyRatio)."
         ),
+    )
+    trials: list[TrainingTrial] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Training recipes tried as candidates (they need a Keras model and spec.dataset). Trial i runs as its own "
+            "job on the input model, writing its model.tflite and report.json to trials/<i>/ under spec.output.uri; "
+            "the search measures each trial's .tflite like its other candidates. A cluster runs them as the pods of "
+            "one Indexed Job, parallelism at once, each with the runner's GPUs, before the search; a local run runs "
+            "them one after another. A trial already run on the same model, dataset and recipe is not run again."
+        ),
+    )
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Trial pods run at once on a cluster (each counts against the operator's concurrency limit).",
     )
     cache_uri: str | None = Field(
         default=None,

@@ -63,7 +63,14 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
     if kind == "auto":
         return {
             "type": "auto",
-            **_maybe(rng, objective=["size", "latency", "balanced"], maxTrials=[4, 20], minWeights=[0, 1024]),
+            **_maybe(
+                rng,
+                objective=["size", "latency", "balanced"],
+                maxTrials=[4, 20],
+                minWeights=[0, 1024],
+                trials=[[], [{"preset": "qat"}], [{"preset": "prune50Qat"}, {"preset": "cluster16Qat"}]],
+                parallelism=[1, 2],
+            ),
         }
     student_format = rng.choice(["keras", "h5", "savedmodel", "tflite"])
     return {"type": "distill", "student": {"uri": "s3://bucket/student", "format": student_format}}
@@ -123,7 +130,7 @@ def mixed_steps() -> list[dict[str, Any]]:
         ("roundTo", 4), ("layers", ["conv1"]), ("objective", "latency"), ("maxTrials", 3),
         ("maxMinutes", 5.0), ("precisions", ["float16"]), ("blockSize", 64), ("minWeights", 0),
         ("sensitivitySamples", 8), ("cacheURI", "s3://bucket/trials/"),
-        ("maxLatencyRatio", 1.0),
+        ("maxLatencyRatio", 1.0), ("trials", [{"preset": "qat"}]), ("parallelism", 2),
     ]  # fmt: skip
     steps = []
     for _ in range(2000):
