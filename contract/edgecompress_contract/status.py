@@ -69,6 +69,10 @@ class CompressionJobStatus(Record):
     reason: str | None = Field(default=None, description="Why it is in this phase, as a CamelCase word.")
     message: str | None = Field(default=None, description="Why it is in this phase, in words.")
     job: str | None = Field(default=None, description="Name of the runner Job.")
+    trials_job: str | None = Field(
+        default=None,
+        description="Name of the Indexed Job that runs the auto step's training trials (before the runner Job).",
+    )
     start_time: str | None = Field(default=None, description="When the runner Job started (RFC 3339).")
     completion_time: str | None = Field(default=None, description="When it finished (RFC 3339).")
     progress: StatusProgress | None = Field(default=None, description="Live progress of the runner.")

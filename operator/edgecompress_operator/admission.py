@@ -1,6 +1,7 @@
 """Which CompressionJobs may run now: the global concurrency limit and spec.suspend, as a pure plan.
 
-GPUs are scarce, so at most ``limit`` runner Jobs run at once across the watched namespaces. A
+GPUs are scarce, so at most ``limit`` runner pods run at once across the watched namespaces (a
+trials Job counts its parallelism, an ordinary runner Job one). A
 CompressionJob over the limit gets no Job at all (so it holds no GPU and no pod) and waits as
 Pending/Queued; waiting jobs start in creation order (creationTimestamp, then namespace and name,
 as the apiserver's timestamps have one-second resolution). Jobs with ``spec.queueName`` are
@@ -25,6 +26,8 @@ class Candidate:
     suspended: bool
     kueue: bool
     job: dict[str, Any] | None = None
+    slots: int = 1
+    """Runner pods its Job runs at once: 1, or the trials Job's parallelism while the auto step's trials run."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -67,13 +70,18 @@ def plan_admission(candidates: list[Candidate], limit: int) -> AdmissionPlan:
             elif not job_suspended(job) and not job_finished(job):
                 plan.suspend.append(candidate)
         elif job is not None and (job_finished(job) or not job_suspended(job)):
-            plan.running += 0 if job_finished(job) else 1
+            plan.running += 0 if job_finished(job) else candidate.slots
         else:
             waiting.append(candidate)
     free = max(limit - plan.running, 0)
-    for candidate in waiting[:free]:
+    admitted = 0
+    for candidate in waiting:
+        if candidate.slots > free:
+            break
+        free -= candidate.slots
+        admitted += 1
         (plan.create if candidate.job is None else plan.resume).append(candidate)
-    plan.queued = waiting[free:]
+    plan.queued = waiting[admitted:]
     return plan
 
 

@@ -21,6 +21,7 @@ from edgecompress_contract.spec import (
     TRAINING_STEP_TYPES,
     CompressionJobSpec,
 )
+from edgecompress_contract.trials import auto_step, trials_of
 
 from .config import Config
 from .policy import trusted_code_fields
@@ -59,14 +60,20 @@ def default_gpus(spec: CompressionJobSpec, config: Config) -> int:
     return config.default_gpus if trains else 0
 
 
-def _resources(spec: CompressionJobSpec, config: Config) -> dict[str, Any]:
+def _resources(spec: CompressionJobSpec, config: Config, *, trains: bool | None = None) -> dict[str, Any]:
+    """The runner container's resources; ``trains`` overrides whether the spec's steps train (a trial pod does)."""
     execution = spec.execution
     requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
     limits = {"memory": config.default_memory_limit}
     if execution is not None and execution.resources is not None:
         requests.update(execution.resources.requests)
         limits.update(execution.resources.limits)
-    gpus = execution.gpus if execution is not None and execution.gpus is not None else default_gpus(spec, config)
+    if execution is not None and execution.gpus is not None:
+        gpus = execution.gpus
+    elif trains is None:
+        gpus = default_gpus(spec, config)
+    else:
+        gpus = config.default_gpus if trains else 0
     if gpus:
         requests[config.gpu_resource_name] = str(gpus)
         limits[config.gpu_resource_name] = str(gpus)
@@ -197,6 +204,49 @@ def build_job(name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, 
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+TRIALS_COMPONENT = "trials"
+
+
+def trials_job_name(name: str, uid: str) -> str:
+    """The Indexed Job of a CompressionJob's trials: deterministic, short enough for its pods' ``<job>-<index>``
+    hostnames (at most 63 characters)."""
+    suffix = hashlib.sha256(f"{uid}/trials".encode()).hexdigest()[:8]
+    return f"{name[:40].rstrip('-.')}-trials-{suffix}"
+
+
+def trial_slots(spec: CompressionJobSpec, config: Config) -> int:
+    """Trial pods the spec's trials Job runs at once: the auto step's parallelism, at most one per trial and at
+    most the operator's concurrency limit (0 without trials)."""
+    step = auto_step(spec)
+    if step is None or not step.trials:
+        return 0
+    return max(min(step.parallelism, len(step.trials), config.max_concurrent_jobs), 1)
+
+
+def build_trials_job(
+    name: str, namespace: str, uid: str, spec: CompressionJobSpec, *, config: Config
+) -> dict[str, Any]:
+    """The Indexed Job whose pod ``i`` runs training trial ``i`` of the spec's auto step (``runner trial``).
+
+    ``parallelism`` pods run at once; each trains, so each gets the runner's GPUs (the spec's, else the
+    operator's default). Kubernetes gives each pod its index (``JOB_COMPLETION_INDEX``); a trial that fails
+    deterministically still completes its index (the failure is its result, recorded in ``trials/<i>/``),
+    so a failed index means the runner itself could not run and fails the Job like a runner Job's failure.
+    The runner Job, which searches and picks, is created when every index has completed.
+    """
+    job = build_job(name, namespace, uid, spec, config=config)
+    job["metadata"]["name"] = trials_job_name(name, uid)
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        labels["app.kubernetes.io/component"] = TRIALS_COMPONENT
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = ["trial", "--summary-file", TERMINATION_LOG, "--progress", "log"]
+    container["resources"] = _resources(spec, config, trains=True)
+    job["spec"].update(
+        {"completionMode": "Indexed", "completions": len(trials_of(spec)), "parallelism": trial_slots(spec, config)}
+    )
+    return job
 
 
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")

@@ -224,6 +224,63 @@ def status_from_job(
     )
 
 
+TRIALS_SHARE = 90.0
+"""Percent of the run the trials stand for in status.progress (they train; the search after them does not)."""
+
+
+def status_from_trials_job(
+    job: dict[str, Any],
+    pod: dict[str, Any] | None,
+    generation: int,
+    now: str,
+    *,
+    spec_suspended: bool = False,
+    failed_create: str | None = None,
+    start_timeout: float | None = None,
+) -> CompressionJobStatus:
+    """The status while the auto step's trials Job runs: as a runner Job's (``status_from_job``), with trials
+    done of total as progress and message, ``trialsJob`` set and no runner Job yet.
+
+    ``pod`` is the trial pod that decides: a failed one when the Job failed (its runner's summary), else the
+    newest. A trials Job that completed is not finished for the CompressionJob: its runner Job comes next.
+    """
+    status = status_from_job(
+        job,
+        pod,
+        generation,
+        now,
+        spec_suspended=spec_suspended,
+        failed_create=failed_create,
+        start_timeout=start_timeout,
+    )
+    update: dict[str, Any] = {"job": None, "trials_job": job["metadata"]["name"], "result": None}
+    if status.phase == "Failed":
+        message = f"a trial pod of {job['metadata']['name']} failed: {status.message}"
+        update.update(
+            message=message,
+            conditions=_conditions("Failed", str(status.reason), message, generation=generation, now=now),
+        )
+        return status.model_copy(update=update)
+    job_status = job.get("status") or {}
+    total = int((job.get("spec") or {}).get("completions") or 1)
+    done = min(int(job_status.get("succeeded") or 0), total)
+    running = status.phase in ("Running", "Succeeded") or done > 0
+    phase: Phase = "Running" if running else (status.phase or "Pending")
+    reason = "TrialsRunning" if phase == "Running" else str(status.reason)
+    message = f"training trials: {done} of {total} done" + ("" if phase == "Running" else f"; {status.message}")
+    update.update(
+        phase=phase,
+        reason=reason,
+        message=message,
+        completion_time=None,
+        progress=StatusProgress(
+            phase="trials", percent=round(TRIALS_SHARE * done / total, 1), trial=done, trials=total, update_time=now
+        ),
+        conditions=_conditions(phase, reason, message, generation=generation, now=now),
+    )
+    return status.model_copy(update=update)
+
+
 def settled(previous: CompressionJobStatus, desired: CompressionJobStatus) -> CompressionJobStatus:
     """The desired status with what only records *when* kept from the stored one, where nothing changed.
 

@@ -33,6 +33,23 @@ from kubernetes import client, config
 from tests.processes import stop_process
 
 
+def _downward_field(pod: Any, path: str) -> str:
+    """A pod field as the kubelet's downward API gives it to an env var (the Job controller sets the
+    completion index of an Indexed Job's pod this way, from an annotation)."""
+    simple = {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
+              "metadata.uid": pod.metadata.uid, "spec.nodeName": pod.spec.node_name,
+              "spec.serviceAccountName": pod.spec.service_account_name}  # fmt: skip
+    if path in simple:
+        return str(simple[path] or "")
+    for prefix, values in (
+        ("metadata.annotations", pod.metadata.annotations),
+        ("metadata.labels", pod.metadata.labels),
+    ):
+        if path.startswith(prefix + "['") and path.endswith("']"):
+            return str((values or {}).get(path[len(prefix) + 2 : -2], ""))
+    raise ValueError(f"the test node agent does not resolve fieldRef {path!r}")
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -303,6 +320,8 @@ class NodeAgent:
             elif item.value_from is not None and item.value_from.secret_key_ref is not None:
                 reference = item.value_from.secret_key_ref
                 env[item.name] = self._secret(pod.metadata.namespace, reference.name)[reference.key]
+            elif item.value_from is not None and item.value_from.field_ref is not None:
+                env[item.name] = _downward_field(pod, item.value_from.field_ref.field_path)
         return env
 
     def _launch(self, pod: Any, key: str) -> None:

@@ -92,3 +92,16 @@ def test_never_more_running_than_the_limit() -> None:
 
 def test_queued_message_names_the_limit_and_not_the_position() -> None:
     assert queued_message(4).startswith("waiting for a free runner slot: the limit of 4")
+
+
+def test_a_trials_job_holds_one_slot_per_trial_pod_and_the_queue_keeps_its_order() -> None:
+    def wide(name: str, created: str, slots: int, job_state: str | None = None) -> Candidate:
+        return Candidate("ml", name, created, False, False, job(job_state) if job_state else None, slots=slots)
+
+    running = plan_admission([wide("trials", T[0], 2, "running"), cr("next", T[1])], 2)
+    assert running.running == 2 and [c.name for c in running.queued] == ["next"]
+    plan = plan_admission([cr("one", T[0], "running"), wide("wide", T[1], 2), cr("small", T[2])], 2)
+    assert plan.create == [] and [c.name for c in plan.queued] == ["wide", "small"], "no overtaking a wide job"
+    plan = plan_admission([wide("wide", T[0], 3), cr("small", T[1])], 4)
+    assert [c.name for c in plan.create] == ["wide", "small"]
+    assert plan_admission([wide("done", T[0], 3, "complete"), cr("w", T[1])], 1).create[0].name == "w"

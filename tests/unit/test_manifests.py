@@ -9,7 +9,7 @@ import pytest
 
 from edgecompress_contract.spec import SCRATCH_LIMIT_ENV, SpecError, parse_spec
 from edgecompress_operator.config import Config, ConfigError, load_config
-from edgecompress_operator.manifests import JOB_ENV, build_job, job_name
+from edgecompress_operator.manifests import JOB_ENV, build_job, build_trials_job, job_name, trials_job_name
 from edgecompress_operator.status import KUEUE_QUEUE_LABEL
 from edgecompress_runner.errors import ExitCode
 
@@ -199,3 +199,30 @@ def test_a_scratch_size_that_is_no_quantity_is_refused(size: str) -> None:
         parse_spec({**SPEC, "execution": {"scratchSizeLimit": size}})
     with pytest.raises(ValueError, match=r"default_scratch_size_limit"):
         config(default_scratch_size_limit=size)
+
+
+AUTO_WITH_TRIALS: dict[str, Any] = {
+    "steps": [{"type": "auto", "trials": [{"preset": "qat"}, {"preset": "prune50Qat"}, {"preset": "cluster16Qat"}]}],
+    "gates": {"minFidelity": 0.99},
+}
+
+
+@pytest.mark.parametrize(("parallelism", "limit", "expected"), [(2, 4, 2), (8, 4, 3), (3, 2, 2), (1, 4, 1)])
+def test_the_trials_job_is_indexed_one_pod_per_trial_with_capped_parallelism(
+    parallelism: int, limit: int, expected: int
+) -> None:
+    steps = [{**AUTO_WITH_TRIALS["steps"][0], "parallelism": parallelism}]
+    spec = parse_spec({**SPEC, **AUTO_WITH_TRIALS, "steps": steps})
+    manifest = build_trials_job("a" * 63, "ml", UID, spec, config=config(max_concurrent_jobs=limit))
+    assert manifest["spec"]["completionMode"] == "Indexed"
+    assert manifest["spec"]["completions"] == 3 and manifest["spec"]["parallelism"] == expected
+    assert len(manifest["metadata"]["name"]) + len("-31") <= 63, "the pods' <job>-<index> hostnames fit"
+    assert manifest["metadata"]["name"] == trials_job_name("a" * 63, UID) != job_name("a" * 63, UID)
+    runner = container(manifest)
+    assert runner["args"][0] == "trial"
+    assert runner["resources"]["limits"]["nvidia.com/gpu"] == "1", "a trial trains: the default GPU"
+    assert json.loads(next(e["value"] for e in runner["env"] if e["name"] == JOB_ENV))["steps"][0]["trials"]
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == UID
+    search = build_job("a" * 63, "ml", UID, spec, config=config())
+    assert "nvidia.com/gpu" not in container(search)["resources"]["limits"], "the search after the trials needs none"
+    assert "completionMode" not in search["spec"]

@@ -13,7 +13,7 @@ from edgecompress_contract.status import CompressionJobStatus, StatusProgress
 from edgecompress_operator import kube
 from edgecompress_operator.config import Config
 from edgecompress_operator.handlers.handle_reconcile import PassMemory, reconcile_pass
-from edgecompress_operator.manifests import JOB_LABEL, job_name
+from edgecompress_operator.manifests import JOB_LABEL, job_name, trials_job_name
 from edgecompress_operator.metrics import METRICS
 from edgecompress_operator.status import now_timestamp, status_from_job, status_patch, waiting_status
 
@@ -145,6 +145,9 @@ class FakeApi:
     def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["labels"][JOB_LABEL]
         self.created.append(name)
+        if manifest["spec"].get("completionMode") == "Indexed":
+            self.jobs.append({**copy.deepcopy(manifest), "status": {}})
+            return copy.deepcopy(self.jobs[-1])
         self.jobs.append(runner_job(name))
         return runner_job(name)
 
@@ -452,3 +455,100 @@ def test_a_failed_create_event_in_the_cache_becomes_the_reason(monkeypatch: pyte
     status = api.status("digits")
     assert (status["phase"], status["reason"]) == ("Pending", "FailedCreate")
     assert "no PriorityClass with name gold" in status["message"]
+
+
+TRIALS_SPEC = {
+    "model": {"uri": "s3://bucket/m.keras", "format": "keras"},
+    "dataset": {"uri": "s3://bucket/d.npz"},
+    "steps": [{"type": "auto", "parallelism": 2, "trials": [{"preset": "qat"}, {"preset": "prune50Qat"}]}],
+    "gates": {"minFidelity": 0.99},
+    "output": {"uri": "s3://bucket/out/"},
+}
+
+
+def trials_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    api = FakeApi(monkeypatch)
+    api.resources = [resource("auto", NOW)]
+    api.resources[0]["spec"] = copy.deepcopy(TRIALS_SPEC)
+    return api
+
+
+def trial_pod(index: int, phase: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    pod = runner_pod("auto", phase, summary)
+    job = trials_job_name("auto", "uid-auto")
+    pod["metadata"].update(name=f"{job}-{index}-x", creationTimestamp=f"2026-11-22T11:59:0{index}Z")
+    pod["metadata"]["labels"]["job-name"] = job
+    pod["metadata"]["ownerReferences"] = [{"kind": "Job", "name": job}]
+    return pod
+
+
+def test_trials_run_as_one_indexed_job_then_the_search_job_starts_in_the_same_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = trials_fixture(monkeypatch)
+    api.resources.append(resource("later", LATER))
+    two_slots = Config(runner_image="runner:1", max_concurrent_jobs=2)
+    reconcile_pass(two_slots, api.view)
+    assert api.created == ["auto"], "the trials Job holds both slots: the later job waits"
+    assert api.status("later")["reason"] == "Queued"
+    [trials] = api.jobs
+    assert trials["metadata"]["name"] == trials_job_name("auto", "uid-auto")
+    assert trials["spec"]["completionMode"] == "Indexed" and trials["spec"]["parallelism"] == 2
+    status = api.status("auto")
+    assert status["trialsJob"] == trials["metadata"]["name"] and "job" not in status, "recorded with the create"
+    assert status["progress"]["trial"] == 0 and status["progress"]["trials"] == 2
+
+    trials["status"] = {"active": 1, "succeeded": 1}
+    api.pods = [trial_pod(0, "Succeeded"), trial_pod(1, "Running")]
+    reconcile_pass(two_slots, api.view)
+    status = api.status("auto")
+    assert (status["phase"], status["reason"]) == ("Running", "TrialsRunning")
+    assert status["message"].startswith("training trials: 1 of 2 done")
+    assert (status["progress"]["trial"], status["progress"]["trials"]) == (1, 2)
+    assert api.created == ["auto"]
+
+    trials["status"] = {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}
+    reconcile_pass(two_slots, api.view)
+    assert api.created == ["auto", "auto", "later"], "the runner Job follows in one slot: the later job starts"
+    status = api.status("auto")
+    assert status["job"] == job_name("auto", "uid-auto") and status["trialsJob"] == trials["metadata"]["name"]
+    reconcile_pass(two_slots, api.view)
+    assert api.created == ["auto", "auto", "later"]
+
+    api.jobs[1] = runner_job("auto", "Complete")
+    api.pods = [runner_pod("auto", "Succeeded", SUMMARY)]
+    reconcile_pass(two_slots, api.view)
+    assert api.status("auto")["phase"] == "Succeeded"
+    assert [reason for name, reason in api.events if name == "auto"] == [
+        "JobCreated",
+        "TrialsRunning",
+        "JobCreated",
+        "Succeeded",
+    ]
+
+
+def test_a_failed_trial_pod_fails_the_compression_job_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = trials_fixture(monkeypatch)
+    reconcile_pass(CONFIG, api.view)
+    failure = {"result": "Failed", "exitCode": 20, "reason": "InvalidSpec", "message": "spec.steps[0].trials: index 7"}
+    api.jobs[0]["status"] = {
+        "failed": 1,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}],
+    }
+    api.pods = [trial_pod(0, "Succeeded"), trial_pod(1, "Failed", failure)]
+    reconcile_pass(CONFIG, api.view)
+    status = api.status("auto")
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert status["message"].endswith("failed: spec.steps[0].trials: index 7")
+    assert api.created == ["auto"], "no search without its trials"
+
+
+def test_a_trials_job_that_vanished_is_never_created_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = trials_fixture(monkeypatch)
+    reconcile_pass(CONFIG, api.view)
+    api.jobs = []
+    reconcile_pass(CONFIG, api.view)
+    assert api.created == ["auto"]
+    status = api.status("auto")
+    assert (status["phase"], status["reason"]) == ("Failed", "JobLost")
+    assert trials_job_name("auto", "uid-auto") in status["message"]

@@ -41,13 +41,23 @@ from kubernetes.client import ApiException
 from edgecompress_contract.progress import ProgressEvent
 from edgecompress_contract.spec import CompressionJobSpec, SpecError, parse_spec
 from edgecompress_contract.status import CompressionJobStatus, Phase
+from edgecompress_contract.trials import trials_of
 
 from .. import kube
 from ..admission import AdmissionPlan, Candidate, job_finished, job_suspended, plan_admission, queued_message
 from ..config import Config
 from ..events import post_event
 from ..informer import resource_version
-from ..manifests import RUNNER_CONTAINER, build_job, job_name, job_problems, ttl_seconds_after_finished
+from ..manifests import (
+    RUNNER_CONTAINER,
+    build_job,
+    build_trials_job,
+    job_name,
+    job_problems,
+    trial_slots,
+    trials_job_name,
+    ttl_seconds_after_finished,
+)
 from ..metrics import METRICS
 from ..policy import Refusal, spec_refusal
 from ..status import (
@@ -56,6 +66,7 @@ from ..status import (
     parse_time,
     runner_summary,
     status_from_job,
+    status_from_trials_job,
     status_patch,
     waiting_status,
 )
@@ -69,6 +80,7 @@ ACTION_TEXT = {
     "resume": "resuming the runner Job",
     "status": "writing the status",
     "delete": "deleting the finished runner Job",
+    "create-after-trials": "creating the runner Job after the trials",
 }
 SUSPENDED_MESSAGE = "spec.suspend is true; the runner Job is created when it is set to false"
 
@@ -393,21 +405,86 @@ def run_parallel(tasks: list[Callable[[], None]], limit: int) -> None:
             future.result()
 
 
-def _runner_job(
-    meta: dict[str, Any],
-    status: CompressionJobStatus,
-    jobs: dict[tuple[str, str], dict[str, Any]],
-    cluster: ClusterView,
+def _owned_job(
+    namespace: str, name: str, recorded: str | None, jobs: dict[tuple[str, str], dict[str, Any]], cluster: ClusterView
 ) -> dict[str, Any] | None:
-    """The CompressionJob's runner Job: from the cache, or read directly when the status names one the cache lacks.
+    """A Job of the CompressionJob: from the cache, or read directly when the status records one the cache lacks.
 
     The cache can lag a Job just created; only a Job the apiserver does not have is lost.
     """
-    job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"])))
-    if job is None and status.job:
-        job = kube.read_job(meta["namespace"], status.job)
+    job = jobs.get((namespace, name))
+    if job is None and recorded:
+        job = kube.read_job(namespace, recorded)
         if job is not None:
             cluster.store(kube.JOBS, job)
+    return job
+
+
+def job_complete(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+
+
+def _trial_pod(job: dict[str, Any], cached: dict[str, Any] | None, cluster: ClusterView) -> dict[str, Any] | None:
+    """The trial pod that decides a trials Job's status: one whose runner failed if the Job failed, else the newest."""
+    if not job_finished(job) or job_complete(job):
+        return cached
+    meta = job["metadata"]
+    pods = kube.list_job_pods(meta["namespace"], meta["name"])
+    for pod in pods:
+        cluster.store(kube.PODS, pod)
+    failed = [pod for pod in pods if (summary := runner_summary(pod)) is not None and summary.result != "Succeeded"]
+    return newest_pods(failed or pods).get((meta["namespace"], meta["name"]), cached)
+
+
+def _from_trials_job(
+    resource: dict[str, Any],
+    spec: CompressionJobSpec,
+    job: dict[str, Any],
+    pod: dict[str, Any] | None,
+    config: Config,
+    *,
+    failed_create: dict[str, Any] | None = None,
+) -> Desired:
+    status = status_from_trials_job(
+        job,
+        pod,
+        int(resource["metadata"].get("generation", 1)),
+        now_timestamp(),
+        spec_suspended=spec.suspend,
+        failed_create=str(failed_create.get("message") or "") if failed_create and pod is None else None,
+        start_timeout=config.start_timeout_seconds,
+    )
+    if status.phase == "Failed" and not job_finished(job) and not job_suspended(job):
+        kube.set_job_suspended(job["metadata"]["namespace"], job["metadata"]["name"], True)
+    return Desired(status, f"{status.phase}: {status.message}")
+
+
+def _create_runner_after_trials(
+    resource: dict[str, Any],
+    spec: CompressionJobSpec,
+    trials_job: dict[str, Any],
+    *,
+    previous: CompressionJobStatus,
+    config: Config,
+    cluster: ClusterView,
+    memory: PassMemory,
+) -> dict[str, Any]:
+    """Every trial completed: creates the runner Job (search and pick) and records it at once, like an admission.
+
+    The CompressionJob keeps the slot its trials held, so this does not wait in the queue.
+    """
+    meta = resource["metadata"]
+    manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config=config)
+    created = kube.create_job(manifest)
+    job = created or manifest
+    if created is not None:
+        logger.info("created runner Job %s/%s after the trials", meta["namespace"], manifest["metadata"]["name"])
+        cluster.store(kube.JOBS, created)
+    starting = _from_job(resource, spec, job, None, config, memory=memory)
+    total = int((trials_job.get("spec") or {}).get("completions") or 0)
+    message = f"created runner Job {manifest['metadata']['name']} after {total} trials: {starting.status.message}"
+    write_status(resource, previous, Desired(starting.status, message, "JobCreated" if created else None), cluster)
     return job
 
 
@@ -445,15 +522,23 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
     resources: dict[tuple[str, str], tuple[dict[str, Any], CompressionJobSpec]] = {}
     refused: dict[tuple[str, str], tuple[dict[str, Any], str, str]] = {}
     observed: dict[tuple[str, str], CompressionJobStatus] = {}
-    expired: dict[tuple[str, str], dict[str, Any]] = {}
+    expired: list[tuple[tuple[str, str], dict[str, Any]]] = []
     result = PassResult(plan=AdmissionPlan())
+    started: set[tuple[str, str]] = set()
+    """CompressionJobs whose runner Job this pass created after their trials (their status is written)."""
     for resource in compression_jobs:
         meta = resource["metadata"]
         status = memory.status(resource)
-        finished_job = jobs.get((meta["namespace"], job_name(meta["name"], meta["uid"]))) if status.finished else None
-        if finished_job is not None and not meta.get("deletionTimestamp"):
-            if ttl_expired(status, ttl_seconds=_ttl_seconds(resource, memory, config), now=time.time()):
-                expired[_key(resource)] = finished_job
+        if status.finished and not meta.get("deletionTimestamp"):
+            finished_jobs = [
+                jobs[(meta["namespace"], name)]
+                for name in (job_name(meta["name"], meta["uid"]), trials_job_name(meta["name"], meta["uid"]))
+                if (meta["namespace"], name) in jobs
+            ]
+            if finished_jobs and ttl_expired(
+                status, ttl_seconds=_ttl_seconds(resource, memory, config), now=time.time()
+            ):
+                expired.extend((_key(resource), job) for job in finished_jobs)
         if status.finished or meta.get("deletionTimestamp"):
             continue
         observed[_key(resource)] = status
@@ -462,12 +547,27 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
         except SpecError as error:
             refused[_key(resource)] = (resource, "InvalidSpec", f"invalid spec: {error}")
             continue
-        job = None
+        job: dict[str, Any] | None = None
+        trials_job: dict[str, Any] | None = None
         with _guarded(result, _key(resource), "status"):
-            job = _runner_job(meta, status, jobs, cluster)
+            namespace, uid = meta["namespace"], meta["uid"]
+            job = _owned_job(namespace, job_name(meta["name"], uid), status.job, jobs, cluster)
             if job is None and status.job:
                 refused[_key(resource)] = (resource, JOB_LOST, _job_lost_message(status.job, spec))
                 continue
+            if job is None and trials_of(spec):
+                trials_name = trials_job_name(meta["name"], uid)
+                trials_job = _owned_job(namespace, trials_name, status.trials_job, jobs, cluster)
+                if trials_job is None and status.trials_job:
+                    refused[_key(resource)] = (resource, JOB_LOST, _job_lost_message(status.trials_job, spec))
+                    continue
+        if trials_job is not None and job_complete(trials_job):
+            with _guarded(result, _key(resource), "create-after-trials"):
+                job = _create_runner_after_trials(
+                    resource, spec, trials_job, previous=status, config=config, cluster=cluster, memory=memory
+                )
+                trials_job = None
+                started.add(_key(resource))
         if _key(resource) in result.failed:
             continue
         refusal = _refusal(spec, config) if job is None else None
@@ -480,12 +580,13 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
             created=meta["creationTimestamp"],
             suspended=spec.suspend,
             kueue=bool(spec.queue_name),
-            job=job,
+            job=job or trials_job,
+            slots=trial_slots(spec, config) if job is None and trials_of(spec) else 1,
         )
         candidates.append(candidate)
         resources[candidate.key] = (resource, spec)
     result.plan = plan = plan_admission(candidates, config.max_concurrent_jobs)
-    acted = _admit(config, plan, resources, result, observed=observed, cluster=cluster, memory=memory)
+    acted = _admit(config, plan, resources, result, observed=observed, cluster=cluster, memory=memory) | started
     wanted: dict[tuple[str, str], tuple[dict[str, Any], Desired]] = {}
     for key, message in result.rejected_jobs.items():
         refused[key] = (resources[key][0], INVALID_JOB, message)
@@ -515,8 +616,14 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
         if memory.unchanged(resource, inputs[candidate.key], config.pass_interval_seconds):
             continue
         with _guarded(result, candidate.key, "status"):
-            pod = _runner_pod(candidate.job, cached_pod, cluster)
-            desired = _from_job(resource, spec, candidate.job, pod, config, memory=memory, failed_create=failed_create)
+            if _is_trials_job(candidate.job):
+                pod = _trial_pod(candidate.job, cached_pod, cluster)
+                desired = _from_trials_job(resource, spec, candidate.job, pod, config, failed_create=failed_create)
+            else:
+                pod = _runner_pod(candidate.job, cached_pod, cluster)
+                desired = _from_job(
+                    resource, spec, candidate.job, pod, config, memory=memory, failed_create=failed_create
+                )
             wanted[candidate.key] = (resource, desired)
 
     def write(key: tuple[str, str], resource: dict[str, Any], desired: Desired) -> Callable[[], None]:
@@ -541,10 +648,14 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
 
     run_parallel(
         [write(key, resource, desired) for key, (resource, desired) in changed.items()]
-        + [delete(key, job) for key, job in expired.items()],
+        + [delete(key, job) for key, job in expired],
         config.max_parallel_writes,
     )
     return result
+
+
+def _is_trials_job(job: dict[str, Any]) -> bool:
+    return bool((job.get("spec") or {}).get("completionMode") == "Indexed")
 
 
 def _ttl_seconds(resource: dict[str, Any], memory: PassMemory, config: Config) -> int:
@@ -577,8 +688,10 @@ def _admit(
     def create(candidate: Candidate) -> None:
         resource, spec = resources[candidate.key]
         meta = resource["metadata"]
+        trials = len(trials_of(spec))
         with _guarded(result, candidate.key, "create"):
-            manifest = build_job(meta["name"], meta["namespace"], meta["uid"], spec, config=config)
+            build = build_trials_job if trials else build_job
+            manifest = build(meta["name"], meta["namespace"], meta["uid"], spec, config=config)
             try:
                 created = kube.create_job(manifest)
             except ApiException as error:
@@ -592,9 +705,14 @@ def _admit(
                 cluster.store(kube.JOBS, created)
             # Recorded at once (the status a Job without a pod gives): a Job that vanishes before its
             # result is recorded is then never created again, and the next pass has nothing to add.
-            starting = _from_job(resource, spec, created or manifest, None, config, memory=memory)
-            job = manifest["metadata"]["name"]
-            message = f"created runner Job {job}: {starting.status.message}" if created else starting.event_message
+            if trials:
+                starting = _from_trials_job(resource, spec, created or manifest, None, config)
+                created_text = f"created trials Job {manifest['metadata']['name']} ({trials} trials, "
+                created_text += f"{manifest['spec']['parallelism']} at once)"
+            else:
+                starting = _from_job(resource, spec, created or manifest, None, config, memory=memory)
+                created_text = f"created runner Job {manifest['metadata']['name']}"
+            message = f"{created_text}: {starting.status.message}" if created else starting.event_message
             write_status(
                 resource,
                 observed[candidate.key],
