@@ -261,6 +261,8 @@ def status_from_trials_job(
             conditions=_conditions("Failed", str(status.reason), message, generation=generation, now=now),
         )
         return status.model_copy(update=update)
+    if (job.get("spec") or {}).get("suspend"):
+        return status.model_copy(update=update)
     job_status = job.get("status") or {}
     total = int((job.get("spec") or {}).get("completions") or 1)
     done = min(int(job_status.get("succeeded") or 0), total)
