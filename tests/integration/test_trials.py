@@ -17,6 +17,7 @@ import pytest
 from edgecompress_contract.progress import ProgressEvent
 from edgecompress_runner.errors import ExitCode
 from tests.conftest import job, run_job
+from tests.integration.test_native_crash import SITECUSTOMIZE
 from tests.integration.tflite_inspect import stored_weight_dtypes, weight_tensors, zero_fraction
 
 pytestmark = pytest.mark.tf
@@ -119,9 +120,12 @@ def test_local_run_trains_each_trial_measures_it_and_a_rerun_reads_the_records(
 
 
 def runner_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The runner's CLI in a process of its own; ``env`` is added to this process's environment (PYTHONPATH
+    is put in front of this process's import path)."""
+    path = os.pathsep.join([*([env["PYTHONPATH"]] if "PYTHONPATH" in env else []), *sys.path])
     return subprocess.run(
         [sys.executable, "-m", "edgecompress_runner.cli", *args],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=600,
@@ -155,6 +159,16 @@ def test_trial_command_runs_one_trial_into_its_folder_and_then_reads_its_record(
     assert again.returncode == 0, again.stderr[-3000:]
     assert "read from its record" in json.loads(summary_file.read_text())["message"]
     assert {path: path.stat().st_mtime_ns for path in folder.iterdir()} == written
+
+    # A model.tflite that is no longer the recorded one is not served: the trial runs again and replaces it.
+    trained = (folder / "model.tflite").read_bytes()
+    (folder / "model.tflite").write_bytes(trained[: len(trained) // 2])
+    repaired = runner_command("trial", "--index", "1", "--summary-file", str(summary_file), env=environment)
+    assert repaired.returncode == 0, repaired.stderr[-3000:]
+    assert " ran in " in json.loads(summary_file.read_text())["message"]
+    rewritten = json.loads((folder / "trial.json").read_text())
+    assert rewritten["key"] == record["key"] and rewritten["modelSha256"] == sha256(folder / "model.tflite")
+    assert (folder / "trial.json").stat().st_mtime_ns > written[folder / "trial.json"]
 
 
 def test_trial_command_rejects_an_index_the_spec_does_not_have(
@@ -222,3 +236,50 @@ def test_a_trial_that_fails_for_good_is_recorded_and_listed_unavailable(
     assert not any(candidate["kind"] == "trained" for candidate in auto["candidates"])
     reason = auto["unavailable"]["trial0-qat"]
     assert "UnsupportedLayer" in reason and record["message"] in reason
+
+    # A failure for good is the trial's outcome: a re-run reads it back instead of running the trial again.
+    recorded = (folder / "trial.json").stat().st_mtime_ns
+    document["output"]["overwrite"] = True
+    again = run_job(document, tmp_path / "again")
+    assert again.exit_code == ExitCode.SUCCEEDED, again.summary
+    assert (folder / "trial.json").stat().st_mtime_ns == recorded
+    (served,) = again.report["steps"]
+    assert served["unavailable"]["trial0-qat"] == reason
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "exit_code"), [("SIGSEGV", ExitCode.SUCCEEDED), ("SIGKILL", ExitCode.INFRASTRUCTURE)]
+)
+def test_a_trial_whose_run_dies_of_a_signal(
+    residual_keras: tuple[Path, Path], tmp_path: Path, signal_name: str, exit_code: ExitCode
+) -> None:
+    """The trial's run process is killed as QAT starts (test_native_crash's injection): a native crash (SIGSEGV)
+    fails again on the same inputs, so it is the trial's recorded outcome and the pod succeeds; a SIGKILL (the
+    out-of-memory killer) leaves no record and exits 22, so Kubernetes runs the pod again."""
+    model, dataset = residual_keras
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    output = tmp_path / "out"
+    summary_file = tmp_path / "summary.json"
+    environment = {
+        "EDGECOMPRESS_JOB": json.dumps(trials_job(model, dataset, output, TRIALS[:1])),
+        "JOB_COMPLETION_INDEX": "0",
+        "PYTHONPATH": str(hook),
+        "TEST_CRASH_AFTER": "steps[0] qat started",
+        "TEST_CRASH_SIGNAL": signal_name,
+        "TEST_CRASH_PIDFILE": str(tmp_path / "child.pid"),
+    }
+    ran = runner_command("trial", "--summary-file", str(summary_file), env=environment)
+    assert ran.returncode == exit_code, ran.stderr[-3000:]
+    folder = output / "trials" / "0"
+    assert not (folder / "model.tflite").exists() and not (folder / "report.json").exists()
+    summary = json.loads(summary_file.read_text())
+    if signal_name == "SIGKILL":
+        assert not (folder / "trial.json").exists()
+        assert summary["exitCode"] == 22 and "Killed" in summary["message"], summary
+        return
+    record = json.loads((folder / "trial.json").read_text())
+    assert record["exitCode"] == ExitCode.NATIVE_CRASH and record["reason"] == "NativeCrash"
+    assert "SIGSEGV" in record["message"] and "steps[0] qat" in record["message"]
+    assert summary["exitCode"] == 0 and "failed for good (exit 23, NativeCrash)" in summary["message"]
