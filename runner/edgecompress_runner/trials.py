@@ -152,8 +152,9 @@ def run_trial(
 
     Raises:
         IndexError: The auto step has no trial ``index``.
-        InfrastructureError: The trial stopped in a way a retry may not repeat (exit 22, a kill, a stop), its
-            files are missing or changed after it wrote them, or the inputs changed while it ran; no record.
+        InfrastructureError: The trial stopped for a reason a retry may not meet again (exit 22, killed, stopped
+            by a signal), its files are missing or changed after it wrote them, or the inputs changed while it
+            ran; no record is written.
     """
     started = time.monotonic()
     job = trial_spec(spec, index)
