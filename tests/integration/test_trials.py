@@ -18,7 +18,13 @@ from edgecompress_contract.progress import ProgressEvent
 from edgecompress_runner.errors import ExitCode
 from tests.conftest import job, run_job
 from tests.integration.test_native_crash import SITECUSTOMIZE
-from tests.integration.tflite_inspect import stored_weight_dtypes, weight_tensors, zero_fraction
+from tests.integration.tflite_inspect import (
+    WEIGHTED_OPS,
+    op_types,
+    stored_weight_dtypes,
+    weight_tensors,
+    zero_fraction,
+)
 
 pytestmark = pytest.mark.tf
 
@@ -90,12 +96,14 @@ def test_local_run_trains_each_trial_measures_it_and_a_rerun_reads_the_records(
         assert trial_report["outputs"]["tflite"]["sha256"] == sha256(tflite)
         assert [step["type"] for step in trial_report["steps"]] == (["qat"] if index == 0 else ["prune", "qat"])
         # trial.json is the trial's last file: its presence means the model and report are complete.
-        assert record_file.stat().st_mtime_ns >= max((folder / name).stat().st_mtime_ns for name in TRIAL_FILES)
+        assert record_file.stat().st_mtime_ns >= max((folder / file).stat().st_mtime_ns for file in TRIAL_FILES)
         for path in (tflite, folder / "report.json", record_file):
             files[path] = path.stat().st_mtime_ns
-    # The QAT trial's file computes in int8: every conv and dense kernel is stored as int8.
+    # The QAT trial's file computes in int8: every conv and dense kernel is stored as int8, and they output int8.
     kernels = stored_weight_dtypes(output / "trials" / "0" / "model.tflite")
     assert kernels and set(kernels.values()) == {"int8"}, kernels
+    weighted = {dtype for op, dtype in op_types(output / "trials" / "0" / "model.tflite") if op in WEIGHTED_OPS}
+    assert weighted == {"int8"}, weighted
     # The prune50Qat trial's kernels are at least 45 % zeros (tfmot prunes the pointwise kernel of the
     # SeparableConv2D, and every Conv2D and Dense kernel, to 50 %).
     assert zero_fraction(weight_tensors(output / "trials" / "1" / "model.tflite")) >= 0.45
@@ -114,8 +122,9 @@ def test_local_run_trains_each_trial_measures_it_and_a_rerun_reads_the_records(
     served = [json.loads(line) for line in second_log.splitlines() if '"trainingTrial"' in line]
     assert [(entry["name"], entry["served"]) for entry in served] == [("trial0-qat", True), ("trial1-prune50Qat", True)]
     (again,) = second.report["steps"]
-    sizes = {candidate["name"]: candidate["sizeBytes"] for candidate in again["candidates"]}
-    assert all(sizes[name] == candidate["sizeBytes"] for name, candidate in trained.items())
+    measured_again = {candidate["name"]: candidate for candidate in again["candidates"]}
+    for name, candidate in trained.items():  # the same files: their measurements come from the search's records
+        assert measured_again[name]["sizeBytes"] == candidate["sizeBytes"] and measured_again[name]["cached"]
     assert (output / "model.tflite").read_bytes() == picked
 
 
