@@ -583,14 +583,17 @@ class RecipeLine(Record):
 class SearchCandidate(Record):
     """One recipe the auto step quantized and measured."""
 
-    name: str = Field(description="e.g. dynamic, float16, int8, converterDynamic, mixed-3.")
-    kind: Literal["wholeModel", "mixed", "converter"] = Field(
+    name: str = Field(description="e.g. dynamic, float16, int8, converterDynamic, mixed-3, trial0-prune50Qat.")
+    kind: Literal["wholeModel", "mixed", "converter", "trained"] = Field(
         description=(
-            "One precision for every op, one per layer (both by litert-quantizer), or the LiteRT converter's own "
-            "post-training quantization of the Keras model or SavedModel."
+            "One precision for every op, one per layer (both by litert-quantizer), the LiteRT converter's own "
+            "post-training quantization of the Keras model or SavedModel, or the .tflite a training trial "
+            "(spec.steps[0].trials) fine-tuned and wrote to trials/<index>/."
         )
     )
-    recipe: list[RecipeLine] = Field(description="The litert-quantizer recipe (empty for converter candidates).")
+    recipe: list[RecipeLine] = Field(
+        description="The litert-quantizer recipe (empty for converter and trained candidates)."
+    )
     precisions: dict[str, int] = Field(
         default_factory=dict, description="Mixed candidates: how many analysed layers got each precision."
     )
@@ -639,6 +642,37 @@ class AutoReport(_StepReportBase):
     cache_hits: int = Field(
         default=0, description="Records read from the cache instead of measured (candidates and the sensitivity table)."
     )
+
+
+class TrialRecord(Record):
+    """trials/<index>/trial.json: how one training trial of the auto step ended, written after its other files.
+
+    Its presence means the trial finished, either way; a run of the same trial on the same inputs (the same
+    ``key``) reads it instead of training again.
+    """
+
+    index: int = Field(description="The trial's index in spec.steps[0].trials (its Indexed Job completion index).")
+    preset: str = Field(description="The trial's training preset, e.g. prune50Qat.")
+    key: str = Field(
+        description=(
+            "SHA-256 content key of what the trial's result depends on: its job (the preset's steps, fine-tuning, "
+            "evaluation, seed; not the URIs), the input model's and the dataset's SHA-256 and the tool versions."
+        )
+    )
+    exit_code: int = Field(
+        description="The trial run's exit code: 0, or a failure that fails again (1, 20, 21, 23; see RunSummary)."
+    )
+    reason: str | None = Field(default=None, description="Why it failed, as a CamelCase reason.")
+    message: str = Field(default="", description="The outcome in words.")
+    model_sha256: str | None = Field(
+        default=None, description="A success: SHA-256 of trials/<index>/model.tflite, checked when the record is read."
+    )
+    size_bytes: int | None = Field(default=None, description="A success: the size of its model.tflite in bytes.")
+    seconds: float = Field(description="Wall time of the trial's run.")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
 
 
 StepReport = Annotated[

@@ -373,7 +373,15 @@ class AutoStep(_Strict):
             "a candidate twice as slow must be twice as small to tie)."
         ),
     )
-    max_trials: int = Field(default=20, ge=1, le=1000, description="Most candidates quantized and measured.")
+    max_trials: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description=(
+            "Most candidates quantized and measured. The trials' trained models are not counted: they are measured "
+            "first, every one, since their training is already paid for."
+        ),
+    )
     max_minutes: float = Field(
         default=30.0, gt=0, le=1440, description="Wall-time budget of the search (sensitivity analysis included)."
     )
@@ -432,7 +440,9 @@ class AutoStep(_Strict):
             "job on the input model, writing its model.tflite and report.json to trials/<i>/ under spec.output.uri; "
             "the search measures each trial's .tflite like its other candidates. A cluster runs them as the pods of "
             "one Indexed Job, parallelism at once, each with the runner's GPUs, before the search; a local run runs "
-            "them one after another. A trial already run on the same model, dataset and recipe is not run again."
+            "them one after another. A trial already run on the same model, dataset and recipe is not run again (its "
+            "trials/<i>/trial.json is read instead). A trial that fails for good (bad input, a layer tfmot cannot "
+            "handle, a native crash) is listed as unavailable with its reason; the search goes on without it."
         ),
     )
     parallelism: int = Field(

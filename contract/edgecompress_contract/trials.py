@@ -24,10 +24,21 @@ from .spec import (
     TrainingTrial,
 )
 
-__all__ = ["TRIALS_FOLDER", "auto_step", "preset_steps", "trial_folder", "trial_spec"]
+__all__ = [
+    "TRIAL_RECORD_NAME",
+    "TRIALS_FOLDER",
+    "auto_step",
+    "preset_steps",
+    "trial_folder",
+    "trial_name",
+    "trial_spec",
+    "trials_of",
+]
 
 TRIALS_FOLDER = "trials"
 """Under the job's output: each trial's folder (``<index>/``) and the search's content-addressed records."""
+TRIAL_RECORD_NAME = "trial.json"
+"""In a trial's folder: its ``TrialRecord``, written after its model.tflite and report.json."""
 
 
 def preset_steps(preset: TrainingPreset, fine_tune: FineTune) -> list[Step]:
@@ -64,6 +75,11 @@ def trials_of(spec: CompressionJobSpec) -> list[TrainingTrial]:
 def trial_folder(output_uri: str, index: int) -> str:
     """Where trial ``index`` writes its artifacts: ``trials/<index>/`` under the job's output."""
     return f"{output_uri.rstrip('/')}/{TRIALS_FOLDER}/{index}/"
+
+
+def trial_name(index: int, trial: TrainingTrial) -> str:
+    """The trial's name among the search's candidates, e.g. ``trial0-prune50Qat``."""
+    return f"trial{index}-{TrainingPreset(trial.preset).value}"
 
 
 def trial_spec(spec: CompressionJobSpec, index: int) -> CompressionJobSpec:

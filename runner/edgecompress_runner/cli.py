@@ -1,8 +1,9 @@
-"""Command line: ``edgecompress-runner run|example|validate|schema``.
+"""Command line: ``edgecompress-runner run|trial|example|validate|schema``.
 
 Exit codes (see errors.ExitCode): 0 succeeded, 20 bad spec or input, 21 gates failed,
 22 infrastructure (storage, memory), 23 native crash, 1 unexpected. ``run`` runs the job in a
-child process (supervise.py), so a crash in native code still ends with a summary.
+child process (supervise.py), so a crash in native code still ends with a summary. ``trial`` runs one
+training trial of the auto step (trials.py): 0 once its record exists, whatever the trial's outcome.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import click
 from pydantic import ValidationError
 
 from edgecompress_contract.report import Source
-from edgecompress_contract.spec import JOB_ENV, SOURCE_ENV
+from edgecompress_contract.spec import JOB_ENV, SOURCE_ENV, TRIAL_INDEX_ENV
 from edgecompress_contract.summary import RunSummary
 
 from .errors import ExitCode, InfrastructureError, RunnerError, SpecError
@@ -58,30 +60,43 @@ def execute(
 ) -> int:
     """Runs a job in this process and maps every outcome to an exit code and a summary."""
     bar = _configure_logging(progress)
-    temporary = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="edgecompress-")) if work_dir is None else work_dir
-    try:
-        spec = build_spec()
-        from .pipeline import run
-        from .report import summary_table
+    with work_folder(work_dir) as work:
+        try:
+            spec = build_spec()
+            from .pipeline import run
+            from .report import summary_table
 
-        outcome = run(spec, work, progress_bar=bar, sinks=sinks, source=_source())
-    except (RunnerError, SpecError) as error:
-        return _fail(error.exit_code, error.reason, str(error), summary_file)
-    except MemoryError:
-        message = "out of memory; give the runner more memory or use fewer samples"
-        return _fail(InfrastructureError.exit_code, "OutOfMemory", message, summary_file)
-    except Exception as error:
-        log.exception("unexpected failure")
-        return _fail(ExitCode.UNEXPECTED, "InternalError", f"{type(error).__name__}: {error}", summary_file)
-    finally:
-        if temporary:
-            shutil.rmtree(work, ignore_errors=True)
+            outcome = run(spec, work, progress_bar=bar, sinks=sinks, source=_source())
+        except Exception as error:
+            return failed(error, summary_file)
     _write_summary(summary_file, outcome.summary)
     click.echo(summary_table(outcome.report))
     code = outcome.exit_code
     log.info("run finished", extra={"fields": {"event": "result", "result": outcome.summary.result}})
     return int(code)
+
+
+@contextmanager
+def work_folder(work_dir: Path | None, prefix: str = "edgecompress-") -> Iterator[Path]:
+    """``work_dir``, else a temporary folder removed afterwards."""
+    temporary = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix=prefix)) if work_dir is None else work_dir
+    try:
+        yield work
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def failed(error: Exception, summary_file: Path | None) -> int:
+    """The exit code of a command an exception stopped, after logging it and writing its summary."""
+    if isinstance(error, RunnerError | SpecError):
+        return _fail(error.exit_code, error.reason, str(error), summary_file)
+    if isinstance(error, MemoryError):
+        message = "out of memory; give the runner more memory or use fewer samples"
+        return _fail(InfrastructureError.exit_code, "OutOfMemory", message, summary_file)
+    log.error("unexpected failure", exc_info=error)
+    return _fail(ExitCode.UNEXPECTED, "InternalError", f"{type(error).__name__}: {error}", summary_file)
 
 
 def _source() -> Source | None:
@@ -146,13 +161,41 @@ def run_command(job_file: Any, summary_file: Path | None, work_dir: Path | None,
     """
     from .supervise import supervise
 
+    sys.exit(supervise(_job_text(job_file), work_dir, summary_file, progress))
+
+
+def _job_text(job_file: Any) -> str:
     if job_file is not None:
-        text = job_file.read()
-    elif os.environ.get(JOB_ENV):
-        text = os.environ[JOB_ENV]
-    else:
-        raise click.UsageError(f"give JOB_FILE or set {JOB_ENV}")
-    sys.exit(supervise(text, work_dir, summary_file, progress))
+        return str(job_file.read())
+    if os.environ.get(JOB_ENV):
+        return os.environ[JOB_ENV]
+    raise click.UsageError(f"give JOB_FILE or set {JOB_ENV}")
+
+
+@main.command("trial")
+@click.argument("job_file", type=click.File("r"), required=False)
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    help=f"The trial of spec.steps[0].trials to run (default: the {TRIAL_INDEX_ENV} environment variable).",
+)
+@_summary_option
+@_work_dir_option
+@_progress_option
+def trial_command(
+    job_file: Any, index: int | None, summary_file: Path | None, work_dir: Path | None, progress: str
+) -> None:
+    """Run one training trial of the auto step in JOB_FILE (or EDGECOMPRESS_JOB) into trials/<index>/.
+
+    The trial runs in a child process, writes model.tflite and report.json to trials/<index>/ under
+    spec.output.uri, then trial.json (its outcome). A trial whose trial.json matches the inputs is not run
+    again. Exits 0 once trial.json exists, also when the trial failed for good (its reason is in trial.json);
+    20 for a bad spec or index; 22 when the trial must be run again (storage trouble, killed).
+    """
+    from .trials import trial_main
+
+    _configure_logging(progress)
+    sys.exit(trial_main(_job_text(job_file), index, work_dir, summary_file))
 
 
 @main.command("example")

@@ -5,17 +5,19 @@ promotion it shows). The .tflite is uploaded first, then (when every gate passed
 promoted, then report.html and its plots, and report.json last, so a report's presence means the
 run finished.
 
-The run is a list of phases (fetch, baseline, one per step, convert, evaluate, publish) that read
-and fill one ``RunState``; ``PhaseClock`` announces each phase and records its wall time.
+The run is a list of phases (fetch, baseline, the auto step's training trials when it has any, one per
+step, convert, evaluate, publish) that read and fill one ``RunState``; ``PhaseClock`` announces each phase
+and records its wall time.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -52,6 +54,7 @@ from edgecompress_contract.spec import (
     QatStep,
 )
 from edgecompress_contract.summary import RunSummary
+from edgecompress_contract.trials import TRIALS_FOLDER, trials_of
 
 from .checkpoints import RunCheckpoints, fingerprint
 from .data import Arrays, Dataset, samples, take
@@ -62,7 +65,7 @@ from .progress import Progress, Sink, logger
 from .promotion import PROMOTED_MODEL, promote
 from .report import versions
 from .report_html import HTML_NAME, PLOT_FILES
-from .search import SearchInputs
+from .search import SearchInputs, TrainedModel
 from .steps import CompressionStep, StepContext, build_steps
 from .storage import Storage, join_uri, local_path, sha256_of, storage_for
 from .tasks import label_targets, output_tasks
@@ -74,8 +77,6 @@ if TYPE_CHECKING:
 KERAS_TRAINING_STEPS = (PruneStep, ClusterStep, QatStep)
 TFLITE_NAME = "model.tflite"
 REPORT_NAME = "report.json"
-TRIALS_FOLDER = "trials"
-"""The auto step's trial records, in the output folder unless the step names a cacheURI."""
 UNLABELED_EVAL_SAMPLES = 100
 
 _T = TypeVar("_T")
@@ -104,6 +105,7 @@ def _phases(spec: CompressionJobSpec, steps: list[CompressionStep[Any]]) -> list
     return [
         ("download", 0, _fetch),
         ("baseline", 0, _baseline),
+        *([("trials", 0, _trials)] if trials_of(spec) else []),
         *((step.phase, step.epochs, _step_phase(step)) for step in steps),
         ("convert", 0, _convert),
         ("evaluate", 0, _evaluate),
@@ -376,6 +378,42 @@ def _baseline(state: RunState) -> None:
     )
 
 
+def _trials(state: RunState) -> None:
+    """The auto step's training trials, in order: each read from its record when it has one for these inputs (a
+    cluster ran them as an Indexed Job before this run), else run here; their models go to the search.
+
+    Each trial's own files are removed from the work folder once its results are in its output folder.
+    """
+    from .trials import InputDigests, run_trial
+
+    spec, context = state.spec, _ready(state.step_context)
+    dataset = state.artifacts.get("dataset")
+    digests = InputDigests(model=state.artifacts["model"].sha256, dataset=dataset.sha256 if dataset else None)
+    count = len(trials_of(spec))
+    trained: list[TrainedModel] = []
+    for index in range(count):
+        work = state.work_dir / "trial-runs" / str(index)
+        outcome = run_trial(spec, index, work_dir=work, digests=digests, storage=state.storage(spec.output.uri))
+        shutil.rmtree(work, ignore_errors=True)
+        trained.append(TrainedModel(name=outcome.name, model=outcome.model, failure=outcome.failure))
+        record = outcome.record
+        logger.info(
+            f"trial {index + 1} of {count}: {outcome.name} "
+            + ("read from its record" if outcome.served else f"ran in {record.seconds:.1f} s"),
+            extra={
+                "fields": {
+                    "event": "trainingTrial",
+                    "name": outcome.name,
+                    "served": outcome.served,
+                    "exitCode": record.exit_code,
+                    "sizeBytes": record.size_bytes,
+                }
+            },
+        )
+        state.progress.trial(index + 1, count, None)
+    context.search_inputs = replace(_ready(context.search_inputs), trained=tuple(trained))
+
+
 def _converter_ptq(loaded: Any, dataset: Dataset | None) -> Callable[[PtqMode, int], bytes]:
     """The LiteRT converter's PTQ of the loaded model, for the auto step's converter candidates."""
 
@@ -474,7 +512,7 @@ def _convert(state: RunState) -> None:
     quantizer: Quantizer = "converter"
     if plan.searched_model is not None:
         result_tflite, denylist = plan.searched_model, list[str]()
-        state.conversion = convert.conversion_report(plan.mode, result_tflite, quantizer="litertQuantizer")
+        state.conversion = convert.conversion_report(plan.mode, result_tflite, quantizer=plan.searched_quantizer)
     elif context.loaded.tflite is not None:
         from .tflite_quantize import quantize_ptq
 

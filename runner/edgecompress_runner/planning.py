@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edgecompress_contract.report import Quantizer
 from edgecompress_contract.spec import PruneStep, PtqMode, PtqStep
 
 from .errors import InputError
@@ -62,6 +63,8 @@ class ConversionPlan:
     ptq: PtqStep | None = None
     # The model an auto step picked: the result as it is, no conversion.
     searched_model: bytes | None = None
+    # What made it: litert-quantizer's recipes, or the LiteRT converter (its own PTQ, or a trial's QAT model).
+    searched_quantizer: Quantizer = "litertQuantizer"
 
     @property
     def mode(self) -> str:

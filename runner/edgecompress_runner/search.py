@@ -9,17 +9,20 @@ output's agreement (top-1, or decisions at 0.5 for binary and multilabel outputs
 litert-quantizer does not apply to an op (the file does not shrink by at least a byte per weight, e.g. int4
 on a depthwise conv) leaves that op's ladder.
 
-*Candidates*: whole-model recipes (dynamic, weight-only int8, float16, and int8 and int16x8 when the
-dataset has ``x_train`` to calibrate on), the LiteRT converter's own dynamic-range and int8 quantization of
-the Keras model or SavedModel (``converterDynamic``, ``converterInt8``: the converter makes smaller files for
-some models, e.g. int8 2,776 bytes against litert-quantizer's 2,848 on the tests' token-id classifier, and the
-search must never lose to one converter call), then mixed recipes found by ``raise_until_passing``: every
-analysed layer starts at the lowest precision of its ladder (smaller layers stay float) and, while a
-quality gate fails, the layer whose next precision removes the most output noise per added byte
-(``noise_removed_per_byte``) moves up one precision. Each
-candidate is measured for real: bytes, every output's quality on the evaluation samples against the
-baseline's outputs (each judged by its task), and latency timed interleaved with the baseline;
-``gates.judge`` gives its verdicts on the per-output comparison (a model is judged by its worst output).
+*Candidates*: first the models the step's training trials fine-tuned (kind ``trained``, named like
+``trial0-prune50Qat``: each trial's ``trials/<i>/model.tflite``, see ``trials.py``; every one is measured and
+none counts toward maxTrials, since its training is already paid for; a trial that failed for good is listed
+as unavailable with its reason), then whole-model recipes (dynamic, weight-only int8, float16, and int8 and
+int16x8 when the dataset has ``x_train`` to calibrate on), the LiteRT converter's own dynamic-range and int8
+quantization of the Keras model or SavedModel (``converterDynamic``, ``converterInt8``: the converter makes
+smaller files for some models, e.g. int8 2,776 bytes against litert-quantizer's 2,848 on the tests' token-id
+classifier, and the search must never lose to one converter call), then mixed recipes found by
+``raise_until_passing``: every analysed layer starts at the lowest precision of its ladder (smaller layers
+stay float) and, while a quality gate fails, the layer whose next precision removes the most output noise per
+added byte (``noise_removed_per_byte``) moves up one precision. Each candidate is measured for real: bytes,
+every output's quality on the evaluation samples against the baseline's outputs (each judged by its task), and
+latency timed interleaved with the baseline; ``gates.judge`` gives its verdicts on the per-output comparison
+(a model is judged by its worst output).
 
 *Pick*: among the candidates that pass every gate, the best by the objective: size (fewest bytes, then
 lowest latency ratio), latency (lowest latency ratio, then bytes) or balanced (lowest size ratio times
@@ -73,6 +76,7 @@ __all__ = [
     "Assignment",
     "SearchInputs",
     "SearchResult",
+    "TrainedModel",
     "Verdict",
     "decide",
     "latency_ratio_gate",
@@ -298,6 +302,16 @@ def noise_removed_per_byte(
 
 
 @dataclass(frozen=True)
+class TrainedModel:
+    """A training trial's outcome as the search takes it: its .tflite, or why it has none."""
+
+    name: str
+    """e.g. trial0-prune50Qat."""
+    model: bytes | None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
 class SearchInputs:
     """What the search measures against: the baseline and the evaluation the run judges its result on."""
 
@@ -319,6 +333,8 @@ class SearchInputs:
     convert: Callable[[PtqMode, int], bytes] | None = None
     """The LiteRT converter's quantization of the model in a PTQ mode (dynamic, or int8 calibrated on that many
     x_train samples); None for a .tflite input, which has no model to convert."""
+    trained: tuple[TrainedModel, ...] = ()
+    """The auto step's training trials, in index order (the pipeline's trials phase)."""
 
 
 @dataclass(frozen=True)
@@ -363,9 +379,17 @@ class _Measurer:
     calibration: list[dict[str, np.ndarray]] = field(default_factory=list)
     calibration_key: str = ""
 
+    def counted(self) -> int:
+        """Candidates measured that count toward maxTrials: every one but the trained ones."""
+        return sum(1 for trial in self.trials if trial.candidate.kind != "trained")
+
+    def planned(self) -> int:
+        """The most candidates the search measures: maxTrials and every trained model."""
+        return self.step.max_trials + sum(1 for trained in self.inputs.trained if trained.model is not None)
+
     def budget_left(self) -> bool:
         """Whether another trial fits maxTrials and maxMinutes; the first one always does (a run needs a result)."""
-        return not self.trials or (len(self.trials) < self.step.max_trials and self.clock() < self.deadline)
+        return not self.trials or (self.counted() < self.step.max_trials and self.clock() < self.deadline)
 
     def time_left(self) -> bool:
         return self.clock() < self.deadline
@@ -395,6 +419,13 @@ class _Measurer:
             precisions=precisions,
         )
 
+    def measure_trained(self, name: str, model: bytes) -> _Trial:
+        """A training trial's .tflite, measured like any candidate (its record keyed by the model's SHA-256)."""
+        key = content_key(
+            self.data_key, "trained", hashlib.sha256(model).hexdigest(), self.inputs.latency.model_dump(mode="json")
+        )
+        return self._trial(name, "trained", key, lambda: model, recipe=(), precisions=None)
+
     def measure_converted(self, name: str, mode: PtqMode, convert: Callable[[PtqMode, int], bytes]) -> _Trial:
         """The LiteRT converter's quantization of the model in ``mode``, measured like any candidate."""
         samples = self.step.representative_samples
@@ -410,7 +441,7 @@ class _Measurer:
     def _trial(
         self,
         name: str,
-        kind: Literal["wholeModel", "mixed", "converter"],
+        kind: Literal["wholeModel", "mixed", "converter", "trained"],
         key: str,
         make: Callable[[], bytes],
         *,
@@ -454,11 +485,11 @@ class _Measurer:
             name: fields.get(name) for name in ("name", "sizeBytes", "top1Agreement", "snrDb", "latencyRatio", "passed")
         }
         logger.info(
-            f"trial {len(self.trials)} of at most {self.step.max_trials}: {name}",
+            f"trial {len(self.trials)} of at most {self.planned()}: {name}",
             extra={"fields": {"event": "candidate", **summary, "cached": candidate.cached}},
         )
         if inputs.on_trial is not None:
-            inputs.on_trial(len(self.trials), self.step.max_trials, self._best_so_far())
+            inputs.on_trial(len(self.trials), self.planned(), self._best_so_far())
         return trial
 
     def _best_so_far(self) -> str:
@@ -544,6 +575,11 @@ def run_search(
         measurer.calibration = calibration_samples(inputs.x_train, step.representative_samples)
         measurer.calibration_key = content_key(*_array_parts(take(inputs.x_train, len(measurer.calibration))))
     unavailable: dict[str, str] = {}
+    for trained in inputs.trained:
+        if trained.model is None:
+            unavailable[trained.name] = trained.failure or "the trial gave no model"
+        else:
+            measurer.measure_trained(trained.name, trained.model)
     for name, precision in WHOLE_MODEL_CANDIDATES:
         if precision in CALIBRATED and not measurer.calibration:
             unavailable[name] = "needs x_train in the dataset to calibrate"
@@ -625,7 +661,7 @@ def _refusal(error: ValueError) -> str:
 def _stopped_because(measurer: _Measurer, started: float) -> str:
     if any(trial.candidate.passed and trial.candidate.kind == "mixed" for trial in measurer.trials):
         return "a mixed candidate passed every gate"
-    if len(measurer.trials) >= measurer.step.max_trials:
+    if measurer.counted() >= measurer.step.max_trials:
         return f"maxTrials ({measurer.step.max_trials}) reached"
     if measurer.clock() >= measurer.deadline:
         return f"maxMinutes ({measurer.step.max_minutes:g}) reached after {measurer.clock() - started:.0f} s"

@@ -27,6 +27,7 @@ from edgecompress_contract.report import (
     Keras3Load,
     PruneReport,
     QatReport,
+    Quantizer,
     ReduceFiltersReport,
     StepReport,
 )
@@ -399,6 +400,7 @@ class Auto(CompressionStep[AutoStep]):
     def __init__(self, spec: AutoStep, index: int) -> None:
         super().__init__(spec, index)
         self.picked: bytes | None = None
+        self.picked_by: Quantizer = "litertQuantizer"
         self.cache: TrialCache | None = None
 
     def apply(self, context: StepContext) -> AutoReport:
@@ -415,10 +417,12 @@ class Auto(CompressionStep[AutoStep]):
         self.cache = inputs.cache
         found = run_search(self.spec, inputs, where=f"spec.steps[{self.index}]")
         self.picked = found.model
+        (chosen,) = [candidate for candidate in found.report.candidates if candidate.chosen]
+        self.picked_by = "converter" if chosen.kind in ("converter", "trained") else "litertQuantizer"
         return found.report
 
     def contribute(self, plan: ConversionPlan, report: StepReport | None) -> ConversionPlan:
-        return replace(plan, searched_model=self.picked)
+        return replace(plan, searched_model=self.picked, searched_quantizer=self.picked_by)
 
     def publish(self) -> None:
         if self.cache is not None:

@@ -314,11 +314,33 @@ def scan(
         source=uri,
     )
     dataset = Dataset(x_train=x_first, y_train=y_first, x_eval=x_eval, y_eval=y_eval, source=uri, shards=shards)
-    digest = hashlib.sha256("".join(f"{file.uri} {file.sha256}\n" for file in files).encode()).hexdigest()
+    digest = shards_sha256([(file.uri, file.sha256) for file in files])
     record = DatasetShards(
         count=len(uris), train_samples=sum(counts), bytes=sum(file.bytes for file in files), sha256=digest, files=files
     )
     return dataset, record
+
+
+def shards_sha256(files: Sequence[tuple[str, str]]) -> str:
+    """A sharded dataset's checksum: the SHA-256 of each shard's URI and SHA-256, in name order."""
+    return hashlib.sha256("".join(f"{uri} {sha256}\n" for uri, sha256 in files).encode()).hexdigest()
+
+
+def sharded_dataset_sha256(uri: str, storage: Storage, work_dir: Path) -> str:
+    """The checksum ``scan`` records for the shards under ``uri``, reading only their bytes (one at a time)."""
+    files = []
+    for index, shard_uri in enumerate(list_shards(uri, storage)):
+        if _is_local(shard_uri):
+            files.append((shard_uri, sha256_of(local_path(shard_uri))))
+            continue
+        download_to = work_dir / "shards" / f"digest-{index:06d}.npz"
+        download_to.parent.mkdir(parents=True, exist_ok=True)
+        storage.download(shard_uri, download_to)
+        try:
+            files.append((shard_uri, sha256_of(download_to)))
+        finally:
+            download_to.unlink(missing_ok=True)
+    return shards_sha256(files)
 
 
 def _read_shard(uri: str, storage: Storage, download_to: Path) -> tuple[dict[str, Arrays], str, int]:

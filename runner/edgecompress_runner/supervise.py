@@ -45,9 +45,17 @@ _STOPPED_REASONS = {signal.SIGTERM: "Terminated", signal.SIGINT: "Interrupted"}
 
 def supervise(job_text: str, work_dir: Path | None, summary_file: Path | None, progress: str) -> int:
     """Runs the job in ``job_text`` in a child process; returns the exit code (the child's, or the crash's)."""
-    from .cli import _configure_logging, _fail
+    from .cli import _configure_logging
 
     _configure_logging(progress)
+    return supervised_run(job_text, work_dir, summary_file, progress)
+
+
+def supervised_run(job_text: str, work_dir: Path | None, summary_file: Path | None, progress: str) -> int:
+    """``supervise`` without configuring this process's logging: a run that starts runs of its own (the auto
+    step's training trials) keeps its own log settings."""
+    from .cli import _fail
+
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="edgecompress-")) if work_dir is None else work_dir
     context = multiprocessing.get_context("spawn")

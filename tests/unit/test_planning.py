@@ -63,3 +63,17 @@ def test_phases_follow_the_steps() -> None:
         "evaluate",
         "upload",
     ]
+
+
+def test_an_auto_step_with_trials_runs_them_after_the_baseline() -> None:
+    document = {
+        "model": {"uri": "/m.keras", "format": "keras"},
+        "dataset": {"uri": "/d.npz"},
+        "steps": [{"type": "auto"}],
+        "gates": {"minFidelity": 0.9},
+        "output": {"uri": "/out"},
+    }
+    without = ["download", "baseline", "steps[0] auto", "convert", "evaluate", "upload"]
+    assert plan_phases(parse_spec(document)) == without
+    document["steps"] = [{"type": "auto", "trials": [{"preset": "qat"}]}]
+    assert plan_phases(parse_spec(document)) == [*without[:2], "trials", *without[2:]]
