@@ -65,12 +65,17 @@ def slim_compression_job(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "metadata": _slim_metadata(item)}
 
 
+JOB_SPEC_FIELDS = ("suspend", "completionMode", "completions", "parallelism")
+"""What the pass reads of a Job's spec (a trials Job is Indexed: its trials done of ``completions``)."""
+
+
 def slim_job(item: dict[str, Any]) -> dict[str, Any]:
-    """What the pass needs of a runner Job: metadata, spec.suspend and status (not the pod template)."""
+    """What the pass needs of a runner Job: metadata, how it runs its pods and status (not the pod template)."""
+    spec = item.get("spec") or {}
     return {
         "kind": "Job",
         "metadata": _slim_metadata(item),
-        "spec": {"suspend": (item.get("spec") or {}).get("suspend")},
+        "spec": {name: spec[name] for name in JOB_SPEC_FIELDS if name in spec},
         "status": item.get("status") or {},
     }
 

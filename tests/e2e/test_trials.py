@@ -71,7 +71,10 @@ def test_four_trials_two_at_a_time_then_the_search_picks_from_them(
         job = get(control_plane, "compressionjob", name)
         return job if (job.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
 
-    status = wait_until(finished, f"{name} to finish", timeout=900, interval=0.3)["status"]
+    try:
+        status = wait_until(finished, f"{name} to finish", timeout=600, interval=0.3)["status"]
+    except AssertionError as error:
+        raise AssertionError(f"{error}; status: {get(control_plane, 'compressionjob', name).get('status')}") from None
     assert status["phase"] == "Succeeded", status
     assert most_at_once == 2, f"parallelism 2: at most (and at some point) 2 trial pods ran at once, saw {most_at_once}"
     jobs = get(control_plane, "jobs", "-l", f"edgecompress.io/compressionjob={name}")["items"]

@@ -65,7 +65,10 @@ def test_lists_then_applies_watch_events_from_the_lists_version() -> None:
     server.streams = [
         [
             {"type": "ADDED", "object": obj("b", 11)},
-            {"type": "MODIFIED", "object": obj("a", 12)},
+            {
+                "type": "MODIFIED",
+                "object": obj("a", 12, spec={"suspend": False, "completionMode": "Indexed", "template": {}}),
+            },
             {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "13"}}},
             {"type": "DELETED", "object": obj("b", 14)},
         ],
@@ -78,7 +81,10 @@ def test_lists_then_applies_watch_events_from_the_lists_version() -> None:
     assert names(cache) == {"a": "12"}
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
     [item] = cache.items()
-    assert "managedFields" not in item["metadata"] and item["spec"] == {"suspend": None}, "slimmed"
+    assert "managedFields" not in item["metadata"] and item["spec"] == {
+        "suspend": False,
+        "completionMode": "Indexed",
+    }, "slimmed"
 
 
 def test_an_event_older_than_the_stored_copy_is_ignored() -> None:

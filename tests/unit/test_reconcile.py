@@ -13,6 +13,7 @@ from edgecompress_contract.status import CompressionJobStatus, StatusProgress
 from edgecompress_operator import kube
 from edgecompress_operator.config import Config
 from edgecompress_operator.handlers.handle_reconcile import PassMemory, reconcile_pass
+from edgecompress_operator.informer import slim_job
 from edgecompress_operator.manifests import JOB_LABEL, job_name, trials_job_name
 from edgecompress_operator.metrics import METRICS
 from edgecompress_operator.status import now_timestamp, status_from_job, status_patch, waiting_status
@@ -172,7 +173,8 @@ class CacheView:
         return copy.deepcopy(self.api.stale if self.api.stale is not None else self.api.resources)
 
     def jobs(self) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.api.jobs if self.api.cached_jobs is None else self.api.cached_jobs)
+        """As the operator's informer keeps them (slim_job)."""
+        return [slim_job(job) for job in (self.api.jobs if self.api.cached_jobs is None else self.api.cached_jobs)]
 
     def pods(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.api.pods if self.api.cached_pods is None else self.api.cached_pods)

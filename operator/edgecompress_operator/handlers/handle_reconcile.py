@@ -50,6 +50,7 @@ from ..events import post_event
 from ..informer import resource_version
 from ..manifests import (
     RUNNER_CONTAINER,
+    TRIALS_COMPONENT,
     build_job,
     build_trials_job,
     job_name,
@@ -655,7 +656,8 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
 
 
 def _is_trials_job(job: dict[str, Any]) -> bool:
-    return bool((job.get("spec") or {}).get("completionMode") == "Indexed")
+    labels = job["metadata"].get("labels") or {}
+    return labels.get("app.kubernetes.io/component") == TRIALS_COMPONENT
 
 
 def _ttl_seconds(resource: dict[str, Any], memory: PassMemory, config: Config) -> int:
