@@ -351,6 +351,14 @@ class TrainingTrial(_Strict):
     fine_tune: FineTune = Field(
         default_factory=FineTune, description="Fine-tuning settings of every step of the recipe."
     )
+    skip_layers: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Layers every step of the recipe leaves untouched (they stay float): sensitive layers, and layers tfmot "
+            "cannot prune, cluster or quantize (a trial that meets one fails with the layer named)."
+        ),
+    )
 
 
 class AutoStep(_Strict):
@@ -428,8 +436,10 @@ class AutoStep(_Strict):
         gt=0,
         description=(
             "A gate of this step: the result's median latency, timed interleaved with the float baseline, at most "
-            "this many times the baseline's (1.0: not slower than float). Candidates over it lose, and the result "
-            "is judged on it like on spec.gates (gate maxLatencyRatio)."
+            "this many times the baseline's (1.0: not slower than float); a median over it still passes when one "
+            "interleaved round timed the file within it (timing noise: a file that is slower for real is slower in "
+            "every round). Candidates over it lose, and the result is judged on it like on spec.gates (gate "
+            "maxLatencyRatio)."
         ),
     )
     trials: list[TrainingTrial] = Field(

@@ -8,6 +8,9 @@ as index ``i`` of an Indexed Job; a local run runs the trials one after another.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from .spec import (
     AutoStep,
     ClusterStep,
@@ -41,21 +44,22 @@ TRIAL_RECORD_NAME = "trial.json"
 """In a trial's folder: its ``TrialRecord``, written after its model.tflite and report.json."""
 
 
-def preset_steps(preset: TrainingPreset, fine_tune: FineTune) -> list[Step]:
-    """The steps a training preset runs, each fine-tuned with ``fine_tune``."""
-    qat = QatStep(type="qat", fine_tune=fine_tune)
+def preset_steps(preset: TrainingPreset, fine_tune: FineTune, skip_layers: Sequence[str] = ()) -> list[Step]:
+    """The steps a training preset runs, each fine-tuned with ``fine_tune`` and leaving ``skip_layers`` as they are."""
+    common: dict[str, Any] = {"fine_tune": fine_tune, "skip_layers": list(skip_layers)}
+    qat = QatStep(type="qat", **common)
     if preset == TrainingPreset.QAT:
         return [qat]
     if preset == TrainingPreset.PRUNE30_QAT:
-        return [PruneStep(type="prune", target_sparsity=0.3, fine_tune=fine_tune), qat]
+        return [PruneStep(type="prune", target_sparsity=0.3, **common), qat]
     if preset == TrainingPreset.PRUNE50_QAT:
-        return [PruneStep(type="prune", target_sparsity=0.5, fine_tune=fine_tune), qat]
+        return [PruneStep(type="prune", target_sparsity=0.5, **common), qat]
     if preset == TrainingPreset.CLUSTER16_QAT:
-        return [ClusterStep(type="cluster", number_of_clusters=16, fine_tune=fine_tune), qat]
+        return [ClusterStep(type="cluster", number_of_clusters=16, **common), qat]
     if preset == TrainingPreset.PRUNE50_INT8:
         return [
-            PruneStep(type="prune", target_sparsity=0.5, fine_tune=fine_tune),
-            PtqStep(type="ptq", mode=PtqMode.INT8),
+            PruneStep(type="prune", target_sparsity=0.5, **common),
+            PtqStep(type="ptq", mode=PtqMode.INT8, skip_layers=list(skip_layers)),
         ]
     raise ValueError(f"unknown training preset {preset!r}")
 
@@ -94,7 +98,7 @@ def trial_spec(spec: CompressionJobSpec, index: int) -> CompressionJobSpec:
     trial = trials[index]
     return spec.model_copy(
         update={
-            "steps": preset_steps(trial.preset, trial.fine_tune),
+            "steps": preset_steps(trial.preset, trial.fine_tune, trial.skip_layers),
             "gates": Gates(),
             "output": Output(uri=trial_folder(spec.output.uri, index), overwrite=True),
             "promotion": None,

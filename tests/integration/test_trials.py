@@ -255,6 +255,16 @@ def test_a_trial_that_fails_for_good_is_recorded_and_listed_unavailable(
     (served,) = again.report["steps"]
     assert served["unavailable"]["trial0-qat"] == reason
 
+    # The advice works: the layer listed in the trial's skipLayers, the trial trains (a new key: it runs again).
+    assert "spec.steps[0].trials[0].skipLayers" in reason
+    document["steps"][0]["trials"][0]["skipLayers"] = ["norm"]
+    skipped = run_job(document, tmp_path / "skipped")
+    assert skipped.exit_code == ExitCode.SUCCEEDED, skipped.summary
+    record = json.loads((folder / "trial.json").read_text())
+    assert record["exitCode"] == 0 and record["sizeBytes"] == (folder / "model.tflite").stat().st_size
+    (trained,) = [c for c in skipped.report["steps"][0]["candidates"] if c["kind"] == "trained"]
+    assert trained["name"] == "trial0-qat" and trained["sizeBytes"] == record["sizeBytes"]
+
 
 @pytest.mark.parametrize(
     ("signal_name", "exit_code"), [("SIGSEGV", ExitCode.SUCCEEDED), ("SIGKILL", ExitCode.INFRASTRUCTURE)]

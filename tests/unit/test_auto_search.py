@@ -222,6 +222,20 @@ def test_latency_ratio_gate_judges_the_interleaved_ratio() -> None:
     assert "1.250x the baseline's" in slower.reason and "over the allowed 1x" in slower.reason
     assert latency_ratio_gate(1.0, comparison(1.0)).passed and latency_ratio_gate(1.5, comparison(0.8)).passed
 
+    def rounds(median: float, fastest: float) -> Comparison:
+        return comparison(median).model_copy(
+            update={
+                "latency_speedup_min": min(median, fastest) - 0.02,
+                "latency_speedup_max": fastest,
+                "latency_rounds": 5,
+            }
+        )
+
+    noise = latency_ratio_gate(1.0, rounds(0.996, 1.02))
+    assert noise.passed and noise.actual == 1.004 and "within timing noise of the allowed 1x" in noise.reason
+    slow_every_round = latency_ratio_gate(1.0, rounds(0.8, 0.85))
+    assert not slow_every_round.passed and "1.176x in its best of 5 rounds" in slow_every_round.reason
+
 
 def test_raising_helps_only_against_a_failed_gate_it_can_move() -> None:
     def verdict(name: str, passed: bool, actual: float | None) -> GateResult:
