@@ -11,6 +11,10 @@ creates and status writes run in parallel, at most ``max_parallel_writes`` at on
 CompressionJob's runner Job is deleted by the pass ``ttlSecondsAfterFinished`` after its outcome
 was recorded (``ttl_expired``), never before.
 
+An auto step with training trials has two Jobs, one after the other: admission creates the Indexed
+trials Job (holding a slot per parallel trial pod, recorded in ``status.trialsJob``); the pass that
+finds it complete creates the runner Job, which searches among the trials' results, in the same slot.
+
 Each status write is conditional on the resourceVersion the pass read, so a phase change is
 recorded in the apiserver exactly once; its Event and, for a finished job, the completion metric
 are emitted by the write that recorded it, and only by that write. A restarted operator therefore
