@@ -44,9 +44,17 @@ class AdmissionPlan:
     running: int = 0
 
 
-def job_finished(job: dict[str, Any]) -> bool:
+def _job_condition(job: dict[str, Any], *kinds: str) -> bool:
     conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+    return any(c.get("type") in kinds and c.get("status") == "True" for c in conditions)
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    return _job_condition(job, "Complete", "Failed")
+
+
+def job_complete(job: dict[str, Any]) -> bool:
+    return _job_condition(job, "Complete")
 
 
 def job_suspended(job: dict[str, Any]) -> bool:

@@ -48,7 +48,15 @@ from edgecompress_contract.status import CompressionJobStatus, Phase
 from edgecompress_contract.trials import trials_of
 
 from .. import kube
-from ..admission import AdmissionPlan, Candidate, job_finished, job_suspended, plan_admission, queued_message
+from ..admission import (
+    AdmissionPlan,
+    Candidate,
+    job_complete,
+    job_finished,
+    job_suspended,
+    plan_admission,
+    queued_message,
+)
 from ..config import Config
 from ..events import post_event
 from ..informer import resource_version
@@ -351,18 +359,31 @@ def _from_job(
     memory: PassMemory,
     failed_create: dict[str, Any] | None = None,
 ) -> Desired:
+    """The status the Job (a runner Job, or the Indexed Job of the auto step's trials) and its pod give."""
     generation = int(resource["metadata"].get("generation", 1))
     now = now_timestamp()
-    status = status_from_job(
-        job,
-        pod,
-        generation,
-        now,
-        spec_suspended=spec.suspend,
-        progress=read_progress(job, pod, memory, config.progress_interval_seconds),
-        failed_create=str(failed_create.get("message") or "") if failed_create and pod is None else None,
-        start_timeout=config.start_timeout_seconds,
-    )
+    failure = str(failed_create.get("message") or "") if failed_create and pod is None else None
+    if _is_trials_job(job):
+        status = status_from_trials_job(
+            job,
+            pod,
+            generation,
+            now,
+            spec_suspended=spec.suspend,
+            failed_create=failure,
+            start_timeout=config.start_timeout_seconds,
+        )
+    else:
+        status = status_from_job(
+            job,
+            pod,
+            generation,
+            now,
+            spec_suspended=spec.suspend,
+            progress=read_progress(job, pod, memory, config.progress_interval_seconds),
+            failed_create=failure,
+            start_timeout=config.start_timeout_seconds,
+        )
     if status.phase == "Failed" and not job_finished(job) and not job_suspended(job):
         # The runner never started: free its slot before the CompressionJob is recorded as finished.
         kube.set_job_suspended(job["metadata"]["namespace"], job["metadata"]["name"], True)
@@ -425,44 +446,22 @@ def _owned_job(
     return job
 
 
-def job_complete(job: dict[str, Any]) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
-
-
 def _trial_pod(job: dict[str, Any], cached: dict[str, Any] | None, cluster: ClusterView) -> dict[str, Any] | None:
     """The trial pod that decides a trials Job's status: one whose runner failed if the Job failed, else the newest."""
     if not job_finished(job) or job_complete(job):
         return cached
+    pods = _read_job_pods(job, cluster)
+    failed = [pod for pod in pods if (summary := runner_summary(pod)) is not None and summary.result != "Succeeded"]
+    return newest_pods(failed or pods).get(_key(job), cached)
+
+
+def _read_job_pods(job: dict[str, Any], cluster: ClusterView) -> list[dict[str, Any]]:
+    """The Job's pods read from the apiserver (the cache can lag a finished Job's pods), and put in the cache."""
     meta = job["metadata"]
     pods = kube.list_job_pods(meta["namespace"], meta["name"])
     for pod in pods:
         cluster.store(kube.PODS, pod)
-    failed = [pod for pod in pods if (summary := runner_summary(pod)) is not None and summary.result != "Succeeded"]
-    return newest_pods(failed or pods).get((meta["namespace"], meta["name"]), cached)
-
-
-def _from_trials_job(
-    resource: dict[str, Any],
-    spec: CompressionJobSpec,
-    job: dict[str, Any],
-    pod: dict[str, Any] | None,
-    config: Config,
-    *,
-    failed_create: dict[str, Any] | None = None,
-) -> Desired:
-    status = status_from_trials_job(
-        job,
-        pod,
-        int(resource["metadata"].get("generation", 1)),
-        now_timestamp(),
-        spec_suspended=spec.suspend,
-        failed_create=str(failed_create.get("message") or "") if failed_create and pod is None else None,
-        start_timeout=config.start_timeout_seconds,
-    )
-    if status.phase == "Failed" and not job_finished(job) and not job_suspended(job):
-        kube.set_job_suspended(job["metadata"]["namespace"], job["metadata"]["name"], True)
-    return Desired(status, f"{status.phase}: {status.message}")
+    return pods
 
 
 def _create_runner_after_trials(
@@ -501,11 +500,7 @@ def _runner_pod(job: dict[str, Any], cached: dict[str, Any] | None, cluster: Clu
     """
     if not job_finished(job) or (cached is not None and runner_summary(cached) is not None):
         return cached
-    meta = job["metadata"]
-    pods = kube.list_job_pods(meta["namespace"], meta["name"])
-    for pod in pods:
-        cluster.store(kube.PODS, pod)
-    return newest_pods(pods).get((meta["namespace"], meta["name"]), cached)
+    return newest_pods(_read_job_pods(job, cluster)).get(_key(job), cached)
 
 
 def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | None = None) -> PassResult:
@@ -621,14 +616,9 @@ def reconcile_pass(config: Config, cluster: ClusterView, memory: PassMemory | No
         if memory.unchanged(resource, inputs[candidate.key], config.pass_interval_seconds):
             continue
         with _guarded(result, candidate.key, "status"):
-            if _is_trials_job(candidate.job):
-                pod = _trial_pod(candidate.job, cached_pod, cluster)
-                desired = _from_trials_job(resource, spec, candidate.job, pod, config, failed_create=failed_create)
-            else:
-                pod = _runner_pod(candidate.job, cached_pod, cluster)
-                desired = _from_job(
-                    resource, spec, candidate.job, pod, config, memory=memory, failed_create=failed_create
-                )
+            find_pod = _trial_pod if _is_trials_job(candidate.job) else _runner_pod
+            pod = find_pod(candidate.job, cached_pod, cluster)
+            desired = _from_job(resource, spec, candidate.job, pod, config, memory=memory, failed_create=failed_create)
             wanted[candidate.key] = (resource, desired)
 
     def write(key: tuple[str, str], resource: dict[str, Any], desired: Desired) -> Callable[[], None]:
@@ -711,13 +701,11 @@ def _admit(
                 cluster.store(kube.JOBS, created)
             # Recorded at once (the status a Job without a pod gives): a Job that vanishes before its
             # result is recorded is then never created again, and the next pass has nothing to add.
+            starting = _from_job(resource, spec, created or manifest, None, config, memory=memory)
+            created_text = f"created runner Job {manifest['metadata']['name']}"
             if trials:
-                starting = _from_trials_job(resource, spec, created or manifest, None, config)
                 created_text = f"created trials Job {manifest['metadata']['name']} ({trials} trials, "
                 created_text += f"{manifest['spec']['parallelism']} at once)"
-            else:
-                starting = _from_job(resource, spec, created or manifest, None, config, memory=memory)
-                created_text = f"created runner Job {manifest['metadata']['name']}"
             message = f"{created_text}: {starting.status.message}" if created else starting.event_message
             write_status(
                 resource,
