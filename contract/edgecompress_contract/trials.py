@@ -81,9 +81,9 @@ def trial_folder(output_uri: str, index: int) -> str:
     return f"{output_uri.rstrip('/')}/{TRIALS_FOLDER}/{index}/"
 
 
-def trial_name(index: int, trial: TrainingTrial) -> str:
+def trial_name(index: int, preset: str) -> str:
     """The trial's name among the search's candidates, e.g. ``trial0-prune50Qat``."""
-    return f"trial{index}-{TrainingPreset(trial.preset).value}"
+    return f"trial{index}-{TrainingPreset(preset).value}"
 
 
 def trial_spec(spec: CompressionJobSpec, index: int) -> CompressionJobSpec:

@@ -43,14 +43,13 @@ from edgecompress_contract.trials import (
 )
 
 from .errors import ExitCode, InfrastructureError, InputError, UnsupportedLayerError
+from .pipeline import REPORT_NAME, TFLITE_NAME
 from .progress import logger
 from .storage import Storage, join_uri, sha256_of, storage_for
 from .trial_cache import content_key
 
 __all__ = ["InputDigests", "TrialOutcome", "input_digests", "run_trial", "trial_index", "trial_key", "trial_main"]
 
-TFLITE_NAME = "model.tflite"
-REPORT_NAME = "report.json"
 RECORDED_FAILURES = frozenset(int(code) for code in NOT_RETRIED)
 """Exit codes of a trial that count as its outcome: the same inputs fail the same way again."""
 
@@ -74,7 +73,7 @@ class TrialOutcome:
 
     @property
     def name(self) -> str:
-        return f"trial{self.record.index}-{self.record.preset}"
+        return trial_name(self.record.index, self.record.preset)
 
     @property
     def failure(self) -> str | None:
@@ -180,7 +179,7 @@ def run_trial(
     summary = _run(job, work_dir / "run")
     seconds = round(time.monotonic() - started, 2)
     preset = trials_of(spec)[index].preset
-    where = f"{_where(index)} ({trial_name(index, trials_of(spec)[index])})"
+    where = f"{_where(index)} ({trial_name(index, preset)})"
     if summary.exit_code == ExitCode.SUCCEEDED:
         model, ran_on = _trained_model(folder, storage, work_dir, where)
         if known and known[0] != ran_on:
