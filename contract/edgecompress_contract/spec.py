@@ -361,6 +361,10 @@ class TrainingTrial(_Strict):
     )
 
 
+LATENCY_RATIO_NOISE = 0.05
+"""How far over maxLatencyRatio a median latency ratio may be and still pass: timing noise, not a slower file."""
+
+
 class AutoStep(_Strict):
     """Searches quantization recipes on the float .tflite and keeps the best one that passes spec.gates.
 
@@ -436,10 +440,10 @@ class AutoStep(_Strict):
         gt=0,
         description=(
             "A gate of this step: the result's median latency, timed interleaved with the float baseline, at most "
-            "this many times the baseline's (1.0: not slower than float); a median over it still passes when one "
-            "interleaved round timed the file within it (timing noise: a file that is slower for real is slower in "
-            "every round). Candidates over it lose, and the result is judged on it like on spec.gates (gate "
-            "maxLatencyRatio)."
+            "this many times the baseline's (1.0: not slower than float); a median up to "
+            f"{LATENCY_RATIO_NOISE:.0%} over it counts as within it (timing noise: a file that runs the baseline's "
+            "kernels has a median on either side of 1.0). Candidates over it lose, and the result is judged on it "
+            "like on spec.gates (gate maxLatencyRatio)."
         ),
     )
     trials: list[TrainingTrial] = Field(

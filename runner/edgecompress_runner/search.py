@@ -51,7 +51,7 @@ from edgecompress_contract.report import (
     SearchCandidate,
 )
 from edgecompress_contract.rules import QUALITY_GATES
-from edgecompress_contract.spec import AutoStep, Gates, Latency, PtqMode, SearchObjective
+from edgecompress_contract.spec import LATENCY_RATIO_NOISE, AutoStep, Gates, Latency, PtqMode, SearchObjective
 
 from . import evaluate
 from .data import Arrays, take
@@ -147,22 +147,26 @@ LATENCY_RATIO_GATE = "maxLatencyRatio"
 def latency_ratio_gate(limit: float, comparison: Comparison) -> GateResult:
     """The auto step's maxLatencyRatio judged on a comparison timed interleaved with the baseline.
 
-    The result is over the limit when its median ratio is, unless one interleaved round timed it within the limit:
-    a file that runs the same kernels as the baseline (float16, weights dequantized at load) has a median on
-    either side of 1.0 by timing noise alone, and "not slower" must not be decided by a coin toss. A file
-    that is slower for real is slower in every round.
+    A median up to ``LATENCY_RATIO_NOISE`` over the limit passes: a file that runs the same kernels as the
+    baseline (float16, weights dequantized at load) has a median on either side of 1.0 by timing noise alone,
+    and "not slower" must not be decided by a coin toss. The bound is on the median, not on the fastest round:
+    one fast round (a quiet moment on a shared machine) passed a file 2.7x slower than float against a 2x limit.
     """
     ratio = round(1.0 / max(comparison.latency_speedup, 1e-9), 3)
-    fastest = comparison.latency_speedup_max
-    best_round = round(1.0 / max(fastest, 1e-9), 3) if fastest is not None else None
-    rounds = "" if best_round is None else f", {best_round:.3f}x in its best of {comparison.latency_rounds} rounds"
+    spread = ""
+    if comparison.latency_speedup_min is not None and comparison.latency_speedup_max is not None:
+        fastest, slowest = (
+            round(1.0 / max(speedup, 1e-9), 3)
+            for speedup in (comparison.latency_speedup_max, comparison.latency_speedup_min)
+        )
+        spread = f", {fastest:.3f}-{slowest:.3f}x over {comparison.latency_rounds} rounds"
     if ratio <= limit:
-        passed, verdict = True, "within"
-    elif best_round is not None and best_round <= limit:
-        passed, verdict = True, "within timing noise of"
+        passed, verdict = True, f"within the allowed {limit:g}x"
+    elif ratio <= limit * (1 + LATENCY_RATIO_NOISE):
+        passed, verdict = True, f"within the allowed {limit:g}x plus {LATENCY_RATIO_NOISE:.0%} for timing noise"
     else:
-        passed, verdict = False, "over"
-    reason = f"median latency {ratio:.3f}x the baseline's (timed interleaved{rounds}), {verdict} the allowed {limit:g}x"
+        passed, verdict = False, f"over the allowed {limit:g}x plus {LATENCY_RATIO_NOISE:.0%} for timing noise"
+    reason = f"median latency {ratio:.3f}x the baseline's (timed interleaved{spread}), {verdict}"
     return GateResult(name=LATENCY_RATIO_GATE, passed=passed, actual=ratio, limit=limit, reason=reason)
 
 

@@ -233,7 +233,10 @@ def test_a_shared_cache_judges_stored_numbers_with_the_new_gates(
 def test_max_latency_ratio_rules_out_slow_candidates_and_gates_the_result(
     residual_tflite: Path, images_npz: Path, tmp_path: Path
 ) -> None:
-    """int4 weights dequantized per run measured about 3x float latency and int16x8 over 20x; the limit is 2x."""
+    """The limit is 2x. In 16 runs, two at a time on 2 cores: int16x8 timed 21-24x float, int4 weights dequantized
+    per run 2.70-3.26x (medians; single rounds down to 1.9x), and every file picked 0.87-1.33x."""
+    from edgecompress_contract.spec import LATENCY_RATIO_NOISE
+
     output = tmp_path / "out"
     run = run_job(auto_job(residual_tflite, images_npz, output, GATES, maxLatencyRatio=2.0), tmp_path / "work")
     assert run.exit_code == ExitCode.SUCCEEDED, run.summary
@@ -242,10 +245,12 @@ def test_max_latency_ratio_rules_out_slow_candidates_and_gates_the_result(
     (gate,) = [gate for gate in report["gates"] if gate["name"] == "maxLatencyRatio"]
     assert gate["passed"] and gate["limit"] == 2.0
     assert gate["actual"] == pytest.approx(1 / report["comparison"]["latencySpeedup"], abs=2e-3)
-    slow = [candidate for candidate in auto["candidates"] if candidate["latencyRatio"] > 2.0]
+    allowed = 2.0 * (1 + LATENCY_RATIO_NOISE)
+    slow = [candidate for candidate in auto["candidates"] if candidate["latencyRatio"] > allowed]
     assert slow and all("maxLatencyRatio" in candidate["lostBecause"] for candidate in slow)
+    assert {candidate["kind"] for candidate in slow} >= {"mixed"}, slow
     (chosen,) = [candidate for candidate in auto["candidates"] if candidate.get("chosen")]
-    assert chosen["passed"] and chosen["latencyRatio"] <= 2.0
+    assert chosen["passed"] and chosen["latencyRatio"] <= allowed
 
 
 SNR_GATE = {"minSnrDb": 30.0}

@@ -231,10 +231,13 @@ def test_latency_ratio_gate_judges_the_interleaved_ratio() -> None:
             }
         )
 
-    noise = latency_ratio_gate(1.0, rounds(0.996, 1.02))
-    assert noise.passed and noise.actual == 1.004 and "within timing noise of the allowed 1x" in noise.reason
-    slow_every_round = latency_ratio_gate(1.0, rounds(0.8, 0.85))
-    assert not slow_every_round.passed and "1.176x in its best of 5 rounds" in slow_every_round.reason
+    noise = latency_ratio_gate(1.0, rounds(0.96, 1.02))
+    assert noise.passed and noise.actual == 1.042 and "within the allowed 1x plus 5% for timing noise" in noise.reason
+    one_fast_round = latency_ratio_gate(2.0, rounds(0.36, 0.55))
+    assert not one_fast_round.passed and one_fast_round.actual == 2.778
+    assert "1.818-2.941x over 5 rounds" in one_fast_round.reason and "over the allowed 2x" in one_fast_round.reason
+    edge = latency_ratio_gate(2.0, comparison(1 / 2.1))
+    assert edge.passed and edge.actual == 2.1 and not latency_ratio_gate(2.0, comparison(1 / 2.11)).passed
 
 
 def test_raising_helps_only_against_a_failed_gate_it_can_move() -> None:
