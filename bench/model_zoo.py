@@ -46,6 +46,16 @@ RECIPES: dict[str, list[dict[str, Any]]] = {
         {"type": "qat", "fineTune": {"epochs": 3, "learningRate": 0.0003}},
         {"type": "ptq", "mode": "int8"},
     ],
+    "prune50-oneshot-qat-int8": [
+        {
+            "type": "prune",
+            "schedule": "oneShot",
+            "targetSparsity": 0.5,
+            "fineTune": {"epochs": 6, "learningRate": 0.001, "batchSize": 16},
+        },
+        {"type": "qat", "fineTune": {"epochs": 3, "learningRate": 0.0003}},
+        {"type": "ptq", "mode": "int8"},
+    ],
     "reduce50": [{"type": "reduceFilters", "targetReduction": 0.5, "fineTune": {"epochs": 10}}],
     "reduce50-int8": [
         {"type": "reduceFilters", "targetReduction": 0.5, "fineTune": {"epochs": 10}},
@@ -70,7 +80,14 @@ AUTO_RECIPES = {AUTO, AUTO_TRIALS}
 CLASSIFIER_GATE = {"minFidelity": 0.99}
 SIGNAL_GATE = {"minSnrDb": 30.0}
 """The gates a user would set: 99 % top-1 agreement for classifiers, 30 dB SNR on every output otherwise."""
-TRAINING_RECIPES = {"prune50-int8", "prune50-qat-int8", "reduce50", "reduce50-int8", AUTO_TRIALS}
+TRAINING_RECIPES = {
+    "prune50-int8",
+    "prune50-qat-int8",
+    "prune50-oneshot-qat-int8",
+    "reduce50",
+    "reduce50-int8",
+    AUTO_TRIALS,
+}
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -425,15 +425,22 @@ class PruneReport(_TrainingStepReport):
     """A prune step: the schedule it ran and the sparsity it reached."""
 
     type: Literal["prune"] = Field(default="prune", description="Step type.")
-    schedule: str = Field(description="polynomialDecay or constantSparsity.")
+    schedule: str = Field(description="polynomialDecay, constantSparsity or oneShot.")
     pattern: str = Field(description="unstructured or 2:4.")
     target_sparsity: float = Field(description="The spec's target sparsity.")
     begin_step: int = Field(description="Optimizer step at which pruning started.")
     end_step: int = Field(description="Optimizer step at which the target was reached.")
-    frequency: int = Field(description="Pruned every this many optimizer steps.")
+    frequency: int = Field(description="Pruned every this many optimizer steps (oneShot: more than it ran).")
     optimizer_steps: int = Field(description="Optimizer steps of fine-tuning.")
     sparsity: Sparsity = Field(description="Sparsity of the pruned layers after stripping.")
     skipped_layers: list[str] = Field(default_factory=list, description="Layers left dense.")
+    refit_layers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "oneShot: the layers whose kept weights were refit to the float layer's outputs (the other pruned "
+            "layers were cut by magnitude alone)."
+        ),
+    )
 
 
 class ClusterReport(_TrainingStepReport):

@@ -501,8 +501,8 @@ STEP_RULES: tuple[StepRule, ...] = (
         name="initial-below-target",
         message="must be below targetSparsity",
         cel=(
-            f"self.type != 'prune' || (has(self.schedule) && self.schedule == "
-            f"'{PruningSchedule.CONSTANT_SPARSITY.value}') || "
+            f"self.type != 'prune' || (has(self.schedule) && self.schedule != "
+            f"'{PruningSchedule.POLYNOMIAL_DECAY.value}') || "
             "(has(self.initialSparsity) ? self.initialSparsity : 0.0) < "
             "(has(self.targetSparsity) ? self.targetSparsity : 0.5)"
         ),

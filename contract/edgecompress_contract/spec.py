@@ -144,6 +144,7 @@ class _LayerwiseStep(_Strict):
 class PruningSchedule(str, Enum):
     POLYNOMIAL_DECAY = "polynomialDecay"
     CONSTANT_SPARSITY = "constantSparsity"
+    ONE_SHOT = "oneShot"
 
 
 class PruneStep(_LayerwiseStep):
@@ -152,7 +153,13 @@ class PruneStep(_LayerwiseStep):
     type: Literal["prune"] = Field(description="Step type.")
     schedule: PruningSchedule = Field(
         default=PruningSchedule.POLYNOMIAL_DECAY,
-        description="Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity.",
+        description=(
+            "Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity, tfmot's magnitude pruning "
+            "during fine-tuning; or oneShot: the target at once before fine-tuning, each pruned layer's largest "
+            "weights kept and refit by least squares to the float layer's outputs on up to 512 training samples, "
+            "layer after layer, then fine-tuned with those masks fixed (initialSparsity, beginStep, endStep and "
+            "frequency do not apply)."
+        ),
     )
     initial_sparsity: float = Field(default=0.0, ge=0, lt=1, description="Starting sparsity for polynomialDecay.")
     target_sparsity: float = Field(default=0.5, gt=0, lt=1, description="Fraction of weights set to zero at the end.")

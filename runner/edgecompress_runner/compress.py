@@ -51,6 +51,7 @@ from .errors import InputError, UnsupportedLayerError
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
 from .progress import Progress
+from .refit import RefitResult, refit_pruned
 from .tasks import decisions, snr_db
 from .tfcompat import keras, tf, tfmot
 
@@ -756,13 +757,20 @@ def prune(
     targets = training_targets(model, data, name, step.fine_tune)
     per_epoch = steps_per_epoch(targets.train_samples, step.fine_tune.batch_size * replicas())
     total = per_epoch * step.fine_tune.epochs
-    begin, end, frequency = pruning_plan(step, total, index)
-    if step.schedule == PruningSchedule.POLYNOMIAL_DECAY:
-        schedule = tfmot.sparsity.keras.PolynomialDecay(
-            step.initial_sparsity, step.target_sparsity, begin, end, frequency=frequency
-        )
+    one_shot = step.schedule == PruningSchedule.ONE_SHOT
+    if one_shot:
+        # The refit reaches the target before step 0. tfmot numbers the first optimizer step 1 and sets the
+        # masks there, from the refit weights (their zeros are the smallest), and never again.
+        begin, end, frequency = 0, 0, total + 1
+        schedule = tfmot.sparsity.keras.ConstantSparsity(step.target_sparsity, 1, frequency=frequency)
     else:
-        schedule = tfmot.sparsity.keras.ConstantSparsity(step.target_sparsity, begin, end, frequency)
+        begin, end, frequency = pruning_plan(step, total, index)
+        if step.schedule == PruningSchedule.POLYNOMIAL_DECAY:
+            schedule = tfmot.sparsity.keras.PolynomialDecay(
+                step.initial_sparsity, step.target_sparsity, begin, end, frequency=frequency
+            )
+        else:
+            schedule = tfmot.sparsity.keras.ConstantSparsity(step.target_sparsity, begin, end, frequency)
     m_by_n = (2, 4) if step.pattern == "2:4" else None
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
     wrappers: dict[str, Any] = {}
@@ -784,7 +792,14 @@ def prune(
     if not prunable:
         raise InputError(f"{name}: no layer left to prune (all are skipped or have no prunable weights)")
     pruned: PrunedWeights = {layer: tuple(_short_name(w) for w in weights) for layer, weights in prunable.items()}
-    start = one_shot_weights(wrapped_model, [w for weights in prunable.values() for w in weights], step.target_sparsity)
+    refit = None
+    if one_shot:
+        refit = _refit(model, targets, pruned=pruned, step=step)
+        start = None
+    else:
+        start = one_shot_weights(
+            wrapped_model, [w for weights in prunable.values() for w in weights], step.target_sparsity
+        )
     metrics, validation = fine_tune(
         wrapped_model,
         targets,
@@ -793,7 +808,7 @@ def prune(
         step=name,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
         # The masks reach the target at optimizer step ``end``; an earlier epoch is not sparse enough to keep.
-        first_eligible_epoch=math.ceil((end + 1) / per_epoch),
+        first_eligible_epoch=0 if one_shot else math.ceil((end + 1) / per_epoch),
         start_weights=start,
         checkpoint=checkpoint,
     )
@@ -816,12 +831,48 @@ def prune(
             optimizer_steps=total,
             sparsity=sparsity,
             skipped_layers=sorted(skipped),
+            refit_layers=refit.refit if refit is not None else [],
             epochs=step.fine_tune.epochs,
             final_metrics=metrics,
             validation=validation,
         ),
         pruned,
     )
+
+
+REFIT_SAMPLES = 512
+"""Training samples a oneShot prune step refits on (the first ones; the normal equations sum every position)."""
+REFIT_BATCH = 64
+
+
+def _refit(model: Any, targets: TrainingTargets, *, pruned: PrunedWeights, step: PruneStep) -> RefitResult:
+    """Cuts ``model``'s pruned weights at once and refits what stays on training inputs (see ``refit``).
+
+    The refit runs on a clone, whose layers each have the one call a layer's input is read from; ``model``'s
+    own layers are already called again inside tfmot's wrappers.
+    """
+    batches: list[Any] = []
+    if targets.batches is not None:
+        count = 0
+        for inputs, _ in targets.batches:
+            batches.append(list(inputs) if isinstance(inputs, tuple) else inputs)
+            count += len(tf.nest.flatten(inputs)[0])
+            if count >= REFIT_SAMPLES:
+                break
+    else:
+        first = take(targets.x, REFIT_SAMPLES)
+        for start in range(0, samples(first), REFIT_BATCH):
+            batches.append(
+                model_inputs(model, select(first, np.arange(start, min(start + REFIT_BATCH, samples(first)))))
+            )
+    working = keras.models.clone_model(model)
+    working.set_weights(model.get_weights())
+    result = refit_pruned(
+        working, batches, pruned=pruned, sparsity=step.target_sparsity, two_of_four=step.pattern == "2:4"
+    )
+    for name in pruned:
+        model.get_layer(name).set_weights(working.get_layer(name).get_weights())
+    return result
 
 
 _CENTROIDS = {

@@ -232,3 +232,16 @@ def test_distillation_streams_the_shards(image_model: Path, tmp_path: Path) -> N
         "heldOut": 0,
         "epochs": 2,
     }
+
+
+def test_a_one_shot_prune_refits_on_streamed_batches(image_model: Path, tmp_path: Path) -> None:
+    """oneShot reads its refit samples from the stream (the first batches), then fine-tunes on every shard."""
+    folder = write_shards(tmp_path / "shards", shards=3, samples_per_shard=80)
+    steps = [{"type": "prune", "schedule": "oneShot", "targetSparsity": 0.5, "fineTune": {"epochs": 1}}]
+    run = run_job(job(image_model, f"{folder}/", tmp_path / "out", steps), tmp_path)
+    assert run.exit_code == ExitCode.SUCCEEDED, run.summary
+    pruned = run.report["steps"][0]
+    assert pruned["schedule"] == "oneShot" and pruned["refitLayers"]
+    assert set(pruned["refitLayers"]) <= set(pruned["sparsity"]["layers"])
+    assert pruned["sparsity"]["overall"] >= 0.49 and pruned["validation"]["samples"] > 0
+    assert pruned["streaming"]["samplesPerEpoch"] == 216 and pruned["streaming"]["shardsRead"] >= 3

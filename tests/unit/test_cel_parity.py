@@ -42,7 +42,7 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
             "type": "prune",
             **_maybe(
                 rng,
-                schedule=["polynomialDecay", "constantSparsity"],
+                schedule=["polynomialDecay", "constantSparsity", "oneShot"],
                 initialSparsity=[0.0, 0.3, 0.5, 0.9],
                 targetSparsity=[0.3, 0.5, 0.8],
                 pattern=["unstructured", "2:4"],
