@@ -35,12 +35,13 @@ def test_prune_reaches_target_sparsity_in_the_tflite(
     assert run.report["result"]["gzipBytes"] < run.report["baseline"]["gzipBytes"] / 4
 
 
-def test_structured_2_by_4_sparsity(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["constantSparsity", "oneShot"])
+def test_structured_2_by_4_sparsity(digits_model: Path, small_digits_npz: Path, tmp_path: Path, schedule: str) -> None:
     steps = [
         {
             "type": "prune",
             "pattern": "2:4",
-            "schedule": "constantSparsity",
+            "schedule": schedule,
             "skipFirstAndLast": True,
             "fineTune": {"epochs": 1},
         },
@@ -50,6 +51,13 @@ def test_structured_2_by_4_sparsity(digits_model: Path, small_digits_npz: Path, 
     pruned = run.report["steps"][0]["sparsity"]["layers"]
     assert set(pruned) == {"conv2", "fc1"}
     assert all(value == pytest.approx(0.5, abs=0.01) for value in pruned.values())
+    kernels = weight_tensors(run.output / "model.tflite")
+    blocked = [kernel for name, kernel in kernels.items() if "conv2" in name or "fc1" in name]
+    assert len(blocked) == 2
+    for kernel in blocked:  # TFLite keeps input channels last: at most two of every four consecutive are set
+        rows = kernel.reshape(-1, kernel.shape[-1])
+        blocks = rows[:, : rows.shape[1] // 4 * 4].reshape(len(rows), -1, 4)
+        assert ((blocks != 0).sum(-1) <= 2).all()
 
 
 def test_pruning_alone_gives_a_sparse_float_model(digits_model: Path, small_digits_npz: Path, tmp_path: Path) -> None:
