@@ -147,6 +147,10 @@ class PruningSchedule(str, Enum):
     ONE_SHOT = "oneShot"
 
 
+ONE_SHOT_REFIT_SAMPLES = 512
+"""Training samples a oneShot prune step refits on (the first ones; its normal equations sum every position)."""
+
+
 class PruneStep(_LayerwiseStep):
     """Magnitude pruning (tfmot prune_low_magnitude), fine-tuned, then stripped."""
 
@@ -156,7 +160,8 @@ class PruneStep(_LayerwiseStep):
         description=(
             "Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity, tfmot's magnitude pruning "
             "during fine-tuning; or oneShot: the target at once before fine-tuning, each pruned layer's largest "
-            "weights kept and refit by least squares to the float layer's outputs on up to 512 training samples, "
+            "weights kept and refit by least squares to the float layer's outputs on up to "
+            f"{ONE_SHOT_REFIT_SAMPLES} training samples, "
             "layer after layer, then fine-tuned with those masks fixed (initialSparsity, beginStep, endStep and "
             "frequency do not apply)."
         ),

@@ -34,6 +34,7 @@ from edgecompress_contract.report import (
     Validation,
 )
 from edgecompress_contract.spec import (
+    ONE_SHOT_REFIT_SAMPLES,
     CentroidInit,
     ClusterStep,
     DistillStep,
@@ -840,8 +841,6 @@ def prune(
     )
 
 
-REFIT_SAMPLES = 512
-"""Training samples a oneShot prune step refits on (the first ones; the normal equations sum every position)."""
 REFIT_BATCH = 64
 
 
@@ -857,10 +856,10 @@ def _refit(model: Any, targets: TrainingTargets, *, pruned: PrunedWeights, step:
         for inputs, _ in targets.batches:
             batches.append(list(inputs) if isinstance(inputs, tuple) else inputs)
             count += len(tf.nest.flatten(inputs)[0])
-            if count >= REFIT_SAMPLES:
+            if count >= ONE_SHOT_REFIT_SAMPLES:
                 break
     else:
-        first = take(targets.x, REFIT_SAMPLES)
+        first = take(targets.x, ONE_SHOT_REFIT_SAMPLES)
         for start in range(0, samples(first), REFIT_BATCH):
             batches.append(
                 model_inputs(model, select(first, np.arange(start, min(start + REFIT_BATCH, samples(first)))))
