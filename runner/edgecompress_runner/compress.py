@@ -49,6 +49,7 @@ from .checkpoints import StepCheckpoint, TrainingState, disabled, epoch_order
 from .data import Arrays, samples, select, take
 from .distribute import replicas
 from .errors import InputError, UnsupportedLayerError
+from .keras_graph import weight_short_name
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
 from .progress import Progress
@@ -678,10 +679,6 @@ def _has_kernel(layer: Any) -> bool:
     return bool(layer.trainable_weights) and not isinstance(layer, keras.layers.InputLayer)
 
 
-def _short_name(weight: Any) -> str:
-    return str(weight.name).rsplit("/", 1)[-1].split(":")[0]
-
-
 def _kernels(model: Any, layer_name: str, weight_names: tuple[str, ...] | None = None) -> list[np.ndarray]:
     """The named weights of a layer (default: every ``*kernel``); QAT wraps layers as quant_<name>, so that
     name is tried too."""
@@ -694,9 +691,9 @@ def _kernels(model: Any, layer_name: str, weight_names: tuple[str, ...] | None =
             weight.numpy()
             for weight in layer.weights
             if (
-                _short_name(weight) in weight_names
+                weight_short_name(weight) in weight_names
                 if weight_names is not None
-                else _short_name(weight).endswith("kernel")
+                else weight_short_name(weight).endswith("kernel")
             )
         ]
     return []
@@ -792,7 +789,7 @@ def prune(
     }
     if not prunable:
         raise InputError(f"{name}: no layer left to prune (all are skipped or have no prunable weights)")
-    pruned: PrunedWeights = {layer: tuple(_short_name(w) for w in weights) for layer, weights in prunable.items()}
+    pruned: PrunedWeights = {layer: tuple(weight_short_name(w) for w in weights) for layer, weights in prunable.items()}
     refit = None
     if one_shot:
         refit = _refit(model, targets, pruned=pruned, step=step)

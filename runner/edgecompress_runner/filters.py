@@ -25,7 +25,7 @@ from edgecompress_contract.spec import FilterCriterion, Latency, ReduceFiltersSt
 
 from .channels import ChannelGraph, GraphNode, Group, Role, channel_graph, channels_to_keep, kept_indices
 from .errors import InputError
-from .keras_graph import LayerCall, input_names, layer_calls, output_names, require_graph_model
+from .keras_graph import LayerCall, input_names, layer_calls, output_names, require_graph_model, weight_short_name
 from .progress import Progress
 from .tfcompat import keras, tf
 
@@ -145,15 +145,11 @@ def _filters(layer: Any) -> np.ndarray:
 
 
 def _batch_norm_scale(layer: Any) -> np.ndarray | None:
-    weights = {_short_name(weight): weight.numpy() for weight in layer.weights}
+    weights = {weight_short_name(weight): weight.numpy() for weight in layer.weights}
     if "moving_variance" not in weights:
         return None
     scale = 1.0 / np.sqrt(weights["moving_variance"] + float(layer.epsilon))
     return np.asarray(np.abs(weights.get("gamma", 1.0) * scale))
-
-
-def _short_name(weight: Any) -> str:
-    return str(weight.name).rsplit("/", 1)[-1].split(":")[0]
 
 
 def channel_scores(
@@ -189,7 +185,7 @@ def sliced_weights(layer: Any, kept_in: list[int] | None, kept_out: list[int] | 
     values = []
     for weight in layer.weights:
         value = np.asarray(weight.numpy())
-        name = _short_name(weight)
+        name = weight_short_name(weight)
         if kept_in is not None:
             if name in ("kernel", "depthwise_kernel"):
                 value = np.take(value, kept_in, axis=-2)

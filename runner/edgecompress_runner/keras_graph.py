@@ -16,6 +16,11 @@ from .errors import UnsupportedLayerError
 from .tfcompat import keras, tf
 
 
+def weight_short_name(weight: Any) -> str:
+    """A layer weight's own name without its layer's scope or the ``:0`` suffix, e.g. ``kernel``."""
+    return str(weight.name).rsplit("/", 1)[-1].split(":")[0]
+
+
 @dataclass(frozen=True)
 class LayerCall:
     """One call of a layer in the model: the tensors it reads and writes, by name."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .keras_graph import weight_short_name
 from .tfcompat import keras, tf
 
 DAMPING = 0.01
@@ -164,7 +165,7 @@ def refit_pruned(
         kernel = _kernel(layer, pruned[layer.name])
         if kernel is None:
             for weight in layer.weights:
-                if str(weight.name).rsplit("/", 1)[-1].split(":")[0] in pruned[layer.name]:
+                if weight_short_name(weight) in pruned[layer.name]:
                     value = weight.numpy()
                     weight.assign(value * keep_mask(value, sparsity, two_of_four=two_of_four))
             magnitude_only.append(layer.name)
