@@ -56,6 +56,17 @@ RECIPES: dict[str, list[dict[str, Any]]] = {
         {"type": "qat", "fineTune": {"epochs": 3, "learningRate": 0.0003}},
         {"type": "ptq", "mode": "int8"},
     ],
+    "prune50-sensitivity-qat-int8": [
+        {
+            "type": "prune",
+            "schedule": "oneShot",
+            "allocation": "sensitivity",
+            "targetSparsity": 0.5,
+            "fineTune": {"epochs": 6, "learningRate": 0.001, "batchSize": 16},
+        },
+        {"type": "qat", "fineTune": {"epochs": 3, "learningRate": 0.0003}},
+        {"type": "ptq", "mode": "int8"},
+    ],
     "reduce50": [{"type": "reduceFilters", "targetReduction": 0.5, "fineTune": {"epochs": 10}}],
     "reduce50-int8": [
         {"type": "reduceFilters", "targetReduction": 0.5, "fineTune": {"epochs": 10}},
@@ -84,6 +95,7 @@ TRAINING_RECIPES = {
     "prune50-int8",
     "prune50-qat-int8",
     "prune50-oneshot-qat-int8",
+    "prune50-sensitivity-qat-int8",
     "reduce50",
     "reduce50-int8",
     AUTO_TRIALS,

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -56,6 +57,23 @@ def run_job(document: dict[str, Any], workdir: Path) -> JobRun:
     assert len(summary_file.read_bytes()) < 4096
     output = document.get("output", {}).get("uri", "")
     return JobRun(code, summary, Path(output) if output and "://" not in output else Path())
+
+
+def run_job_in_new_process(
+    document: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs a job document as a runner pod does: the CLI in a fresh process (fresh TensorFlow and Keras state),
+    with ``job.yaml`` and ``summary.json`` in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "job.yaml").write_text(yaml.safe_dump(document))
+    return subprocess.run(
+        [sys.executable, "-m", "edgecompress_runner.cli", "run", "job.yaml", "--summary-file", "summary.json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=workdir,
+        env={**(os.environ if env is None else env), "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
 
 
 @pytest.fixture(scope="session")

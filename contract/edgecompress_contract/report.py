@@ -441,6 +441,11 @@ class PruneReport(_TrainingStepReport):
             "layers were cut by magnitude alone)."
         ),
     )
+    allocation: str = Field(default="uniform", description="uniform or sensitivity (the spec's allocation).")
+    layer_targets: dict[str, float] = Field(
+        default_factory=dict,
+        description="sensitivity: the share of its pruned weights each layer was cut to (sparsity.layers: reached).",
+    )
 
 
 class ClusterReport(_TrainingStepReport):

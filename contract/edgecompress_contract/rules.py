@@ -26,6 +26,7 @@ from .spec import (
     DistillStep,
     ModelFormat,
     PruneStep,
+    PruningAllocation,
     PruningSchedule,
     PtqMode,
     PtqStep,
@@ -470,6 +471,16 @@ def _initial_below_target(step: Any) -> str | None:
     return None
 
 
+def _sensitivity_one_shot(step: Any) -> str | None:
+    if (
+        isinstance(step, PruneStep)
+        and step.allocation == PruningAllocation.SENSITIVITY
+        and (step.schedule != PruningSchedule.ONE_SHOT or step.pattern != "unstructured")
+    ):
+        return f"schedule {PruningSchedule(step.schedule).value}, pattern {step.pattern}"
+    return None
+
+
 def _end_after_begin(step: Any) -> str | None:
     if isinstance(step, PruneStep) and step.end_step is not None and step.end_step <= step.begin_step:
         return f"{step.end_step} <= {step.begin_step}"
@@ -508,6 +519,17 @@ STEP_RULES: tuple[StepRule, ...] = (
         ),
         field_path=".initialSparsity",
         broken=_initial_below_target,
+    ),
+    StepRule(
+        name="sensitivity-one-shot",
+        message="sensitivity needs schedule oneShot and pattern unstructured (the shares come from the refit)",
+        cel=(
+            f"!has(self.allocation) || self.allocation != '{PruningAllocation.SENSITIVITY.value}' || "
+            f"(has(self.schedule) && self.schedule == '{PruningSchedule.ONE_SHOT.value}' && "
+            "(!has(self.pattern) || self.pattern == 'unstructured'))"
+        ),
+        field_path=".allocation",
+        broken=_sensitivity_one_shot,
     ),
     StepRule(
         name="end-after-begin",

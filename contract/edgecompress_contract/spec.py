@@ -147,6 +147,11 @@ class PruningSchedule(str, Enum):
     ONE_SHOT = "oneShot"
 
 
+class PruningAllocation(str, Enum):
+    UNIFORM = "uniform"
+    SENSITIVITY = "sensitivity"
+
+
 ONE_SHOT_REFIT_SAMPLES = 512
 """Training samples a oneShot prune step refits on (the first ones; its normal equations sum every position)."""
 
@@ -186,6 +191,15 @@ class PruneStep(_LayerwiseStep):
     pattern: Literal["unstructured", "2:4"] = Field(
         default="unstructured",
         description="'2:4' keeps two of every four weights (structured sparsity, target 0.5).",
+    )
+    allocation: PruningAllocation = Field(
+        default=PruningAllocation.UNIFORM,
+        description=(
+            "How targetSparsity is shared among the pruned layers: uniform (each layer at targetSparsity, as "
+            "tfmot prunes) or sensitivity (oneShot, unstructured: each layer cut in eighths, up to 7/8, where "
+            "its refit to the float layer's outputs loses least, until targetSparsity of all pruned weights "
+            "are cut; layers that cannot be refit stay at targetSparsity)."
+        ),
     )
     fine_tune: FineTune = Field(default_factory=FineTune, description="Fine-tuning settings.")
 

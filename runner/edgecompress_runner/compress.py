@@ -41,6 +41,7 @@ from edgecompress_contract.spec import (
     FineTune,
     OutputTask,
     PruneStep,
+    PruningAllocation,
     PruningSchedule,
     QatStep,
 )
@@ -53,7 +54,7 @@ from .keras_graph import weight_short_name
 from .model_io import check_tfmot_structure, weighted_layer_names
 from .planning import pruning_plan, steps_per_epoch
 from .progress import Progress
-from .refit import RefitResult, refit_pruned
+from .refit import refit_pruned, sensitivity_sparsities
 from .tasks import decisions, snr_db
 from .tfcompat import keras, tf, tfmot
 
@@ -771,15 +772,20 @@ def prune(
             schedule = tfmot.sparsity.keras.ConstantSparsity(step.target_sparsity, begin, end, frequency)
     m_by_n = (2, 4) if step.pattern == "2:4" else None
     skipped = layers_to_skip(model, step.skip_layers, step.skip_first_and_last, name)
-    wrappers: dict[str, Any] = {}
 
-    def wrap(layer: Any) -> Any:
-        wrappers[layer.name] = tfmot.sparsity.keras.prune_low_magnitude(
-            layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n
-        )
-        return wrappers[layer.name]
+    def wrapped(schedules: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        wrappers: dict[str, Any] = {}
 
-    wrapped_model, _ = wrap_layers(model, wrap=wrap, wants=_has_kernel, skipped=skipped, step=name, action="prune")
+        def wrap(layer: Any) -> Any:
+            wrappers[layer.name] = tfmot.sparsity.keras.prune_low_magnitude(
+                layer, pruning_schedule=schedules.get(layer.name, schedule), sparsity_m_by_n=m_by_n
+            )
+            return wrappers[layer.name]
+
+        wrapped_model, _ = wrap_layers(model, wrap=wrap, wants=_has_kernel, skipped=skipped, step=name, action="prune")
+        return wrapped_model, wrappers
+
+    wrapped_model, wrappers = wrapped({})
     # What tfmot prunes in each layer: the registry's choice for built-in layers (e.g. only the pointwise
     # kernel of a SeparableConv2D), the layer's own for a PrunableLayer.
     prunable = {
@@ -791,8 +797,30 @@ def prune(
         raise InputError(f"{name}: no layer left to prune (all are skipped or have no prunable weights)")
     pruned: PrunedWeights = {layer: tuple(weight_short_name(w) for w in weights) for layer, weights in prunable.items()}
     refit = None
+    layer_targets: dict[str, float] = {}
     if one_shot:
-        refit = _refit(model, targets, pruned=pruned, step=step)
+        batches = _refit_batches(model, targets)
+        # A clone, whose layers each have the one call a layer's input is read from: ``model``'s own layers are
+        # also called inside tfmot's wrappers now. The refit weights are copied back into them.
+        unwrapped = keras.models.clone_model(model)
+        unwrapped.set_weights(model.get_weights())
+        if step.allocation == PruningAllocation.SENSITIVITY:
+            layer_targets = sensitivity_sparsities(unwrapped, batches, pruned=pruned, sparsity=step.target_sparsity)
+            wrapped_model, _ = wrapped(
+                {
+                    layer: tfmot.sparsity.keras.ConstantSparsity(share, 1, frequency=frequency)
+                    for layer, share in layer_targets.items()
+                }
+            )
+        refit = refit_pruned(
+            unwrapped,
+            batches,
+            pruned=pruned,
+            sparsities=layer_targets or dict.fromkeys(pruned, step.target_sparsity),
+            two_of_four=step.pattern == "2:4",
+        )
+        for layer in pruned:
+            model.get_layer(layer).set_weights(unwrapped.get_layer(layer).get_weights())
         start = None
     else:
         start = one_shot_weights(
@@ -830,6 +858,8 @@ def prune(
             sparsity=sparsity,
             skipped_layers=sorted(skipped),
             refit_layers=refit.refit if refit is not None else [],
+            allocation=PruningAllocation(step.allocation).value,
+            layer_targets={layer: round(share, 6) for layer, share in layer_targets.items()},
             epochs=step.fine_tune.epochs,
             final_metrics=metrics,
             validation=validation,
@@ -841,12 +871,8 @@ def prune(
 REFIT_BATCH = 64
 
 
-def _refit(model: Any, targets: TrainingTargets, *, pruned: PrunedWeights, step: PruneStep) -> RefitResult:
-    """Cuts ``model``'s pruned weights at once and refits what stays on training inputs (see ``refit``).
-
-    The refit runs on a clone, whose layers each have the one call a layer's input is read from; ``model``'s
-    own layers are already called again inside tfmot's wrappers.
-    """
+def _refit_batches(model: Any, targets: TrainingTargets) -> list[Any]:
+    """The model-ready input batches a oneShot step refits on: the first ``ONE_SHOT_REFIT_SAMPLES`` samples."""
     batches: list[Any] = []
     if targets.batches is not None:
         count = 0
@@ -861,14 +887,7 @@ def _refit(model: Any, targets: TrainingTargets, *, pruned: PrunedWeights, step:
             batches.append(
                 model_inputs(model, select(first, np.arange(start, min(start + REFIT_BATCH, samples(first)))))
             )
-    working = keras.models.clone_model(model)
-    working.set_weights(model.get_weights())
-    result = refit_pruned(
-        working, batches, pruned=pruned, sparsity=step.target_sparsity, two_of_four=step.pattern == "2:4"
-    )
-    for name in pruned:
-        model.get_layer(name).set_weights(working.get_layer(name).get_weights())
-    return result
+    return batches
 
 
 _CENTROIDS = {
@@ -935,6 +954,35 @@ def qat_scheme(pruned: bool, clustered: bool) -> Any:
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
+def _split_automatic_name(name: str) -> tuple[str, int]:
+    """``conv2d_3`` -> (``conv2d``, 3); ``conv2d`` -> (``conv2d``, 0), as tf-keras numbers automatic names."""
+    head, _, number = name.rpartition("_")
+    return (head, int(number)) if head and number.isdigit() else (name, 0)
+
+
+def _reserve_transform_layer_names(model: Any) -> None:
+    """Moves tf-keras's automatic names for the layers tfmot's QAT transforms add past every name in ``model``.
+
+    A layer named explicitly (as every layer of a loaded or rebuilt model is) does not advance the counter
+    tf-keras names new layers from, so in a fresh process the next automatic Conv2D is ``conv2d`` again. The
+    transforms add unnamed layers (a SeparableConv2D becomes a DepthwiseConv2D and a Conv2D) and then match
+    weights by layer name: beside the model's own ``conv2d``, quantize_apply assigns the wrong kernel.
+    Making throwaway layers of those classes is the public way to advance the counter.
+    """
+    names = [_split_automatic_name(layer.name) for layer in model.layers]
+    makers: tuple[Callable[[], Any], ...] = (
+        lambda: keras.layers.Conv2D(1, 1),
+        lambda: keras.layers.DepthwiseConv2D(1),
+        lambda: keras.layers.SeparableConv2D(1, 1),
+        lambda: keras.layers.Lambda(tf.identity),
+    )
+    for make in makers:
+        prefix, number = _split_automatic_name(make().name)
+        taken = [taken_number for taken_prefix, taken_number in names if taken_prefix == prefix]
+        while taken and number < max(taken):
+            number = _split_automatic_name(make().name)[1]
+
+
 def quantize(model: Any, *, skipped: set[str], scheme: Any, step: str) -> tuple[Any, list[str]]:
     """Annotates every non-skipped layer and applies QAT; names every layer tfmot cannot quantize.
 
@@ -942,6 +990,7 @@ def quantize(model: Any, *, skipped: set[str], scheme: Any, step: str) -> tuple[
     set aside and the rest tried again, so the error lists all of them, as the skip lists need.
     """
     action = "quantize (QAT)"
+    _reserve_transform_layer_names(model)
     unsupported: list[Any] = []
     while True:
         annotated, quantized = wrap_layers(

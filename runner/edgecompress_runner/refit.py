@@ -12,6 +12,9 @@ the float model's inputs, the mask keeps the largest weights (the share tfmot ke
 them out), and each output channel's kept weights solve the damped normal equations. Layers whose linear
 map is not one of these (Embedding, recurrent cells, grouped or transposed convolutions, shared layers) or
 whose normal equations would be too large are cut by magnitude alone, as tfmot would.
+
+With ``allocation: sensitivity`` the share each layer is cut to comes from the same normal equations: a
+layer whose outputs the refit reproduces with fewer weights gives up more of them (``sensitivity_sparsities``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ instead of fitting the samples' noise."""
 
 MAX_FAN_IN = 4096
 """Largest fan-in refit (its normal equations take fan-in² float64)."""
+
+SENSITIVITY_LEVELS = tuple(eighth / 8 for eighth in range(8))
+"""The shares of a layer's weights whose refit error ``sensitivity_sparsities`` measures (0 to 7/8)."""
+
+SENSITIVITY_CHANNELS = 64
+"""Output channels per layer (evenly spaced) whose refit error stands for the layer's."""
 
 MAX_ROWS = 65536
 """Positions per layer the normal equations are summed over, sampled evenly from every batch."""
@@ -134,21 +143,155 @@ def _layer_input(model: Any, layer: Any) -> Any:
     return keras.Model(model.inputs, layer.input)
 
 
+def _layer_gram(layer: Any, layer_input: Any, batches: list[Any]) -> np.ndarray:
+    """The normal equations' matrix of ``layer``'s kernel: its linear inputs' Gram matrix over ``batches``."""
+    per_batch = max(1, MAX_ROWS // max(1, len(batches)))
+    gram: np.ndarray | None = None
+    for batch in batches:
+        rows = _sampled_rows(linear_inputs(layer, layer_input(batch, training=False)), per_batch)
+        gram = rows.T @ rows if gram is None else gram + rows.T @ rows
+    assert gram is not None
+    return gram
+
+
+def _damped(gram: np.ndarray) -> tuple[np.ndarray, float]:
+    damping = DAMPING * max(float(np.mean(np.diag(gram))), 1e-12)
+    return gram + damping * np.eye(len(gram)), damping
+
+
+def _solve_kept(
+    damped: np.ndarray, damping: float, cross: np.ndarray, columns: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Each output channel's kept weights solving the damped normal equations (the others zero)."""
+    fitted = np.zeros_like(columns)
+    for out in range(columns.shape[1]):
+        kept = mask[:, out]
+        if kept.any():
+            pull = damping * columns[kept, out]
+            fitted[kept, out] = np.linalg.solve(damped[np.ix_(kept, kept)], cross[kept, out] + pull)
+    return fitted
+
+
+def _cut_costs(damped: np.ndarray, float_kernel: np.ndarray, columns: np.ndarray) -> list[float]:
+    """The refit's relative error at each of ``SENSITIVITY_LEVELS``: its damped objective at the optimum,
+    ``(w - W)ᵀ H (w - W)`` with the cut weights zero, over ``Wᵀ H W``, summed over at most
+    ``SENSITIVITY_CHANNELS`` output channels.
+
+    Per channel the optimum is read from the smaller side: with few weights cut, from the cut ones and H⁻¹
+    (Optimal Brain Surgeon's ``W_Pᵀ ((H⁻¹)_PP)⁻¹ W_P``); with few kept, from the kept ones' solve.
+    """
+    channels = np.unique(np.linspace(0, columns.shape[1] - 1, SENSITIVITY_CHANNELS).astype(np.int64))
+    inverse = np.linalg.inv(damped)
+    energy = max(float(np.sum(columns[:, channels] * (damped @ columns[:, channels]))), 1e-30)
+    costs = [0.0]
+    for level in SENSITIVITY_LEVELS[1:]:
+        mask = keep_mask(float_kernel, level, two_of_four=False).reshape(columns.shape)
+        total = 0.0
+        for out in channels:
+            kept, weights = mask[:, out], columns[:, out]
+            if kept.all():
+                continue
+            if (~kept).sum() <= kept.sum():
+                cut = weights[~kept]
+                total += float(cut @ np.linalg.solve(inverse[np.ix_(~kept, ~kept)], cut))
+            else:
+                fitted = np.zeros_like(weights)
+                if kept.any():
+                    fitted[kept] = np.linalg.solve(damped[np.ix_(kept, kept)], (damped @ weights)[kept])
+                error = fitted - weights
+                total += float(error @ damped @ error)
+        costs.append(total / energy)
+    return costs
+
+
+def sensitivity_sparsities(
+    model: Any, batches: Iterable[Any], *, pruned: dict[str, tuple[str, ...]], sparsity: float
+) -> dict[str, float]:
+    """Per pruned layer, the share of its weights to cut so that ``sparsity`` of all pruned weights are cut
+    where they cost least.
+
+    A layer's cost at a share is its refit's relative error on the float model (see ``_cut_costs``; each
+    layer's error counted alike, as layer-wise allocation such as OBC's and SPDY's does before a global
+    search). Layers are cut further,
+    in steps of an eighth, wherever that adds the least error per weight cut, until the budget is met (the
+    last step only partly). Layers that cannot be refit (see ``refit_pruned``) keep ``sparsity``.
+
+    Args:
+        model: The float tf-keras model, before any cut.
+        batches: Model-ready input batches, as ``refit_pruned`` takes them.
+        pruned: Per layer, the names of the weights tfmot prunes in it.
+        sparsity: The share of all pruned weights to cut.
+
+    Returns:
+        Each pruned layer's share, such that tfmot keeping ``round(size * (1 - share))`` weights of each
+        layer cuts ``sparsity`` of them all (to within one weight per layer); ``sparsity`` for every layer
+        when the refit layers cannot reach it by 7/8 each.
+    """
+    batches = list(batches)
+    shares: dict[str, float] = {}
+    costs: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}
+    for layer in model.layers:
+        if layer.name not in pruned:
+            continue
+        kernel = _kernel(layer, pruned[layer.name])
+        if kernel is None:
+            shares[layer.name] = sparsity
+            continue
+        float_kernel = kernel.numpy()
+        columns = float_kernel.reshape(-1, float_kernel.shape[-1]).astype(np.float64)
+        damped, _ = _damped(_layer_gram(layer, _layer_input(model, layer), batches))
+        costs[layer.name] = _cut_costs(damped, float_kernel, columns)
+        sizes[layer.name] = float_kernel.size
+    cut_shares = _cheapest_shares(costs, sizes, to_cut=sparsity * sum(sizes.values()))
+    if cut_shares is None:
+        return dict.fromkeys(pruned, sparsity)
+    return shares | cut_shares
+
+
+def _cheapest_shares(costs: dict[str, list[float]], sizes: dict[str, int], *, to_cut: float) -> dict[str, float] | None:
+    """Greedy: the next eighth of whichever layer adds the least cost per weight, until ``to_cut`` weights are
+    cut (the last step partly, to a whole number of kept weights); None when every layer is at 7/8 before."""
+    steps = dict.fromkeys(costs, 0)
+    shares: dict[str, float] = {}
+    cut = 0.0
+
+    def slope(name: str) -> float:
+        step = steps[name]
+        added = SENSITIVITY_LEVELS[step + 1] - SENSITIVITY_LEVELS[step]
+        return (costs[name][step + 1] - costs[name][step]) / (sizes[name] * added)
+
+    while cut < to_cut - 0.5:
+        open_layers = [name for name in costs if name not in shares and steps[name] + 1 < len(SENSITIVITY_LEVELS)]
+        if not open_layers:
+            return None
+        name = min(open_layers, key=slope)
+        current = SENSITIVITY_LEVELS[steps[name]]
+        more = sizes[name] * (SENSITIVITY_LEVELS[steps[name] + 1] - current)
+        if cut + more > to_cut:
+            kept = round(sizes[name] * (1 - current) - (to_cut - cut))
+            shares[name] = 1 - kept / sizes[name]
+            break
+        steps[name] += 1
+        cut += more
+    return {name: shares.get(name, SENSITIVITY_LEVELS[step]) for name, step in steps.items()}
+
+
 def refit_pruned(
     model: Any,
     batches: Iterable[Any],
     *,
     pruned: dict[str, tuple[str, ...]],
-    sparsity: float,
+    sparsities: dict[str, float],
     two_of_four: bool = False,
 ) -> RefitResult:
-    """Cuts every pruned weight of ``model`` to ``sparsity`` at once, refitting what stays (in place).
+    """Cuts every pruned weight of ``model`` to its layer's share at once, refitting what stays (in place).
 
     Args:
         model: A tf-keras functional or sequential model; its layers' kernels are changed in place.
         batches: Model-ready input batches (what ``model.predict`` takes) to fit on; read once per layer.
         pruned: Per layer, the names of the weights tfmot prunes in it.
-        sparsity: The share of each pruned weight set to zero.
+        sparsities: Per pruned layer, the share of its pruned weights set to zero.
         two_of_four: Keep two of every four input channels instead of the largest weights overall.
 
     Returns:
@@ -162,6 +305,7 @@ def refit_pruned(
     for layer in model.layers:
         if layer.name not in pruned:
             continue
+        sparsity = sparsities[layer.name]
         kernel = _kernel(layer, pruned[layer.name])
         if kernel is None:
             for weight in layer.weights:
@@ -183,15 +327,9 @@ def refit_pruned(
             )
             gram += rows.T @ rows
             cross += rows.T @ (float_rows @ columns)
-        damping = DAMPING * max(float(np.mean(np.diag(gram))), 1e-12)
-        gram[np.diag_indices_from(gram)] += damping
+        damped, damping = _damped(gram)
         mask = keep_mask(float_kernel, sparsity, two_of_four=two_of_four).reshape(columns.shape)
-        fitted = np.zeros_like(columns)
-        for out in range(columns.shape[1]):
-            kept = mask[:, out]
-            if kept.any():
-                pull = damping * columns[kept, out]
-                fitted[kept, out] = np.linalg.solve(gram[np.ix_(kept, kept)], cross[kept, out] + pull)
+        fitted = _solve_kept(damped, damping, cross, columns, mask)
         kernel.assign(fitted.reshape(float_kernel.shape).astype(float_kernel.dtype))
         refit.append(layer.name)
     return RefitResult(refit=refit, magnitude_only=magnitude_only)

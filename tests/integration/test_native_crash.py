@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from edgecompress_runner.errors import ExitCode
-from tests.conftest import job
+from tests.conftest import job, run_job_in_new_process
 
 pytestmark = pytest.mark.tf
 
@@ -175,14 +175,6 @@ def test_a_mini_xception_fine_tunes_without_a_native_crash(tmp_path: Path) -> No
     )
     document = job(model, dataset, tmp_path / "out", [{"type": "cluster", "fineTune": {"epochs": 1}}])
     document["evaluation"] = {"samples": 32, "latency": {"runs": 2, "warmup": 0}}
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(document))
     env = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
-    finished = subprocess.run(
-        [sys.executable, "-m", "edgecompress_runner.cli", "run", "job.yaml", "--summary-file", "summary.json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
+    finished = run_job_in_new_process(document, tmp_path, env)
     assert finished.returncode == ExitCode.SUCCEEDED, (tmp_path / "summary.json").read_text()

@@ -4,18 +4,14 @@ conflict), another seed gives another one."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from edgecompress_runner.errors import ExitCode
-from tests.conftest import job, run_job
+from tests.conftest import job, run_job, run_job_in_new_process
 
 pytestmark = pytest.mark.tf
 
@@ -39,16 +35,7 @@ def test_same_seed_same_bytes_in_a_fresh_process_other_seed_other_bytes(
 
     # The same job (seed 0 is the default) as a retried pod runs it: a fresh process, a fresh work folder.
     again = tmp_path / "again"
-    again.mkdir()
-    (again / "job.yaml").write_text(yaml.safe_dump(document(digits_model, small_digits_npz, again, stable, seed=0)))
-    finished = subprocess.run(
-        [sys.executable, "-m", "edgecompress_runner.cli", "run", "job.yaml", "--summary-file", "summary.json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=again,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
+    finished = run_job_in_new_process(document(digits_model, small_digits_npz, again, stable, seed=0), again)
     assert finished.returncode == ExitCode.SUCCEEDED, finished.stderr[-3000:]
     summary = json.loads((again / "summary.json").read_text())
     assert summary["artifacts"]["tflite"]["sha256"] == sha256, "a second run of the same job gave other bytes"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgecompress_runner.errors import ExitCode
-from tests.conftest import job, run_job
+from tests.conftest import job, run_job, run_job_in_new_process
 
 pytestmark = pytest.mark.tf
 
@@ -126,9 +126,37 @@ def test_qat_quantizes_batch_norm_and_separable_convolutions(
     assert report["result"]["top1Agreement"] >= 0.98
 
 
+def test_qat_of_a_model_with_default_layer_names_in_a_fresh_process(unlabeled_gratings: Path, tmp_path: Path) -> None:
+    """Layers named as a fresh Keras session names them (``conv2d`` beside a SeparableConv2D), quantized where the
+    runner pod quantizes them: in a new process, where tf-keras would name the Conv2D that tfmot's transform
+    makes of the SeparableConv2D ``conv2d`` too (quantize_apply then failed with a kernel shape mismatch)."""
+    from edgecompress_runner.tfcompat import keras
+    from tests.integration.tflite_inspect import op_types
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = layers.Input((32, 32, 1), name="input_1")
+    h = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv2d")(inputs)
+    h = layers.BatchNormalization(name="batch_normalization")(h)
+    h = layers.ReLU(name="re_lu")(h)
+    h = layers.SeparableConv2D(16, 3, padding="same", name="separable_conv2d")(h)
+    h = layers.GlobalAveragePooling2D(name="global_average_pooling2d")(h)
+    model = keras.Model(inputs, layers.Dense(CLASSES, activation="softmax", name="dense")(h))
+    model.save(tmp_path / "default_names.h5")
+    steps = [{"type": "qat", "fineTune": {"epochs": 1}}, {"type": "ptq", "mode": "int8"}]
+    finished = run_job_in_new_process(
+        job(tmp_path / "default_names.h5", unlabeled_gratings, tmp_path / "out", steps), tmp_path
+    )
+    assert finished.returncode == ExitCode.SUCCEEDED, (tmp_path / "summary.json").read_text()
+    convolutions = [dtype for op, dtype in op_types(tmp_path / "out" / "model.tflite") if op.endswith("CONV_2D")]
+    assert convolutions and set(convolutions) == {"int8"}  # the stem, the depthwise and the pointwise conv
+
+
 def test_prune_and_qat_keep_up_with_int8_ptq_without_labels(
     xception_model: Path, unlabeled_gratings: Path, tmp_path: Path
 ) -> None:
+    from tests.integration.tflite_inspect import weight_tensors
+
     ptq = succeed(
         job(xception_model, unlabeled_gratings, tmp_path / "ptq", [{"type": "ptq", "mode": "int8"}]),
         tmp_path / "ptq-run",
@@ -137,6 +165,7 @@ def test_prune_and_qat_keep_up_with_int8_ptq_without_labels(
         {
             "type": "prune",
             "schedule": "oneShot",
+            "allocation": "sensitivity",
             "targetSparsity": 0.5,
             "fineTune": {"epochs": 4, "learningRate": 0.0003},
         },
@@ -147,27 +176,31 @@ def test_prune_and_qat_keep_up_with_int8_ptq_without_labels(
     for step in trained["steps"][:2]:
         assert_fidelity_reported(step)
         assert not step["validation"]["endedWorse"]
-    assert trained["steps"][0]["sparsity"]["overall"] >= 0.48
-    assert trained["steps"][0]["refitLayers"] == [
-        "stem",
-        "b0_sep1",
-        "b0_sep2",
-        "b0_short",
-        "b1_sep1",
-        "b1_sep2",
-        "b1_short",
-        "head",
-    ]
-    # int8 PTQ is (nearly) lossless on this small model, so pruning half of its 5k weights is what costs
+    pruned = trained["steps"][0]
+    assert pruned["refitLayers"] == ["stem", "b0_sep1", "b0_sep2", "b0_short", "b1_sep1", "b1_sep2", "b1_short", "head"]
+    targets = pruned["layerTargets"]
+    assert set(targets) == set(pruned["refitLayers"])
+    # The 3x3 head over 32 channels (1440 weights) is cut deepest, the 72-weight stem least.
+    assert targets["head"] > 0.5 > targets["stem"]
+    kernels = weight_tensors(tmp_path / "trained" / "model.tflite")
+    [head] = [kernel for kernel in kernels.values() if kernel.shape == (5, 3, 3, 32)]
+    [stem] = [kernel for kernel in kernels.values() if kernel.shape == (8, 3, 3, 1)]
+    # Exactly the cut weights are zero, and a few more that int8 rounds to zero.
+    assert targets["head"] - 1 / 1440 <= (head == 0).mean() <= targets["head"] + 0.01
+    assert targets["stem"] - 1 / 72 <= (stem == 0).mean() <= targets["stem"] + 1 / 72
+    zeros = sum(int((kernel == 0).sum()) for kernel in kernels.values())
+    assert zeros >= 0.5 * 4072 - len(targets)  # every pruned kernel's weights: half of them are zero
+    # int8 PTQ is (nearly) lossless on this small model, so pruning half of its 4k weights is what costs
     # agreement. Gradual magnitude pruning (polynomialDecay) fine-tunes back from each cut, and from 540
     # unlabelled samples the student learns the samples (it agreed 1.0 on them): over seed variants (keras
-    # seed 0/2/3, gratings seeds shifted by 0/20/30), int8 PTQ against this recipe was 1.0 vs 0.975, 0.995 vs
-    # 0.91, 1.0 vs 0.985; neither a higher learning rate, constantSparsity, skipFirstAndLast, temperature 3,
-    # mixup or input noise, more samples nor wider models closed that. oneShot refits every pruned layer to
-    # the float layer's outputs at every position of the samples before fine-tuning: 0.99, 0.97 and 0.99
-    # against the same PTQ files, 0.983 held-out agreement before any training. The margin covers the widest
-    # gap, 0.025.
-    assert trained["result"]["top1Agreement"] >= ptq["result"]["top1Agreement"] - 0.03
+    # seed 0/2/3, gratings seeds shifted by 0/20/30), int8 PTQ against this recipe with polynomialDecay was
+    # 1.0 vs 0.975, 0.995 vs 0.91, 1.0 vs 0.985; neither a higher learning rate, constantSparsity,
+    # skipFirstAndLast, temperature 3, mixup or input noise, more samples nor wider models closed that. oneShot
+    # refits every pruned layer to the float layer's outputs: 0.99, 0.97, 0.99; with the cut shared out by
+    # sensitivity: 0.99, 0.985, 0.995. On 2000 unseen samples the pruned float models reach 0.993-0.9975
+    # against int8 PTQ's 0.9965-0.9985, also when distilled from 20,000 samples: what is left is the capacity
+    # half the weights take away. The margin covers the widest gap, 0.01, and one sample more.
+    assert trained["result"]["top1Agreement"] >= ptq["result"]["top1Agreement"] - 0.015
 
 
 def test_fine_tuning_that_hurts_is_reported(

@@ -46,6 +46,7 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
                 initialSparsity=[0.0, 0.3, 0.5, 0.9],
                 targetSparsity=[0.3, 0.5, 0.8],
                 pattern=["unstructured", "2:4"],
+                allocation=["uniform", "sensitivity"],
                 beginStep=[0, 10],
                 endStep=[5, 10, 100],
                 **skips,
@@ -123,7 +124,7 @@ def mixed_steps() -> list[dict[str, Any]]:
     extras = [
         ("numberOfClusters", 8), ("centroidInit", "linear"), ("mode", "int8"), ("integerIO", False),
         ("representativeSamples", 10), ("targetSparsity", 0.5), ("initialSparsity", 0.1),
-        ("schedule", "constantSparsity"),
+        ("schedule", "constantSparsity"), ("allocation", "sensitivity"),
         ("pattern", "2:4"), ("beginStep", 0), ("endStep", 10), ("frequency", 5), ("temperature", 2.0), ("alpha", 0.5),
         ("student", {"uri": "s3://bucket/s", "format": "keras"}), ("skipLayers", ["conv1"]), ("skipFirstAndLast", True),
         ("fineTune", {"epochs": 1}), ("targetReduction", 0.5), ("criterion", "l2"), ("minChannels", 4),

@@ -189,6 +189,17 @@ REJECTIONS = [
         r"steps\[0\]\.initialSparsity: must be below targetSparsity",
     ),
     (
+        "sensitivity without oneShot",
+        with_changes(steps=[{"type": "prune", "allocation": "sensitivity"}]),
+        r"steps\[0\]\.allocation: sensitivity needs schedule oneShot.*"
+        r"\(schedule polynomialDecay, pattern unstructured\)",
+    ),
+    (
+        "sensitivity with 2:4",
+        with_changes(steps=[{"type": "prune", "schedule": "oneShot", "allocation": "sensitivity", "pattern": "2:4"}]),
+        r"steps\[0\]\.allocation: sensitivity needs schedule oneShot and pattern unstructured",
+    ),
+    (
         "end before begin",
         with_changes(steps=[{"type": "prune", "beginStep": 10, "endStep": 5}]),
         r"steps\[0\]\.endStep: must be greater than beginStep",
