@@ -56,23 +56,15 @@ RECIPES: dict[str, list[dict[str, Any]]] = {
         {"type": "qat", "fineTune": {"epochs": 3, "learningRate": 0.0003}},
         {"type": "ptq", "mode": "int8"},
     ],
-    "prune50-sensitivity-qat-int8": [
-        {
-            "type": "prune",
-            "schedule": "oneShot",
-            "allocation": "sensitivity",
-            "targetSparsity": 0.5,
-            "fineTune": {"epochs": 6, "learningRate": 0.001, "batchSize": 16},
-        },
-        {"type": "qat", "fineTune": {"epochs": 3, "learningRate": 0.0003}},
-        {"type": "ptq", "mode": "int8"},
-    ],
     "reduce50": [{"type": "reduceFilters", "targetReduction": 0.5, "fineTune": {"epochs": 10}}],
     "reduce50-int8": [
         {"type": "reduceFilters", "targetReduction": 0.5, "fineTune": {"epochs": 10}},
         {"type": "ptq", "mode": "int8"},
     ],
 }
+_ONE_SHOT_PRUNE, *_ONE_SHOT_REST = RECIPES["prune50-oneshot-qat-int8"]
+RECIPES["prune50-sensitivity-qat-int8"] = [{**_ONE_SHOT_PRUNE, "allocation": "sensitivity"}, *_ONE_SHOT_REST]
+"""The same recipe with the cut shared out among the layers by sensitivity."""
 AUTO = "auto-size-not-slower"
 """The auto step, smallest file that passes the model's quality gate and is not slower than float."""
 RECIPES[AUTO] = [{"type": "auto", "objective": "size", "maxLatencyRatio": 1.0}]

@@ -159,16 +159,14 @@ def _damped(gram: np.ndarray) -> tuple[np.ndarray, float]:
     return gram + damping * np.eye(len(gram)), damping
 
 
-def _solve_kept(
-    damped: np.ndarray, damping: float, cross: np.ndarray, columns: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
-    """Each output channel's kept weights solving the damped normal equations (the others zero)."""
-    fitted = np.zeros_like(columns)
-    for out in range(columns.shape[1]):
+def _solve_kept(damped: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each output channel's kept weights solving the damped normal equations ``H_KK w_K = targets_K`` (the
+    others zero); ``targets`` holds one right-hand side per channel."""
+    fitted = np.zeros_like(targets)
+    for out in range(targets.shape[1]):
         kept = mask[:, out]
         if kept.any():
-            pull = damping * columns[kept, out]
-            fitted[kept, out] = np.linalg.solve(damped[np.ix_(kept, kept)], cross[kept, out] + pull)
+            fitted[kept, out] = np.linalg.solve(damped[np.ix_(kept, kept)], targets[kept, out])
     return fitted
 
 
@@ -181,25 +179,22 @@ def _cut_costs(damped: np.ndarray, float_kernel: np.ndarray, columns: np.ndarray
     (Optimal Brain Surgeon's ``W_Pᵀ ((H⁻¹)_PP)⁻¹ W_P``); with few kept, from the kept ones' solve.
     """
     channels = np.unique(np.linspace(0, columns.shape[1] - 1, SENSITIVITY_CHANNELS).astype(np.int64))
+    weights = columns[:, channels]
     inverse = np.linalg.inv(damped)
-    energy = max(float(np.sum(columns[:, channels] * (damped @ columns[:, channels]))), 1e-30)
+    targets = damped @ weights
+    energy = max(float(np.sum(weights * targets)), 1e-30)
     costs = [0.0]
     for level in SENSITIVITY_LEVELS[1:]:
-        mask = keep_mask(float_kernel, level, two_of_four=False).reshape(columns.shape)
-        total = 0.0
-        for out in channels:
-            kept, weights = mask[:, out], columns[:, out]
-            if kept.all():
-                continue
-            if (~kept).sum() <= kept.sum():
-                cut = weights[~kept]
-                total += float(cut @ np.linalg.solve(inverse[np.ix_(~kept, ~kept)], cut))
-            else:
-                fitted = np.zeros_like(weights)
-                if kept.any():
-                    fitted[kept] = np.linalg.solve(damped[np.ix_(kept, kept)], (damped @ weights)[kept])
-                error = fitted - weights
-                total += float(error @ damped @ error)
+        mask = keep_mask(float_kernel, level, two_of_four=False).reshape(columns.shape)[:, channels]
+        cut_count, kept_count = (~mask).sum(axis=0), mask.sum(axis=0)
+        few_cut = (cut_count > 0) & (cut_count <= kept_count)
+        total = sum(
+            float(weights[~kept, out] @ np.linalg.solve(inverse[np.ix_(~kept, ~kept)], weights[~kept, out]))
+            for out, kept in zip(np.flatnonzero(few_cut), mask.T[few_cut], strict=True)
+        )
+        few_kept = cut_count > kept_count
+        error = _solve_kept(damped, targets[:, few_kept], mask[:, few_kept]) - weights[:, few_kept]
+        total += float(np.sum(error * (damped @ error)))
         costs.append(total / energy)
     return costs
 
@@ -212,9 +207,9 @@ def sensitivity_sparsities(
 
     A layer's cost at a share is its refit's relative error on the float model (see ``_cut_costs``; each
     layer's error counted alike, as layer-wise allocation such as OBC's and SPDY's does before a global
-    search). Layers are cut further,
-    in steps of an eighth, wherever that adds the least error per weight cut, until the budget is met (the
-    last step only partly). Layers that cannot be refit (see ``refit_pruned``) keep ``sparsity``.
+    search). Layers are cut further, in steps of an eighth, wherever that adds the least error per weight
+    cut, until the budget is met (the last step only partly). Layers that cannot be refit (see
+    ``refit_pruned``) keep ``sparsity``.
 
     Args:
         model: The float tf-keras model, before any cut.
@@ -329,7 +324,7 @@ def refit_pruned(
             cross += rows.T @ (float_rows @ columns)
         damped, damping = _damped(gram)
         mask = keep_mask(float_kernel, sparsity, two_of_four=two_of_four).reshape(columns.shape)
-        fitted = _solve_kept(damped, damping, cross, columns, mask)
+        fitted = _solve_kept(damped, cross + damping * columns, mask)
         kernel.assign(fitted.reshape(float_kernel.shape).astype(float_kernel.dtype))
         refit.append(layer.name)
     return RefitResult(refit=refit, magnitude_only=magnitude_only)
