@@ -65,6 +65,11 @@ RECIPES: dict[str, list[dict[str, Any]]] = {
 _ONE_SHOT_PRUNE, *_ONE_SHOT_REST = RECIPES["prune50-oneshot-qat-int8"]
 RECIPES["prune50-sensitivity-qat-int8"] = [{**_ONE_SHOT_PRUNE, "allocation": "sensitivity"}, *_ONE_SHOT_REST]
 """The same recipe with the cut shared out among the layers by sensitivity."""
+RECIPES["prune50-distilled-qat-int8"] = [
+    {**RECIPES["prune50-sensitivity-qat-int8"][0], "layerDistillation": 30},
+    *_ONE_SHOT_REST,
+]
+"""And with every pruned layer's output distilled from the float model's while fine-tuning."""
 AUTO = "auto-size-not-slower"
 """The auto step, smallest file that passes the model's quality gate and is not slower than float."""
 RECIPES[AUTO] = [{"type": "auto", "objective": "size", "maxLatencyRatio": 1.0}]
@@ -88,6 +93,7 @@ TRAINING_RECIPES = {
     "prune50-qat-int8",
     "prune50-oneshot-qat-int8",
     "prune50-sensitivity-qat-int8",
+    "prune50-distilled-qat-int8",
     "reduce50",
     "reduce50-int8",
     AUTO_TRIALS,

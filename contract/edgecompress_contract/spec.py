@@ -165,7 +165,8 @@ class PruneStep(_LayerwiseStep):
         description=(
             "Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity, tfmot's magnitude pruning "
             "during fine-tuning; or oneShot: the target at once before fine-tuning, each pruned layer's largest "
-            "weights kept and refit by least squares to the float layer's outputs on up to "
+            "weights kept and refit by least squares to the float layer's outputs (to their mean over positions "
+            "for a linear layer read only by global average pooling) on up to "
             f"{ONE_SHOT_REFIT_SAMPLES} training samples, "
             "layer after layer, then fine-tuned with those masks fixed (initialSparsity, beginStep, endStep and "
             "frequency do not apply)."
@@ -199,6 +200,17 @@ class PruneStep(_LayerwiseStep):
             "tfmot prunes) or sensitivity (oneShot, unstructured: each layer cut in eighths, up to 7/8, where "
             "its refit to the float layer's outputs loses least, until targetSparsity of all pruned weights "
             "are cut; layers that cannot be refit stay at targetSparsity)."
+        ),
+    )
+    layer_distillation: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description=(
+            "Weight of intermediate-layer distillation in fine-tuning: each pruned layer's output is also fitted "
+            "to the step's input model's on the same samples (squared error over that output's mean square, "
+            "averaged over the layers), added to the outputs' loss with this weight; 0 fits the model's outputs "
+            "only."
         ),
     )
     fine_tune: FineTune = Field(default_factory=FineTune, description="Fine-tuning settings.")

@@ -9,7 +9,12 @@ weight), as in layer-wise reconstruction (Optimal Brain Compression, SparseGPT).
 For each pruned layer, in the model's order: the layer's inputs are read from the model being pruned (so
 each layer also corrects what the earlier cuts changed), the target is the float layer's linear output on
 the float model's inputs, the mask keeps the largest weights (the share tfmot keeps, 2:4 blocks as tfmot lays
-them out), and each output channel's kept weights solve the damped normal equations. Layers whose linear
+them out), and each output channel's kept weights solve the damped normal equations. A linear layer read only
+by a global average pooling (a Conv2D → GlobalAveragePooling2D → Softmax head) is fit to its mean over
+positions, the only part of its output that reaches the model's: fitting every position spends the kept
+weights on detail the pooling discards (on three seed variants of the tests' mini-Xception cut in half, the
+head to 3/4, agreement on 2000 unseen samples before fine-tuning went from 0.9935 to 0.997, 0.9935 to 0.9975
+and 0.9975 to 0.9965). Layers whose linear
 map is not one of these (Embedding, recurrent cells, grouped or transposed convolutions, shared layers) or
 whose normal equations would be too large are cut by magnitude alone, as tfmot would.
 
@@ -110,6 +115,26 @@ def linear_inputs(layer: Any, inputs: Any) -> Any:
             padding=layer.padding.upper(),
         )
     return tf.reshape(patches, (-1, patches.shape[-1]))
+
+
+def _only_averaged(model: Any, layer: Any) -> bool:
+    """Whether all that reaches the model of ``layer``'s output is its average over positions: ``layer`` is
+    linear, not a model output, unmasked, and read only by a channels-last global average pooling (the
+    Conv2D → GlobalAveragePooling2D → Softmax head of mini-Xception-style classifiers)."""
+    consumers = [node.outbound_layer for node in layer.outbound_nodes]
+    return (
+        getattr(layer.activation, "__name__", None) == "linear"
+        and layer.name not in model.output_names
+        and getattr(layer.output, "_keras_mask", None) is None
+        and len(consumers) == 1
+        and isinstance(consumers[0], (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D))
+        and consumers[0].data_format == "channels_last"
+    )
+
+
+def _position_means(rows: Any, samples: int) -> Any:
+    """Each sample's mean of ``rows`` (``linear_inputs`` of a batch of ``samples``) over its positions."""
+    return tf.reduce_mean(tf.reshape(rows, (samples, -1, rows.shape[-1])), axis=1)
 
 
 def keep_mask(kernel: np.ndarray, sparsity: float, *, two_of_four: bool) -> np.ndarray:
@@ -311,15 +336,19 @@ def refit_pruned(
             continue
         float_kernel = kernel.numpy()
         columns = float_kernel.reshape(-1, float_kernel.shape[-1]).astype(np.float64)
-        pruned_input, float_input = _layer_input(model, layer), _layer_input(reference, reference.get_layer(layer.name))
+        float_layer = reference.get_layer(layer.name)
+        pruned_input, float_input = _layer_input(model, layer), _layer_input(reference, float_layer)
+        averaged = _only_averaged(model, layer)
         per_batch = max(1, MAX_ROWS // max(1, len(batches)))
         gram = np.zeros((len(columns), len(columns)))
         cross = np.zeros_like(columns)
         for batch in batches:
-            rows = _sampled_rows(linear_inputs(layer, pruned_input(batch, training=False)), per_batch)
-            float_rows = _sampled_rows(
-                linear_inputs(reference.get_layer(layer.name), float_input(batch, training=False)), per_batch
-            )
+            layer_input, float_layer_input = pruned_input(batch, training=False), float_input(batch, training=False)
+            rows, float_rows = linear_inputs(layer, layer_input), linear_inputs(float_layer, float_layer_input)
+            if averaged:
+                samples = int(layer_input.shape[0])
+                rows, float_rows = _position_means(rows, samples), _position_means(float_rows, samples)
+            rows, float_rows = _sampled_rows(rows, per_batch), _sampled_rows(float_rows, per_batch)
             gram += rows.T @ rows
             cross += rows.T @ (float_rows @ columns)
         damped, damping = _damped(gram)

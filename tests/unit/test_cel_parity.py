@@ -47,6 +47,7 @@ def random_step(rng: random.Random, kind: str) -> dict[str, Any]:
                 targetSparsity=[0.3, 0.5, 0.8],
                 pattern=["unstructured", "2:4"],
                 allocation=["uniform", "sensitivity"],
+                layerDistillation=[0, 30],
                 beginStep=[0, 10],
                 endStep=[5, 10, 100],
                 **skips,
@@ -124,7 +125,7 @@ def mixed_steps() -> list[dict[str, Any]]:
     extras = [
         ("numberOfClusters", 8), ("centroidInit", "linear"), ("mode", "int8"), ("integerIO", False),
         ("representativeSamples", 10), ("targetSparsity", 0.5), ("initialSparsity", 0.1),
-        ("schedule", "constantSparsity"), ("allocation", "sensitivity"),
+        ("schedule", "constantSparsity"), ("allocation", "sensitivity"), ("layerDistillation", 30),
         ("pattern", "2:4"), ("beginStep", 0), ("endStep", 10), ("frequency", 5), ("temperature", 2.0), ("alpha", 0.5),
         ("student", {"uri": "s3://bucket/s", "format": "keras"}), ("skipLayers", ["conv1"]), ("skipFirstAndLast", True),
         ("fineTune", {"epochs": 1}), ("targetReduction", 0.5), ("criterion", "l2"), ("minChannels", 4),
