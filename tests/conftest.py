@@ -33,6 +33,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("k8s"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def deterministic_ops() -> None:
+    """TensorFlow's op determinism on before any test trains. The first job in a process turns it on for good, so
+    a fixture's model otherwise depended on whether its pytest-xdist worker happened to run a job before it."""
+    from edgecompress_runner.tfcompat import tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
 @dataclass(frozen=True)
 class JobRun:
     exit_code: int
