@@ -164,8 +164,9 @@ class PruneStep(_LayerwiseStep):
         default=PruningSchedule.POLYNOMIAL_DECAY,
         description=(
             "Sparsity schedule: polynomialDecay (initial -> target) or constantSparsity, tfmot's magnitude pruning "
-            "during fine-tuning; or oneShot: the target at once before fine-tuning, each pruned layer's largest "
-            "weights kept and refit by least squares to the float layer's outputs (to their mean over positions "
+            "during fine-tuning; or oneShot: the target at once before fine-tuning, each pruned layer cut where "
+            "its refit loses least (greedy Optimal Brain Surgeon steps; 2:4 keeps each block's two largest) and "
+            "the kept weights refit by least squares to the float layer's outputs (to their mean over positions "
             "for a linear layer read only by global average pooling) on up to "
             f"{ONE_SHOT_REFIT_SAMPLES} training samples, "
             "layer after layer, then fine-tuned with those masks fixed (initialSparsity, beginStep, endStep and "

@@ -97,27 +97,56 @@ def test_the_refit_layers_follow_the_float_model_far_closer_than_magnitude_alone
         kernel = getattr(magnitude.get_layer(name), weight)
         kernel.assign(kernel.numpy() * keep_mask(kernel.numpy(), 0.5, two_of_four=False))
 
-    cut = {
-        name: ~keep_mask(getattr(model.get_layer(name), weight).numpy(), 0.5, two_of_four=False)
-        for name, (weight,) in pruned.items()
-    }
     result = refit_pruned(model, [x[:48], x[48:]], pruned=pruned, sparsities=dict.fromkeys(pruned, 0.5))
     assert result.refit == list(pruned) and result.magnitude_only == []
     for name, (weight,) in pruned.items():
-        # The weights the float kernel's magnitudes cut are zero (a kept weight may be too: one that reads
-        # a channel whose every weight was cut before it).
+        # Half of each kernel is cut (a kept weight may be zero too: one that reads a channel whose every weight
+        # was cut before it).
         kernel = getattr(model.get_layer(name), weight).numpy()
-        assert cut[name].sum() == kernel.size // 2 and (kernel[cut[name]] == 0).all(), name
+        assert (kernel == 0).sum() >= kernel.size // 2, name
 
     def error(candidate: Any, inputs: np.ndarray, expected: np.ndarray) -> float:
         return float(np.mean((candidate.predict(inputs, verbose=0) - expected) ** 2))
 
-    # Mean squared error against the float model, refit against magnitude alone: 0.0077 against 0.0318 on
-    # the fitted samples, 0.0155 against 0.0271 on others (random weights and inputs; trained models gain more).
+    # Mean squared error against the float model, refit against magnitude alone: 0.0021 against 0.0318 on
+    # the fitted samples, 0.0165 against 0.0271 on others (random weights and inputs; trained models gain more).
     assert error(model, x, reference) < 0.5 * error(magnitude, x, reference)
     unseen = np.random.default_rng(3).normal(size=(96, 12, 12, 3)).astype(np.float32)
     expected = float_model.predict(unseen, verbose=0)
     assert error(model, unseen, expected) < 0.75 * error(magnitude, unseen, expected)
+
+
+def test_the_cut_order_loses_less_than_cutting_the_smallest_weights_and_reports_its_exact_error() -> None:
+    """Inputs of very different scales (as BatchNorm leaves them) that partly stand in for each other: a small
+    weight on a strong input costs more than a large one on a weak or redundant input. The error ``cut_order``
+    gives for each mask is the refit's own: the kept weights solving the normal equations."""
+    from edgecompress_runner.refit import cut_order, keep_mask
+
+    rng = np.random.default_rng(8)
+    fan_in, channels = 24, 6
+    mixing = np.eye(fan_in) + 0.3 * rng.normal(size=(fan_in, fan_in))
+    rows = rng.normal(size=(500, fan_in)) @ mixing * np.exp(rng.normal(size=fan_in))
+    gram = rows.T @ rows
+    weights = rng.normal(size=(fan_in, channels))
+    order = cut_order(np.linalg.inv(gram), weights)
+
+    def refit_error(mask: np.ndarray) -> float:
+        total = 0.0
+        for out, kept in enumerate(mask.T):
+            fitted = np.zeros(fan_in)
+            fitted[kept] = np.linalg.solve(gram[np.ix_(kept, kept)], gram[kept] @ weights[:, out])
+            total += float((fitted - weights[:, out]) @ gram @ (fitted - weights[:, out]))
+        return total
+
+    ratios = []
+    for kept in (108, 72, 36):
+        mask = order.keep_mask(kept)
+        assert mask.sum() == kept
+        found = refit_error(mask)
+        cuts = (~mask).sum(axis=0)
+        np.testing.assert_allclose(sum(order.errors[out, n - 1] for out, n in enumerate(cuts) if n), found, rtol=1e-6)
+        ratios.append(found / refit_error(keep_mask(weights, 1 - kept / weights.size, two_of_four=False)))
+    assert max(ratios) < 0.5, ratios  # 0.067, 0.12, 0.22 (seeded)
 
 
 def two_paths_model() -> Any:
@@ -136,7 +165,7 @@ def two_paths_model() -> Any:
 
 
 def test_sensitivity_cuts_where_the_refit_loses_least_and_follows_the_float_model_closer() -> None:
-    from edgecompress_runner.refit import keep_mask, refit_pruned, sensitivity_sparsities
+    from edgecompress_runner.refit import kept_count, refit_pruned, sensitivity_sparsities
     from edgecompress_runner.tfcompat import keras
 
     model = two_paths_model()
@@ -145,9 +174,7 @@ def test_sensitivity_cuts_where_the_refit_loses_least_and_follows_the_float_mode
     shares = sensitivity_sparsities(model, [x[:128], x[128:]], pruned=pruned, sparsity=0.5)
     sizes = {name: model.get_layer(name).kernel.numpy().size for name in pruned}
     assert shares["after"] > 0.5 > shares["side"], shares
-    kept = sum(
-        int(keep_mask(model.get_layer(name).kernel.numpy(), shares[name], two_of_four=False).sum()) for name in pruned
-    )
+    kept = sum(kept_count(sizes[name], shares[name]) for name in pruned)
     assert kept == sum(sizes.values()) // 2, (kept, sizes, shares)
 
     unseen = np.random.default_rng(5).normal(size=(256, 20)).astype(np.float32)
@@ -160,7 +187,7 @@ def test_sensitivity_cuts_where_the_refit_loses_least_and_follows_the_float_mode
         zeros = sum(int((candidate.get_layer(name).kernel.numpy() == 0).sum()) for name in pruned)
         assert zeros >= sum(sizes.values()) // 2, allocation
         errors[allocation] = float(np.mean((candidate.predict(unseen, verbose=0) - expected) ** 2))
-    # 0.136 against 0.195 (seeded): "after" is cut to 5/8, "side" to 0.4625, "signals" to 3/8.
+    # 0.068 against 0.187 (seeded): "after" is cut to 3/4, "side" to 3/8, "signals" to 0.35.
     assert errors["sensitivity"] < 0.8 * errors["uniform"], errors
 
 
@@ -194,5 +221,5 @@ def test_a_head_read_only_by_global_average_pooling_is_refit_to_the_average() ->
         kernel = model.get_layer("head").kernel.numpy()
         assert (kernel == 0).sum() == round(kernel.size * 0.875)
         errors[between] = float(np.mean((model.predict(unseen, verbose=0) - expected) ** 2))
-    # Unseen-input MSE 0.00029 fit to the mean against 0.0027 fit at every position (seeded).
+    # Unseen-input MSE 0.000057 fit to the mean against 0.00025 fit at every position (seeded).
     assert errors[False] < 0.5 * errors[True], errors
