@@ -37,6 +37,13 @@ def build_binaries() -> Path:
     return Path(finished.stdout.strip().splitlines()[-1])
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries what kubectl said (CalledProcessError's leaves it out)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} {self.stderr.strip()}"
+
+
 @dataclass
 class ControlPlane:
     """Processes of one control plane; ``kubectl()`` talks to it as cluster admin."""
@@ -155,15 +162,17 @@ class ControlPlane:
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        finished = subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
             input=stdin,
             capture_output=True,
             text=True,
-            check=check,
             timeout=timeout,
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
         )
+        if check and finished.returncode != 0:
+            raise KubectlError(finished.returncode, finished.args, finished.stdout, finished.stderr)
+        return finished
 
     def stop(self) -> None:
         """Stops the throwaway control plane; kube-apiserver's graceful shutdown (draining watches) is cut short."""
