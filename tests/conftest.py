@@ -25,14 +25,6 @@ from tests.processes import stop_process
 MINIO_MODULE = "github.com/minio/minio@latest"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that need the control plane share one (and one operator, node agent and MinIO): under
-    pytest-xdist (``-n 2 --dist loadgroup``) they all run in order on one worker, the others on both."""
-    for item in items:
-        if item.get_closest_marker("k8s") is not None:
-            item.add_marker(pytest.mark.xdist_group("k8s"))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def deterministic_ops() -> None:
     """TensorFlow's op determinism on before any test trains. The first job in a process turns it on for good, so
