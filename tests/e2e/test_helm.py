@@ -21,7 +21,7 @@ import yaml
 
 from tests.e2e.test_operator import example, get
 from tests.gotools import helm_binary, prometheus_operator_crds
-from tests.k8s.controlplane import ControlPlane, KubectlError, free_port
+from tests.k8s.controlplane import ControlPlane, free_port
 from tests.k8s.node_agent import NodeAgent
 from tests.processes import stop_process
 from tests.waiting import wait_until
@@ -277,17 +277,11 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def test_every_dashboard_panel_returns_data(release: dict[str, Any], control_plane: ControlPlane) -> None:
     prometheus: Prometheus = release["prometheus"]
-
-    def strict_job_failed() -> bool:
-        try:
-            job = get(control_plane, "compressionjob", "gitops-strict")
-        except KubectlError as error:
-            if "NotFound" in error.stderr:
-                raise
-            return False  # the API server did not answer in time (a cold CI run): ask again
-        return bool(job.get("status", {}).get("phase") == "Failed")
-
-    wait_until(strict_job_failed, "the jobs of the previous test to finish", timeout=420)
+    wait_until(
+        lambda: get(control_plane, "compressionjob", "gitops-strict").get("status", {}).get("phase") == "Failed",
+        "the jobs of the previous test to finish",
+        timeout=420,
+    )
     time.sleep(3)
     for title, expression in dashboard_queries():
         wait_until(
